@@ -1,0 +1,1 @@
+"""Audio I/O (soundfile), resampling (soxr) and features (torch)."""

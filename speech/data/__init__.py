@@ -1,0 +1,1 @@
+"""Corpora, manifests, batching and feature caches."""
