@@ -1,0 +1,112 @@
+"""Map-style dataset that turns a sampled CutSet into one padded training batch.
+
+Legend: b batch, t samples, r reference samples, n text tokens, k cached-feature frames.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from lhotse import CutSet
+
+from speech.data.cache import FeatureCache
+from speech.data.collate import pad_sequences
+from speech.data.references import ReferenceSampler
+from speech.text.bpe import TextTokenizer
+
+log = logging.getLogger(__name__)
+
+
+class SpeechDataset(torch.utils.data.Dataset):
+    """Loads audio, reference audio, text tokens and cached features for the cuts of one batch.
+
+    A cut whose audio (or its reference's audio, or a cached feature) cannot be loaded is dropped from
+    the batch with a one-line warning and counted in ``self.dropped``; training never stops on bad data.
+
+    Args:
+        tokenizer: Text BPE.
+        references: Where reference utterances come from; ``None`` leaves references out.
+        features: Cached per-cut features to add, by batch key (e.g. ``{"tokens": FeatureCache}``).
+        max_ref_duration: References longer than this are randomly cropped, seconds.
+    """
+
+    def __init__(
+        self,
+        tokenizer: TextTokenizer,
+        references: ReferenceSampler | None = None,
+        features: Mapping[str, FeatureCache] | None = None,
+        max_ref_duration: float | None = 6.0,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.references = references
+        self.features = dict(features or {})
+        self.max_ref_duration = max_ref_duration
+        self.dropped: dict[str, int] = {}
+
+    def _drop(self, cut_id: str, what: str, err: Exception) -> None:
+        self.dropped[what] = self.dropped.get(what, 0) + 1
+        log.warning("dropping cut %s from its batch: %s failed (%s)", cut_id, what, err)
+
+    def _load(self, cut) -> dict | None:
+        item = {"id": cut.id}
+        try:
+            item["audio"] = cut.load_audio()[0]
+        except Exception as err:
+            return self._drop(cut.id, "audio", err)
+        if self.references is not None:
+            try:
+                ref = self.references.reference_for(cut)
+                ref = self.references.crop(ref, self.max_ref_duration, key=cut.id)
+                item["ref_audio"] = ref.load_audio()[0]
+                item["ref_id"] = ref.id
+            except Exception as err:
+                return self._drop(cut.id, "reference", err)
+        for key, cache in self.features.items():
+            try:
+                item[key] = cache.load(cut.id)
+            except Exception as err:
+                return self._drop(cut.id, f"feature '{key}'", err)
+        return item
+
+    def __getitem__(self, cuts: CutSet) -> dict:
+        """Builds a batch.
+
+        Returns:
+            A dict with ``ids``, ``texts``, ``speakers``, ``languages`` (lists of str), ``dropped`` (cuts of
+            this batch that failed to load) and tensors
+            ``audio (b, t)``, ``audio_lens (b,)``, ``audio_mask (b, t)``; ``text_tokens (b, n)`` padded with
+            the tokenizer's pad id, ``text_lens``, ``text_mask``; with references ``ref_audio (b, r)``,
+            ``ref_audio_lens``, ``ref_audio_mask``, ``ref_ids``; per cached feature ``<key> (b, k, ...)``,
+            ``<key>_lens``, ``<key>_mask``.
+        """
+        items, kept = [], []
+        for cut in cuts:
+            item = self._load(cut)
+            if item is not None:
+                items.append(item)
+                kept.append(cut)
+        if not items:
+            raise RuntimeError(f"every cut of a {len(cuts)}-cut batch failed to load (see warnings above)")
+        sups = [c.supervisions[0] for c in kept]
+        batch: dict = {
+            "ids": [c.id for c in kept],
+            "texts": [s.text for s in sups],
+            "speakers": [s.speaker for s in sups],
+            "languages": [s.language for s in sups],
+            "dropped": len(cuts) - len(kept),
+        }
+        batch["audio"], batch["audio_lens"], batch["audio_mask"] = pad_sequences([i["audio"] for i in items])
+        tokens = [np.asarray(self.tokenizer.encode(s.text), dtype=np.int64) for s in sups]
+        batch["text_tokens"], batch["text_lens"], batch["text_mask"] = pad_sequences(
+            tokens, pad_value=self.tokenizer.pad_id
+        )
+        if self.references is not None:
+            batch["ref_ids"] = [i["ref_id"] for i in items]
+            ref = pad_sequences([i["ref_audio"] for i in items])
+            batch["ref_audio"], batch["ref_audio_lens"], batch["ref_audio_mask"] = ref
+        for key in self.features:
+            batch[key], batch[f"{key}_lens"], batch[f"{key}_mask"] = pad_sequences([i[key] for i in items])
+        return batch

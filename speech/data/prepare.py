@@ -1,0 +1,84 @@
+"""Corpus preparation: recipe records -> validated train/val cuts + text BPE, written next to the data.
+
+``prepared_dir`` receives ``train_cuts.jsonl.gz``, ``val_cuts.jsonl.gz``, ``bpe.json``, ``rejects.tsv``
+(one line per skipped utterance with its reason) and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lhotse import CutSet
+
+from speech.data.manifest import CutRules, build_cuts, describe, drop_single_utterance_speakers, split_validation
+from speech.data.records import Utterance
+from speech.data.rejects import RejectLog
+from speech.text.bpe import TextTokenizer
+
+
+def prepare_corpus(
+    utterances: list[Utterance],
+    prepared_dir: str | Path,
+    *,
+    rules: CutRules,
+    rejects: RejectLog,
+    bpe_vocab_size: int,
+    bpe_min_frequency: int = 2,
+    val_per_speaker: int = 1,
+    val_max_total: int = 200,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Validates, splits and tokenizes a corpus.
+
+    Args:
+        utterances: Recipe output.
+        prepared_dir: Output folder (created).
+        rules: Clip requirements; failures go to ``rejects``.
+        rejects: Already holds the recipe's own rejections; written to ``rejects.tsv``.
+        bpe_vocab_size: Size of the byte-level BPE trained on the training transcripts.
+        bpe_min_frequency: Minimum pair count for a BPE merge.
+        val_per_speaker: Utterances per training speaker held out for validation.
+        val_max_total: Cap on the validation set size.
+        seed: Seed of the validation split.
+        progress: Show progress bars.
+
+    Returns:
+        The summary written to ``summary.json``.
+    """
+    out = Path(prepared_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cuts = build_cuts(utterances, rules, rejects, progress=progress)
+    cuts = drop_single_utterance_speakers(cuts, rejects)
+    if len(cuts) == 0:
+        rejects.write(out / "rejects.tsv")
+        raise ValueError(
+            f"no usable utterances out of {len(utterances)} ({rejects.summary()}); see {out / 'rejects.tsv'}"
+        )
+    train, val = split_validation(cuts, val_per_speaker, val_max_total, seed)
+    tokenizer = TextTokenizer.train(
+        (c.supervisions[0].text for c in train), bpe_vocab_size, min_frequency=bpe_min_frequency
+    )
+    tokenizer.save(out / "bpe.json")
+    train.to_file(out / "train_cuts.jsonl.gz")
+    val.to_file(out / "val_cuts.jsonl.gz")
+    rejects.write(out / "rejects.tsv")
+    summary = {
+        "records": len(utterances),
+        "skipped": rejects.counts(),
+        "train": describe(train),
+        "val": describe(val),
+        "bpe_vocab_size": tokenizer.vocab_size,
+        "sample_rate": rules.sample_rate,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    return summary
+
+
+def export_shar(prepared_dir: str | Path, shar_dir: str | Path, shard_size: int = 1000) -> list[str]:
+    """Writes the training cuts as Lhotse Shar shards (flac audio) for streaming on a cluster."""
+    cuts = CutSet.from_file(Path(prepared_dir) / "train_cuts.jsonl.gz")
+    Path(shar_dir).mkdir(parents=True, exist_ok=True)
+    written = cuts.to_shar(shar_dir, fields={"recording": "flac"}, shard_size=shard_size)
+    return sorted(str(p) for paths in written.values() for p in paths)

@@ -1,0 +1,1 @@
+"""LightningModules and DataModules; they receive built models and never build them from configs."""

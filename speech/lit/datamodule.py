@@ -1,0 +1,125 @@
+"""The DataModule every stage trains from: prepared cuts, duration-bucketed batches, references, caches.
+
+Batches are capped by total seconds (Lhotse's ``DynamicBucketingSampler``, which splits the data
+between DDP ranks by itself: run the Trainer with ``use_distributed_sampler=False``). A resumed run
+continues mid-epoch on the batch after the last one trained, because the sampler is rebuilt for the
+same epoch and fast-forwarded past the batches the checkpoint had already seen.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from lhotse import CutSet
+from lhotse.dataset import DynamicBucketingSampler
+
+from speech.data.cache import FeatureCache
+from speech.data.dataset import SpeechDataset
+from speech.data.references import ReferenceSampler
+from speech.text.bpe import TextTokenizer
+
+PREPARED_FILES = ("train_cuts.jsonl.gz", "val_cuts.jsonl.gz", "bpe.json")
+
+
+class _EpochBatches(torch.utils.data.Sampler):
+    """Wraps a Lhotse sampler: forwards ``set_epoch`` to it and to the reference draw, and skips the
+    first ``skip`` batches of the next pass (the batches a resumed checkpoint already trained on)."""
+
+    def __init__(self, sampler: DynamicBucketingSampler, references: ReferenceSampler | None, skip: int = 0):
+        self.sampler, self.references, self.skip = sampler, references, skip
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+        if self.references is not None:
+            self.references.set_epoch(epoch)
+
+    def __iter__(self):
+        it = iter(self.sampler)
+        skip, self.skip = self.skip, 0
+        for _ in range(skip):
+            next(it, None)
+        yield from it
+
+
+class SpeechDataModule(L.LightningDataModule):
+    """Serves batches from a folder written by ``scripts/prepare_data.py``.
+
+    Args:
+        prepared_dir: Folder with ``train_cuts.jsonl.gz``, ``val_cuts.jsonl.gz`` and ``bpe.json``.
+        max_duration: Seconds of audio per batch (before padding).
+        num_buckets: Duration buckets of the sampler.
+        num_workers: DataLoader worker processes.
+        seed: Shuffling and reference-draw seed.
+        references: Add a reference utterance (another utterance of the same speaker) to every item.
+        max_ref_duration: Crop references to at most this many seconds.
+        features: Cached features to add to batches, batch key -> cache folder (see ``FeatureCache``).
+    """
+
+    def __init__(
+        self,
+        prepared_dir: str | Path,
+        *,
+        max_duration: float = 60.0,
+        num_buckets: int = 8,
+        num_workers: int = 2,
+        seed: int = 0,
+        references: bool = True,
+        max_ref_duration: float | None = 6.0,
+        features: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.prepared_dir = Path(prepared_dir)
+        self.max_duration, self.num_buckets, self.num_workers = max_duration, num_buckets, num_workers
+        self.seed, self.use_references, self.max_ref_duration = seed, references, max_ref_duration
+        self.feature_dirs = dict(features or {})
+        self._skip_batches = 0
+        self.train_cuts = self.val_cuts = self.tokenizer = None
+
+    def setup(self, stage: str | None = None) -> None:
+        missing = [f for f in PREPARED_FILES if not (self.prepared_dir / f).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{self.prepared_dir} lacks {', '.join(missing)}: run `python scripts/prepare_data.py data=...` first"
+            )
+        self.train_cuts = CutSet.from_file(self.prepared_dir / "train_cuts.jsonl.gz").to_eager()
+        self.val_cuts = CutSet.from_file(self.prepared_dir / "val_cuts.jsonl.gz").to_eager()
+        self.tokenizer = TextTokenizer.load(self.prepared_dir / "bpe.json")
+
+    def _dataset(self) -> SpeechDataset:
+        refs = ReferenceSampler(self.train_cuts, seed=self.seed) if self.use_references else None
+        features = {key: FeatureCache(path) for key, path in self.feature_dirs.items()}
+        return SpeechDataset(self.tokenizer, refs, features, self.max_ref_duration)
+
+    def _loader(self, cuts: CutSet, *, train: bool) -> torch.utils.data.DataLoader:
+        dataset = self._dataset()
+        sampler = DynamicBucketingSampler(
+            cuts,
+            max_duration=self.max_duration,
+            num_buckets=self.num_buckets,
+            shuffle=train,
+            drop_last=train,
+            seed=self.seed,
+        )
+        skip, self._skip_batches = (self._skip_batches, 0) if train else (0, 0)
+        batches = _EpochBatches(sampler, dataset.references, skip=skip)
+        if self.trainer is not None:
+            batches.set_epoch(self.trainer.current_epoch)
+        return torch.utils.data.DataLoader(dataset, sampler=batches, batch_size=None, num_workers=self.num_workers)
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        return self._loader(self.train_cuts, train=True)
+
+    def val_dataloader(self) -> torch.utils.data.DataLoader:
+        return self._loader(self.val_cuts, train=False)
+
+    def state_dict(self) -> dict:
+        """Where in the epoch training stood, so a resumed run skips what it already saw."""
+        if self.trainer is None:
+            return {"batches_done": 0}
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
+        return {"batches_done": int(progress.completed)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._skip_batches = int(state.get("batches_done", 0))

@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+
+from speech.data.cache import FeatureCache
+
+
+def test_keyed_by_checkpoint_bytes(tmp_path):
+    ckpt = tmp_path / "tok.ckpt"
+    ckpt.write_bytes(b"weights v1")
+    a = FeatureCache.for_checkpoint(tmp_path / "cache", "tokens", ckpt)
+    a.save("spk/utt1", np.arange(5))
+    assert a.has("spk/utt1") and a.load("spk/utt1").tolist() == [0, 1, 2, 3, 4]
+    assert a.missing(["spk/utt1", "utt2"]) == ["utt2"]
+    ckpt.write_bytes(b"weights v2")  # retrained: a new key, an empty cache
+    b = FeatureCache.for_checkpoint(tmp_path / "cache", "tokens", ckpt)
+    assert b.root != a.root and not b.has("spk/utt1")
+    reopened = FeatureCache(a.root)
+    assert reopened.load("spk/utt1").tolist() == [0, 1, 2, 3, 4]
+    assert reopened.meta["kind"] == "tokens"
+
+
+def test_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="keys the 'latents' feature cache"):
+        FeatureCache.for_checkpoint(tmp_path, "latents", tmp_path / "missing.ckpt")
+    with pytest.raises(FileNotFoundError, match="run the stage's encode command"):
+        FeatureCache(tmp_path / "nothing")
+    cache = FeatureCache(tmp_path / "c", {"kind": "tokens", "sha256": "aa"})
+    with pytest.raises(KeyError, match="no cached tokens for cut 'x'"):
+        cache.load("x")
+    with pytest.raises(ValueError, match="other producer|not bb"):
+        FeatureCache(tmp_path / "c", {"kind": "tokens", "sha256": "bb"})
+
+
+def test_save_leaves_no_temp_files(tmp_path):
+    cache = FeatureCache(tmp_path / "c", {"kind": "latents", "sha256": "aa"})
+    for i in range(5):
+        cache.save(f"u{i}", np.zeros((3, 2), np.float32))
+    assert not list(cache.root.rglob("*.tmp"))
+    assert len(list(cache.root.rglob("*.npy"))) == 5
