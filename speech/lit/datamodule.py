@@ -8,6 +8,7 @@ same epoch and fast-forwarded past the batches the checkpoint had already seen.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -36,11 +37,13 @@ class _EpochBatches(torch.utils.data.Sampler):
             self.references.set_epoch(epoch)
 
     def __iter__(self):
-        it = iter(self.sampler)
+        it = iter(self.sampler)  # Lhotse samplers are their own iterators: iter() again would restart them
         skip, self.skip = self.skip, 0
         for _ in range(skip):
-            next(it, None)
-        yield from it
+            if next(it, None) is None:
+                return
+        while (batch := next(it, None)) is not None:
+            yield batch
 
 
 class SpeechDataModule(L.LightningDataModule):
@@ -94,14 +97,16 @@ class SpeechDataModule(L.LightningDataModule):
 
     def _loader(self, cuts: CutSet, *, train: bool) -> torch.utils.data.DataLoader:
         dataset = self._dataset()
-        sampler = DynamicBucketingSampler(
-            cuts,
-            max_duration=self.max_duration,
-            num_buckets=self.num_buckets,
-            shuffle=train,
-            drop_last=train,
-            seed=self.seed,
-        )
+        with warnings.catch_warnings():  # cuts are eager on purpose: references need random access
+            warnings.filterwarnings("ignore", message=".*eagerly read CutSet")
+            sampler = DynamicBucketingSampler(
+                cuts,
+                max_duration=self.max_duration,
+                num_buckets=self.num_buckets,
+                shuffle=train,
+                drop_last=train,
+                seed=self.seed,
+            )
         skip, self._skip_batches = (self._skip_batches, 0) if train else (0, 0)
         batches = _EpochBatches(sampler, dataset.references, skip=skip)
         if self.trainer is not None:
@@ -118,8 +123,10 @@ class SpeechDataModule(L.LightningDataModule):
         """Where in the epoch training stood, so a resumed run skips what it already saw."""
         if self.trainer is None:
             return {"batches_done": 0}
+        # `processed`, not `completed`: checkpoints written in on_train_batch_end see the batch as
+        # processed but not yet completed.
         progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
-        return {"batches_done": int(progress.completed)}
+        return {"batches_done": int(progress.processed)}
 
     def load_state_dict(self, state: dict) -> None:
         self._skip_batches = int(state.get("batches_done", 0))

@@ -20,7 +20,6 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable
-from decimal import Decimal
 
 from num2words import num2words
 
@@ -44,17 +43,18 @@ _HYPHENS = re.compile("[\u2010\u2011\u2212]")
 _DASHES = re.compile(r"\s*(?:[\u2012-\u2015]|-{2,}|(?<!\S)-(?!\S))+\s*")
 _ELLIPSIS = re.compile(r"\.(?:\s?\.){2,}")
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+(?=[,.?!;:])")
+_PAUSE_MARKER = re.compile(r"(<#[^<>#]*#>)")
 
-# A number after thousands separators are gone: optional minus (only after a space or an opening bracket,
-# so "COVID-19" and "1-2" keep their hyphen), digits, optional decimal part.
-_NUM = r"(?:(?<![\w.,])-)?\d+(?:\.\d+)?"
-_CURRENCY_SYMBOLS = "$£€¥"
+# A number once thousands separators are gone: digits, an optional decimal part and a minus sign where the
+# "-" follows a space, an opening bracket or a CJK character (so "COVID-19" and "1-2" keep their hyphen).
+_SIGN = rf"(?<![^\s(\[{{\"'={_CJK}])-"
+_NUM = rf"(?:{_SIGN})?\d+(?:\.\d+)?"
 _SCALES = "thousand|million|billion|trillion"
 
 
 # ---------------------------------------------------------------------------------------------- languages
 def base_language(code: str) -> str:
-    """Maps a language code to its base code: ``"en-US"``, ``"en_GB"`` -> ``"en"``; ``"cmn"``, ``"zh-CN"`` -> ``"zh"``.
+    """Maps a language code to its base: ``"en-US"``, ``"en_GB"`` -> ``"en"``; ``"cmn"``, ``"zh-CN"`` -> "zh".
 
     Raises:
         ValueError: ``code`` is not a non-empty string.
@@ -66,6 +66,11 @@ def base_language(code: str) -> str:
 
 
 # ------------------------------------------------------------------------------------ Chinese numerals
+def _check_cjk_range(n: int) -> None:
+    if not 0 <= n <= _MAX_CJK_NUMBER:
+        raise ValueError(f"can only read whole numbers from 0 to {_MAX_CJK_NUMBER:,}, got {n:,}")
+
+
 _ZH_DIGITS = "零一二三四五六七八九"
 
 
@@ -85,7 +90,12 @@ def _zh_section(n: int) -> str:
 
 
 def zh_number(n: int) -> str:
-    """Reads ``0 <= n <= 99,999,999`` in Chinese numerals: 10 -> 十, 2024 -> 二千零二十四."""
+    """Reads ``0 <= n <= 99,999,999`` in Chinese numerals: 10 -> 十, 2024 -> 二千零二十四.
+
+    Raises:
+        ValueError: ``n`` is out of range (longer digit strings are read digit by digit by the caller).
+    """
+    _check_cjk_range(n)
     if n == 0:
         return "零"
     high, low = divmod(n, 10_000)
@@ -122,7 +132,12 @@ def _ja_section(n: int) -> str:
 
 
 def ja_number(n: int) -> str:
-    """Reads ``0 <= n <= 99,999,999`` in hiragana: 300 -> さんびゃく, 10000 -> いちまん."""
+    """Reads ``0 <= n <= 99,999,999`` in hiragana: 300 -> さんびゃく, 10000 -> いちまん.
+
+    Raises:
+        ValueError: ``n`` is out of range (longer digit strings are read digit by digit by the caller).
+    """
+    _check_cjk_range(n)
     if n == 0:
         return "ぜろ"
     high, low = divmod(n, 10_000)
@@ -141,17 +156,19 @@ _MINUS = {"en": "minus", "de": "minus", "es": "menos", "it": "meno", "fr": "moin
 _PERCENT = {"en": "{} percent", "de": "{} Prozent", "es": "{} por ciento", "it": "{} per cento",
             "fr": "{} pour cent", "pt": "{} por cento", "zh": "百分之{}", "ja": "{}パーセント"}  # fmt: skip
 _AND = {"en": "and", "de": "und", "es": "y", "it": "e", "fr": "et", "pt": "e", "zh": "和", "ja": "と"}
-# Currency names per symbol: (singular, plural) for spaced languages, one word for zh/ja.
-_CURRENCY = {
-    "en": {"$": ("dollar", "dollars"), "£": ("pound", "pounds"), "€": ("euro", "euros"), "¥": ("yen", "yen")},
-    "de": {"$": ("Dollar", "Dollar"), "£": ("Pfund", "Pfund"), "€": ("Euro", "Euro"), "¥": ("Yen", "Yen")},
-    "es": {"$": ("dólar", "dólares"), "£": ("libra", "libras"), "€": ("euro", "euros"), "¥": ("yen", "yenes")},
-    "it": {"$": ("dollaro", "dollari"), "£": ("sterlina", "sterline"), "€": ("euro", "euro"), "¥": ("yen", "yen")},
-    "fr": {"$": ("dollar", "dollars"), "£": ("livre", "livres"), "€": ("euro", "euros"), "¥": ("yen", "yens")},
-    "pt": {"$": ("dólar", "dólares"), "£": ("libra", "libras"), "€": ("euro", "euros"), "¥": ("iene", "ienes")},
-    "zh": {"$": "美元", "£": "英镑", "€": "欧元", "¥": "元"},
-    "ja": {"$": "ドル", "£": "ポンド", "€": "ユーロ", "¥": "えん"},
+# Currency names for $ £ € ¥ in that order: (singular, plural) for spaced languages, one word for zh/ja.
+_CURRENCY_SYMBOLS = "$£€¥"
+_CURRENCY_NAMES = {
+    "en": [("dollar", "dollars"), ("pound", "pounds"), ("euro", "euros"), ("yen", "yen")],
+    "de": [("Dollar", "Dollar"), ("Pfund", "Pfund"), ("Euro", "Euro"), ("Yen", "Yen")],
+    "es": [("dólar", "dólares"), ("libra", "libras"), ("euro", "euros"), ("yen", "yenes")],
+    "it": [("dollaro", "dollari"), ("sterlina", "sterline"), ("euro", "euro"), ("yen", "yen")],
+    "fr": [("dollar", "dollars"), ("livre", "livres"), ("euro", "euros"), ("yen", "yens")],
+    "pt": [("dólar", "dólares"), ("libra", "libras"), ("euro", "euros"), ("iene", "ienes")],
+    "zh": ["美元", "英镑", "欧元", "元"],
+    "ja": ["ドル", "ポンド", "ユーロ", "えん"],
 }
+_CURRENCY = {lang: dict(zip(_CURRENCY_SYMBOLS, row, strict=True)) for lang, row in _CURRENCY_NAMES.items()}
 # English sub-units for "$2.50" -> "two dollars and fifty cents".
 _EN_SUBUNIT = {"$": ("cent", "cents"), "€": ("cent", "cents"), "£": ("penny", "pence")}
 
@@ -186,12 +203,12 @@ def _number(text: str, language: str) -> str:
     return (" " if _spaced(language) else "").join(words)
 
 
-def _sub(pattern: str | re.Pattern, read: Callable[[re.Match], str], text: str, spaced: bool) -> str:
-    """``re.sub`` that keeps the words apart from letters or digits they were glued to ("5kg" -> "five kg")."""
+def _sub(pattern: str, read: Callable[[re.Match], str], text: str, language: str) -> str:
+    """``re.sub`` that keeps words apart from letters or digits they were glued to ("5kg" -> "five kg")."""
 
     def replace(match: re.Match) -> str:
         words = read(match)
-        if not spaced:
+        if not _spaced(language):
             return words
         before = match.string[match.start() - 1] if match.start() > 0 else " "
         after = match.string[match.end()] if match.end() < len(match.string) else " "
@@ -207,7 +224,7 @@ def _canonical_numbers(text: str, language: str) -> str:
             text = re.sub(r"(?<![\d.,])\d{1,3}(?: \d{3})+(?!\d)", lambda m: m[0].replace(" ", ""), text)
         text = re.sub(r"(?<![\d.,])\d{1,3}(?:\.\d{3})+(?!\d|\.\d)", lambda m: m[0].replace(".", ""), text)
         return re.sub(r"(?<=\d),(?=\d)", ".", text)
-    return re.sub(r"(?<![\d.,])\d{1,3}(?:,\d{3})+(?![\d,])", lambda m: m[0].replace(",", ""), text)
+    return re.sub(r"(?<![\d.,])\d{1,3}(?:,\d{3})+(?!\d|,\d)", lambda m: m[0].replace(",", ""), text)
 
 
 def _currency(text: str, language: str) -> str:
@@ -223,14 +240,14 @@ def _currency(text: str, language: str) -> str:
         return f"{_number(amount, language)} {singular if amount == '1' else plural}"
 
     scale = rf"(?:\s?({_SCALES})\b)?" if language == "en" else "()"
-    text = _sub(rf"((?<![\w.,])-)?[{symbols}]\s?(\d+(?:\.\d+)?){scale}",
-                lambda m: read((m[1] or "") + m[2], m[0].lstrip("-")[0], m[3]), text, _spaced(language))  # fmt: skip
-    return _sub(rf"({_NUM})\s?([{symbols}])", lambda m: read(m[1], m[2]), text, _spaced(language))
+    symbol_first = rf"({_SIGN})?([{symbols}])\s?(\d+(?:\.\d+)?){scale}"
+    text = _sub(symbol_first, lambda m: read((m[1] or "") + m[3], m[2], m[4]), text, language)
+    return _sub(rf"({_NUM})\s?([{symbols}])", lambda m: read(m[1], m[2]), text, language)
 
 
 def _percent(text: str, language: str) -> str:
-    return _sub(rf"({_NUM})\s?%", lambda m: _PERCENT[language].format(_number(m[1], language)), text,
-                _spaced(language))  # fmt: skip
+    template = _PERCENT[language]
+    return _sub(rf"({_NUM})\s?%", lambda m: template.format(_number(m[1], language)), text, language)
 
 
 # -------------------------------------------------------------------------------------------- English
@@ -268,8 +285,9 @@ def _en_time(match: re.Match) -> str:
         words += " o'clock" if 1 <= hour <= 12 else " hundred"
     if meridiem:
         words += f" {meridiem[0].lower()} m"
-        # "at 5 p.m." at the very end keeps its full stop.
-        if match[0].endswith(".") and not match.string[match.end() :].strip():
+        # "p.m." swallowed a full stop; keep it where it also ends the sentence.
+        rest = match.string[match.end() :]
+        if match[0].endswith(".") and (not rest.strip() or re.match(r"\s+[A-Z]", rest)):
             words += "."
     return words
 
@@ -279,6 +297,11 @@ def _en_year_or_cardinal(digits: str) -> str:
     if len(digits) == 4 and digits[0] != "0" and 1100 <= int(digits) <= 2099:
         return num2words(int(digits), to="year")
     return _cardinal(digits, "en")
+
+
+def _en_number(match: re.Match) -> str:
+    number = match[0]
+    return _number(number, "en") if "." in number or "-" in number else _en_year_or_cardinal(number)
 
 
 def _plural(words: str) -> str:
@@ -292,15 +315,13 @@ def _english(text: str) -> str:
     text = re.sub(r"\betc\.", "et cetera", text)
     text = _canonical_numbers(text, "en")
     text = _currency(text, "en")
-    meridiem = r"(?:\s?([ap])\.?m\b\.?)"
-    text = _sub(rf"\b([01]?\d|2[0-3]):([0-5]\d)(?!:?\d){meridiem}?", _en_time, text, True)
-    text = _sub(rf"\b(1[0-2]|[1-9])(){meridiem}", _en_time, text, True)
+    meridiem = r"(?:\s?([aApP])(?:\.[mM]\.|[mM]\b))"
+    text = _sub(rf"\b([01]?\d|2[0-3]):([0-5]\d)(?!:?\d){meridiem}?", _en_time, text, "en")
+    text = _sub(rf"\b(1[0-2]|[1-9])(){meridiem}", _en_time, text, "en")
     text = _percent(text, "en")
-    text = _sub(r"\b(\d+)(?:st|nd|rd|th)\b", lambda m: num2words(int(m[1]), to="ordinal"), text, True)
-    text = _sub(r"\b(\d{3}0|[1-9]0)s\b", lambda m: _plural(_en_year_or_cardinal(m[1])), text, True)
-    text = _sub(r"(?<![\w.,])-?\d+\.\d+", lambda m: _number(m[0], "en"), text, True)
-    text = _sub(r"(?<![\w.,])-\d+", lambda m: _number(m[0], "en"), text, True)
-    return _sub(r"\d+", lambda m: _en_year_or_cardinal(m[0]), text, True)
+    text = _sub(r"\b(\d+)(?i:st|nd|rd|th)\b", lambda m: num2words(int(m[1]), to="ordinal"), text, "en")
+    text = _sub(r"(?:'|\b)(\d{3}0|[1-9]0)s\b", lambda m: _plural(_en_year_or_cardinal(m[1])), text, "en")
+    return _sub(_NUM, _en_number, text, "en")
 
 
 # ------------------------------------------------------------------------------- de / es / it / fr / pt
@@ -308,24 +329,40 @@ def _feminine(words: str) -> str:
     return " ".join(w[:-1] + "a" if w.endswith("o") else w for w in words.split())
 
 
+_DE_MONTHS = {"januar", "februar", "märz", "april", "mai", "juni", "juli", "august", "september", "oktober",
+              "november", "dezember"}  # fmt: skip
+_DE_ARTICLES_N = {"am", "im", "vom", "zum", "zur", "beim", "dem", "den", "des", "einem", "einen", "einer"}
+_DE_ARTICLES = {"der", "die", "das", "ein", "eine", "jeder", "jede", "jedes"}
+
+
+def _german_ordinal(match: re.Match) -> str:
+    """Reads "am 3. Mai" as "am dritten Mai"; "Er ist 30. Dann" keeps its cardinal and full stop.
+
+    A number with a full stop is an ordinal after an article or before a month or a lower-case word;
+    the article decides the ending, as far as a cheap rule can.
+    """
+    before = re.search(r"(\w+)\s+$", match.string[: match.start()])
+    after = re.match(r"\s+(\w+)", match.string[match.end() :])
+    previous = before[1].lower() if before else ""
+    following = after[1] if after else ""
+    if previous in _DE_ARTICLES_N | _DE_ARTICLES or following.lower() in _DE_MONTHS or following.islower():
+        return num2words(int(match[1]), lang="de", to="ordinal") + ("n" if previous in _DE_ARTICLES_N else "")
+    return _cardinal(match[1], "de") + "."
+
+
 def _ordinals(text: str, language: str) -> str:
     def ordinal(n: str) -> str:
         return num2words(int(n), lang=language, to="ordinal")
 
     if language == "de":
-        # "am 3. Mai": a short number, a full stop and a word. The article decides the ending (dritten).
-        def german(match: re.Match) -> str:
-            return ordinal(match[2]) + ("n" if match[1] else "")
-
-        return _sub(r"(\b(?:am|im|vom|zum|beim|dem|den|des)\s+)?\b(\d{1,3})\.(?=\s+\w)",
-                    lambda m: (m[1] or "") + german(m), text, True)  # fmt: skip
+        return _sub(r"(?<![\d.,])(\d{1,3})\.(?=\s+\w)", _german_ordinal, text, language)
     if language == "fr":
         feminine = r"\b(\d+)(?:re|ère)\b"
-        text = _sub(feminine, lambda m: "première" if m[1] == "1" else ordinal(m[1]), text, True)
-        return _sub(r"\b(\d+)(?:er|e|ème|eme)\b", lambda m: ordinal(m[1]), text, True)
+        text = _sub(feminine, lambda m: "première" if m[1] == "1" else ordinal(m[1]), text, language)
+        return _sub(r"\b(\d+)(?:er|e|ème|eme)\b", lambda m: ordinal(m[1]), text, language)
     # es/it/pt: "1º"/"1ª" (NFKC has made them "1o"/"1a"), also written "1.º".
-    text = _sub(r"\b(\d+)\.?o\b", lambda m: ordinal(m[1]), text, True)
-    return _sub(r"\b(\d+)\.?a\b", lambda m: _feminine(ordinal(m[1])), text, True)
+    text = _sub(r"\b(\d+)\.?o\b", lambda m: ordinal(m[1]), text, language)
+    return _sub(r"\b(\d+)\.?a\b", lambda m: _feminine(ordinal(m[1])), text, language)
 
 
 def _num2words_language(text: str, language: str) -> str:
@@ -333,7 +370,7 @@ def _num2words_language(text: str, language: str) -> str:
     text = _currency(text, language)
     text = _percent(text, language)
     text = _ordinals(text, language)
-    return _sub(_NUM, lambda m: _number(m[0], language), text, True)
+    return _sub(_NUM, lambda m: _number(m[0], language), text, language)
 
 
 # ----------------------------------------------------------------------------------- Chinese, Japanese
@@ -361,9 +398,11 @@ def _cjk_time(match: re.Match, language: str) -> str:
 
 def _cjk_numbers(text: str, language: str) -> str:
     text = _canonical_numbers(text, language)
+    if language == "ja":
+        text = re.sub(r"(\d)\s?円", r"\1¥", text)
     text = _currency(text, language)
     text = _percent(text, language)
-    text = re.sub(r"\b([01]?\d|2[0-3]):([0-5]\d)(?!:?\d)", lambda m: _cjk_time(m, language), text)
+    text = re.sub(r"(?<!\d)([01]?\d|2[0-3]):([0-5]\d)(?!:?\d)", lambda m: _cjk_time(m, language), text)
     if language == "zh":
         # Years are read digit by digit: 2024年 -> 二零二四年.
         text = re.sub(r"(\d{4})(?=年)", lambda m: "".join(_ZH_DIGITS[int(d)] for d in m[1]), text)
@@ -372,9 +411,8 @@ def _cjk_numbers(text: str, language: str) -> str:
 
 def _cjk_punctuation(text: str, language: str) -> str:
     text = _ELLIPSIS.sub("……", text)
-    text = text.replace(",", "、" if language == "ja" else "，")
-    text = text.translate(str.maketrans("?!:;", "？！：；"))
-    text = re.sub(rf"(?<=[{_CJK}])\.", "。", text)
+    full_width = str.maketrans(",.?!:;", ("、" if language == "ja" else "，") + "。？！：；")
+    text = re.sub(rf"(?<=[{_CJK}])[,.?!:;]+", lambda m: m[0].translate(full_width), text)
     text = re.sub(r"\s*—\s*", "—", text)
     return _CJK_SPACE.sub("", text)
 
@@ -394,28 +432,7 @@ def _language_independent(text: str) -> str:
     return " ".join(text.split())
 
 
-def normalize_text(text: str, language: str) -> str:
-    """Normalizes ``text`` in ``language`` for synthesis and tokenization.
-
-    Examples (English): ``"Dr. Smith paid $5 on 3/4"`` keeps its structure with "Doctor" and "five dollars";
-    ``"In 1984, 23% of 1,000 people"`` -> ``"In nineteen eighty-four, twenty-three percent of one thousand
-    people"``. Chinese ``"2024年有10%"`` -> ``"二零二四年有百分之十"``; Japanese ``"300"`` -> ``"さんびゃく"``.
-
-    Args:
-        text: Raw text, any script.
-        language: A language code such as ``"en"``, ``"en-US"``, ``"cmn"``, ``"zh-CN"``, ``"ja"``, ``"de"``.
-            Languages without rules here get only the language-independent ones.
-
-    Returns:
-        The normalized text; ``normalize_text(normalize_text(x, l), l) == normalize_text(x, l)``.
-
-    Raises:
-        ValueError: ``language`` is empty or not a string.
-        TypeError: ``text`` is not a string.
-    """
-    lang = base_language(language)
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}")
+def _normalize_piece(text: str, lang: str) -> str:
     text = _language_independent(text)
     if lang in _AND:
         text = re.sub(r"\s*&\s*", f" {_AND[lang]} ", text)
@@ -429,3 +446,32 @@ def normalize_text(text: str, language: str) -> str:
     if lang in ("zh", "ja"):
         text = _cjk_punctuation(text, lang)
     return text
+
+
+def normalize_text(text: str, language: str) -> str:
+    """Normalizes ``text`` in ``language`` for synthesis and tokenization.
+
+    Examples: ``"Dr. Smith paid $5 in 1984."`` (en) -> ``"Doctor Smith paid five dollars in nineteen
+    eighty-four."``; ``"2024年有10%"`` (zh) -> ``"二零二四年有百分之十"``;
+    ``"300円"`` (ja) -> ``"さんびゃくえん"``.
+
+    Args:
+        text: Raw text, any script.
+        language: A language code such as ``"en"``, ``"en-US"``, ``"cmn"``, ``"zh-CN"``, ``"ja"``, ``"de"``.
+            Languages without rules here get only the language-independent ones.
+
+    Returns:
+        The normalized text; ``normalize_text(normalize_text(x, l), l) == normalize_text(x, l)``. Pause
+        markers ``<#x#>`` are kept as they are.
+
+    Raises:
+        ValueError: ``language`` is empty or not a string.
+        TypeError: ``text`` is not a string.
+    """
+    lang = base_language(language)
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    # Pause markers (<#1.5#>, validated in speech.text.pauses) pass through untouched.
+    parts = _PAUSE_MARKER.split(text)
+    pieces = [part if i % 2 else _normalize_piece(part, lang) for i, part in enumerate(parts)]
+    return (" " if _spaced(lang) else "").join(piece for piece in pieces if piece)

@@ -98,6 +98,7 @@ def _sources(root: Path, languages: Sequence[str] | str | None) -> list[tuple[Pa
     if not root.is_dir():
         raise FileNotFoundError(f"Emilia root not found: {root}")
     folders = {p.name.upper(): p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")}
+    names_there = sorted(p.name for p in folders.values())
     if languages is None:
         chosen = list(folders.values())
     else:
@@ -106,7 +107,7 @@ def _sources(root: Path, languages: Sequence[str] | str | None) -> list[tuple[Pa
         missing = [name for name in names if name not in folders]
         if missing:
             raise FileNotFoundError(
-                f"Emilia language folder(s) {missing} not found in {root}; folders there: {sorted(folders)}"
+                f"Emilia language folder(s) {missing} not found in {root}; folders there: {names_there}"
             )
         chosen = [folders[name] for name in names]
     sources = []
@@ -128,7 +129,7 @@ def _sources(root: Path, languages: Sequence[str] | str | None) -> list[tuple[Pa
     if not sources:
         raise FileNotFoundError(
             f"no Emilia language folder with metadata in {root} (expected e.g. "
-            f"{root / 'EN' / 'EN_B00000.jsonl'}); its folders: {sorted(folders)}"
+            f"{root / 'EN' / 'EN_B00000.jsonl'}); its folders: {names_there}"
         )
     return sources
 

@@ -1,0 +1,182 @@
+"""Settings of the synthetic corpus generator: the ``synthetic:`` block of ``configs/data/synthetic_*.yaml``.
+
+Plain frozen dataclasses, so the library never sees a Hydra ``DictConfig``; :meth:`CorpusConfig.from_dict`
+turns the resolved YAML block into one and names any key it does not know.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """Where sentences come from and which ones are kept.
+
+    Attributes:
+        fortune_dir: Root of the ``fortunes*`` packages (en at the top, ``de/``, ``es/``, ``it/``, and the
+            Chinese files ``chinese``, ``tang300``, ``song100``).
+        man_ja_dir: Root of the Japanese man pages (``manpages-ja``), the Japanese prose source.
+        max_sentences_per_language: Size cap of each language's sentence pool.
+        heldout_sentences_per_language: Sentences reserved for the test speakers; training never says them.
+        min_seconds: Shortest estimated spoken length kept (from characters per second of each language).
+        max_seconds: Longest estimated spoken length kept.
+    """
+
+    fortune_dir: str = "/usr/share/games/fortunes"
+    man_ja_dir: str = "/usr/share/man/ja"
+    max_sentences_per_language: int = 2000
+    heldout_sentences_per_language: int = 300
+    min_seconds: float = 1.5
+    max_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class VoiceConfig:
+    """Which base voices exist.
+
+    Attributes:
+        espeak_variants: espeak-ng variant names to use; ``None`` takes every installed variant except
+            ``espeak_exclude``. ``"default"`` is the language voice without a variant.
+        espeak_exclude: Variants left out (whispered, echo-laden, unstable ones).
+        flite: flite voices (English).
+        festival: festival voices (English and Italian).
+    """
+
+    espeak_variants: list[str] | None = None
+    espeak_exclude: list[str] = field(default_factory=list)
+    flite: list[str] = field(default_factory=lambda: ["kal16", "awb", "rms", "slt"])
+    festival: list[str] = field(
+        default_factory=lambda: [
+            "kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts", "lp_diphone", "pc_diphone",
+        ]
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class WarpConfig:
+    """Ranges of the WORLD pseudo-speaker warps; factors are drawn log-uniformly.
+
+    A warped speaker moves pitch and formants away from its base by at least the ``min`` factor (up or
+    down, at random), so that it is a new voice rather than its base with noise.
+
+    Attributes:
+        pitch_min: Smallest pitch change, e.g. 1.12 means at least 12 % up or down.
+        pitch_max: Largest pitch change.
+        formant_min: Smallest spectral-envelope (formant) stretch.
+        formant_max: Largest spectral-envelope stretch.
+        rate_max: Speaking-rate factors are drawn from ``[1 / rate_max, rate_max]``.
+        min_distance: Test warps of a training voice stay at least this far (in units of the ``min``
+            factors) from every training warp of that voice, so their warp parameters are unseen.
+    """
+
+    pitch_min: float = 1.12
+    pitch_max: float = 1.45
+    formant_min: float = 1.06
+    formant_max: float = 1.18
+    rate_max: float = 1.12
+    min_distance: float = 1.0
+
+
+@dataclass(frozen=True)
+class SpeakerConfig:
+    """How many speakers of each kind, and which voices are held out.
+
+    Attributes:
+        num_train: Training speakers: every training base voice once, plus warps until this many.
+        heldout_voices: Base voices (``<engine>-<voice>`` names) whose every speaker is a test speaker;
+            voices of the same person (flite ``kal16`` and festival ``kal_diphone``) go with them.
+        num_heldout_espeak: Further espeak-ng variants, drawn at random, held out whole.
+        num_unseen_warps: Test speakers that are new warps of training voices.
+    """
+
+    num_train: int = 120
+    heldout_voices: list[str] = field(default_factory=lambda: ["flite-rms", "festival-ked", "festival-pc"])
+    num_heldout_espeak: int = 8
+    num_unseen_warps: int = 6
+
+
+@dataclass(frozen=True)
+class UtteranceConfig:
+    """How many utterances each speaker says.
+
+    Attributes:
+        per_train_speaker: Training utterances of each training speaker.
+        language_weights: Relative frequency of each language for speakers that speak several; the keys
+            are the corpus languages.
+        test_en_per_speaker: English test utterances of each English-speaking test speaker.
+        test_multi_per_speaker: Test utterances per other language of each test speaker speaking it.
+        cross_items_per_speaker: ``test-synth-cross`` items of each multilingual test speaker.
+    """
+
+    per_train_speaker: int = 7
+    language_weights: dict[str, float] = field(
+        default_factory=lambda: {"en": 0.4, "de": 0.12, "es": 0.12, "it": 0.12, "zh": 0.12, "ja": 0.12}
+    )
+    test_en_per_speaker: int = 14
+    test_multi_per_speaker: int = 4
+    cross_items_per_speaker: int = 10
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """Post-processing of every clip.
+
+    Attributes:
+        trim_margin: Silence kept before the first and after the last active frame, seconds.
+        trim_threshold_db: Frames quieter than the loudest frame by more than this are silence.
+        loudness_db: Target RMS level of the active frames, dBFS.
+        peak: Largest absolute sample value after normalization.
+        min_duration: Shorter clips are rejected, seconds.
+        max_duration: Longer clips are rejected, seconds.
+    """
+
+    trim_margin: float = 0.1
+    trim_threshold_db: float = 40.0
+    loudness_db: float = -23.0
+    peak: float = 0.95
+    min_duration: float = 1.0
+    max_duration: float = 15.0
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    """Everything that decides the corpus; the same config and seed give a byte-identical corpus."""
+
+    seed: int = 1234
+    languages: list[str] = field(default_factory=lambda: ["en", "de", "es", "it", "zh", "ja"])
+    text: TextConfig = field(default_factory=TextConfig)
+    voices: VoiceConfig = field(default_factory=VoiceConfig)
+    warp: WarpConfig = field(default_factory=WarpConfig)
+    speakers: SpeakerConfig = field(default_factory=SpeakerConfig)
+    utterances: UtteranceConfig = field(default_factory=UtteranceConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    separability_utts_per_speaker: int = 6
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> CorpusConfig:
+        """Builds the config from a plain nested dict (e.g. ``OmegaConf.to_container(cfg.data.synthetic)``).
+
+        Raises:
+            ValueError: a key is not a setting (the message lists the known ones).
+        """
+        return _from_dict(cls, values, "synthetic")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown setting(s) {unknown} in {where}; known: {sorted(fields)}")
+    kwargs = {}
+    for name, value in values.items():
+        default = fields[name].default_factory  # type: ignore[misc]
+        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+            value = _from_dict(default, value, f"{where}.{name}")
+        kwargs[name] = value
+    return cls(**kwargs)

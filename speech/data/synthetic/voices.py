@@ -1,0 +1,130 @@
+"""Base voices: the timbres the synthesizers offer, and the languages each can speak.
+
+An espeak-ng *variant* (``en-us+f3``) changes the formant voice, not the language, so every variant can
+speak every corpus language: these are the cross-lingual speakers. flite's and festival's voices are
+recordings of one person in one language (English, and Italian for festival's ``lp``/``pc``). Some
+voices are the same person: flite ``kal16`` and festival ``kal_diphone`` are both Kal, flite ``slt`` and
+festival ``cmu_us_slt_arctic_hts`` both SLT (resemblyzer scores them 0.91 and 0.82, like one speaker),
+so such voices share an ``identity`` and are held out together.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from speech.data.synthetic.config import VoiceConfig
+from speech.data.synthetic.engines import EngineNotFoundError, require
+
+ALL_LANGUAGES = ("en", "de", "es", "it", "zh", "ja")
+
+
+@dataclass(frozen=True)
+class BaseVoice:
+    """One voice of one engine.
+
+    Attributes:
+        name: Corpus-unique name, ``<engine>-<voice>`` with the engine shortened (``espeak-f3``,
+            ``flite-slt``, ``festival-kal``).
+        engine: ``"espeak-ng"``, ``"flite"`` or ``"festival"``.
+        voice: The engine's own voice name (``f3``, ``slt``, ``kal_diphone``).
+        languages: Corpus languages the voice speaks.
+        identity: Who the voice is; voices of one person share it.
+        gender: ``"female"``, ``"male"`` or ``""`` when the voice does not say.
+        package: Debian package that provides the voice.
+    """
+
+    name: str
+    engine: str
+    voice: str
+    languages: tuple[str, ...]
+    identity: str
+    gender: str
+    package: str
+
+
+# name -> (identity, gender); flite's voices ship inside the flite package.
+_FLITE = {"kal16": ("kal", "male"), "awb": ("awb", "male"), "rms": ("rms", "male"), "slt": ("slt", "female")}
+# festival voice -> (short name, identity, gender, languages, package, voice folder)
+_FESTIVAL = {
+    "kal_diphone": ("kal", "kal", "male", ("en",), "festvox-kallpc16k", "english/kal_diphone"),
+    "ked_diphone": ("ked", "ked", "male", ("en",), "festvox-kdlpc16k", "english/ked_diphone"),
+    "cmu_us_slt_arctic_hts": ("slt", "slt", "female", ("en",), "festvox-us-slt-hts", "us/cmu_us_slt_arctic_hts"),
+    "lp_diphone": ("lp", "lp", "female", ("it",), "festvox-italp16k", "italian/lp_diphone"),
+    "pc_diphone": ("pc", "pc", "male", ("it",), "festvox-itapc16k", "italian/pc_diphone"),
+}  # fmt: skip
+FESTIVAL_VOICE_ROOT = Path("/usr/share/festival/voices")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_]+")
+
+
+def base_voices(config: VoiceConfig, languages: list[str]) -> list[BaseVoice]:
+    """Lists the configured base voices that speak at least one of ``languages``, sorted by name.
+
+    Raises:
+        EngineNotFoundError: an engine or voice in the config is not installed.
+        ValueError: a configured voice is unknown.
+    """
+    voices = [*_espeak_voices(config), *_flite_voices(config.flite), *_festival_voices(config.festival)]
+    kept = []
+    for voice in voices:
+        langs = tuple(lang for lang in voice.languages if lang in languages)
+        if langs:
+            kept.append(BaseVoice(**{**voice.__dict__, "languages": langs}))
+    names = [v.name for v in kept]
+    if len(set(names)) != len(names):
+        raise ValueError(f"base voice names collide: {sorted(n for n in names if names.count(n) > 1)}")
+    return sorted(kept, key=lambda v: v.name)
+
+
+def espeak_variants() -> dict[str, str]:
+    """Installed espeak-ng variants (file names under ``voices/!v``) and their gender, by name."""
+    require("espeak-ng")
+    out = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True, timeout=30).stdout
+    match = re.search(r"Data at:\s*(\S+)", out)
+    if match is None:
+        raise EngineNotFoundError(f"espeak-ng: cannot find its data folder in {out.strip()!r}")
+    folder = Path(match[1]) / "voices" / "!v"
+    variants = {}
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        gender = re.search(r"^\s*gender\s+(\w+)", path.read_text(errors="replace"), re.MULTILINE)
+        variants[path.name] = gender[1].lower() if gender else ""
+    return variants
+
+
+def _espeak_voices(config: VoiceConfig) -> list[BaseVoice]:
+    if config.espeak_variants is not None and not config.espeak_variants:
+        return []
+    installed = {"default": "male", **espeak_variants()}
+    wanted = config.espeak_variants
+    if wanted is None:
+        wanted = [n for n in installed if n not in config.espeak_exclude and _SAFE_NAME.fullmatch(n)]
+    missing = sorted(set(wanted) - set(installed))
+    if missing:
+        raise ValueError(f"espeak-ng variants {missing} are not installed; installed: {sorted(installed)}")
+    return [
+        BaseVoice(f"espeak-{n}", "espeak-ng", n, ALL_LANGUAGES, f"espeak-{n}", installed[n], "espeak-ng-data")
+        for n in wanted
+    ]
+
+
+def _flite_voices(names: list[str]) -> list[BaseVoice]:
+    if names:
+        require("flite")
+    unknown = sorted(set(names) - set(_FLITE))
+    if unknown:
+        raise ValueError(f"unknown flite voices {unknown}; known: {sorted(_FLITE)}")
+    return [BaseVoice(f"flite-{n}", "flite", n, ("en",), *_FLITE[n], "flite") for n in names]
+
+
+def _festival_voices(names: list[str]) -> list[BaseVoice]:
+    unknown = sorted(set(names) - set(_FESTIVAL))
+    if unknown:
+        raise ValueError(f"unknown festival voices {unknown}; known: {sorted(_FESTIVAL)}")
+    voices = []
+    for n in names:
+        short, identity, gender, langs, package, folder = _FESTIVAL[n]
+        require("festival", str(FESTIVAL_VOICE_ROOT / folder), package)
+        voices.append(BaseVoice(f"festival-{short}", "festival", n, langs, identity, gender, package))
+    return voices

@@ -1,0 +1,154 @@
+"""Multilingual byte-level BPE for text tokens (paper section 2: the AR Transformer reads BPE text tokens).
+
+A thin wrapper around HuggingFace ``tokenizers``: ByteLevel pre-tokenizer and decoder over a BPE model, so
+every string of any script encodes without unknown tokens and decodes back exactly. Text should be
+normalized (``speech.text.normalize``) before it is encoded; the tokenizer itself does not normalize.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+PAD_TOKEN, BOS_TOKEN, EOS_TOKEN = "<pad>", "<bos>", "<eos>"
+SPECIAL_TOKENS = (PAD_TOKEN, BOS_TOKEN, EOS_TOKEN)
+PAD_ID = 0
+# Byte-level BPE starts from one token per byte value.
+_BYTE_TOKENS = 256
+MIN_VOCAB_SIZE = _BYTE_TOKENS + len(SPECIAL_TOKENS)
+
+
+class TextTokenizer:
+    """Byte-level BPE with ``<pad>`` (id 0), ``<bos>`` and ``<eos>``.
+
+    Build one with :meth:`train` or :meth:`load`; the constructor wraps an existing ``tokenizers.Tokenizer``.
+
+    Args:
+        tokenizer: A byte-level BPE tokenizer holding the three special tokens, ``<pad>`` with id 0.
+
+    Raises:
+        ValueError: a special token is missing or ``<pad>`` does not have id 0.
+    """
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        ids = {token: tokenizer.token_to_id(token) for token in SPECIAL_TOKENS}
+        missing = [token for token, i in ids.items() if i is None]
+        if missing:
+            raise ValueError(f"tokenizer lacks the special tokens {missing}; use TextTokenizer.train")
+        if ids[PAD_TOKEN] != PAD_ID:
+            raise ValueError(f"{PAD_TOKEN} must have id {PAD_ID}, got {ids[PAD_TOKEN]}")
+        self._tokenizer = tokenizer
+        self._bos_id = ids[BOS_TOKEN]
+        self._eos_id = ids[EOS_TOKEN]
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int, *, min_frequency: int = 2) -> TextTokenizer:
+        """Trains a byte-level BPE on raw strings.
+
+        Training is deterministic: the same texts give the same vocabulary and merges.
+
+        Args:
+            texts: Normalized transcripts, any languages.
+            vocab_size: Target size including the 256 byte tokens and 3 special tokens; a small corpus may
+                stop short of it (no pair left that occurs ``min_frequency`` times).
+            min_frequency: A pair must occur this often to be merged.
+
+        Returns:
+            The trained tokenizer.
+
+        Raises:
+            ValueError: ``vocab_size`` is below 259, or ``texts`` holds no non-empty string.
+        """
+        if vocab_size < MIN_VOCAB_SIZE:
+            raise ValueError(
+                f"vocab_size must be at least {MIN_VOCAB_SIZE} ({_BYTE_TOKENS} byte tokens + "
+                f"{len(SPECIAL_TOKENS)} special tokens), got {vocab_size}"
+            )
+        tokenizer = Tokenizer(models.BPE())
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=list(SPECIAL_TOKENS),
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        seen = _Counted(texts)
+        tokenizer.train_from_iterator(seen, trainer=trainer)
+        if not seen.non_empty:
+            raise ValueError("no text to train the tokenizer on: texts is empty or holds only empty strings")
+        return cls(tokenizer)
+
+    def save(self, path: str | Path) -> Path:
+        """Writes the tokenizer as one ``tokenizer.json``-style file, creating parent folders; returns it."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._tokenizer.save(str(path), pretty=True)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> TextTokenizer:
+        """Loads a file written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: ``path`` does not exist.
+            ValueError: ``path`` is not a tokenizer file of this kind.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: text tokenizer not found; run scripts/prepare_data.py to train it on the corpus "
+                "transcripts, or TextTokenizer.train(...).save(path)"
+            )
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as err:  # tokenizers raises a bare Exception for unparsable files
+            raise ValueError(f"{path}: not a valid tokenizer file ({err})") from err
+        try:
+            return cls(tokenizer)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from err
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``, without special tokens."""
+        return self._tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of ``ids``; special tokens are dropped, so ``decode(encode(text)) == text``."""
+        return self._tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of token ids, special tokens included (the embedding table size)."""
+        return self._tokenizer.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def pad_id(self) -> int:
+        return PAD_ID
+
+    @property
+    def bos_id(self) -> int:
+        return self._bos_id
+
+    @property
+    def eos_id(self) -> int:
+        return self._eos_id
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+
+class _Counted:
+    """Iterates over ``texts`` and remembers whether any of them was non-empty."""
+
+    def __init__(self, texts: Iterable[str]) -> None:
+        self._texts = texts
+        self.non_empty = False
+
+    def __iter__(self) -> Iterator[str]:
+        for text in self._texts:
+            self.non_empty = self.non_empty or bool(text)
+            yield text

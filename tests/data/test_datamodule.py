@@ -1,0 +1,150 @@
+"""Batches, references and exact mid-epoch resume through a real Lightning Trainer."""
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from speech.data.manifest import CutRules
+from speech.data.prepare import prepare_corpus
+from speech.data.records import Utterance
+from speech.data.rejects import RejectLog
+from speech.lit.datamodule import SpeechDataModule
+
+WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+
+
+@pytest.fixture
+def prepared(tmp_path):
+    rng = np.random.default_rng(0)
+    utts = []
+    for s in range(3):
+        for u in range(8):
+            path = tmp_path / "wav" / f"s{s}_{u}.wav"
+            path.parent.mkdir(exist_ok=True)
+            sf.write(path, (0.1 * rng.standard_normal(int(16000 * (0.6 + 0.1 * u)))).astype(np.float32), 16000)
+            text = " ".join(rng.choice(WORDS, size=4 + u % 3))
+            utts.append(Utterance(f"s{s}_{u}", path, text, f"spk{s}", "en"))
+    out = tmp_path / "prepared"
+    summary = prepare_corpus(
+        utts, out, rules=CutRules(min_duration=0.5), rejects=RejectLog(), bpe_vocab_size=300,
+        val_per_speaker=1, val_max_total=3, progress=False,
+    )  # fmt: skip
+    assert summary["train"]["utterances"] == 21 and summary["val"]["utterances"] == 3
+    return out
+
+
+def make_dm(prepared, **kw):
+    kw = {"max_duration": 3.0, "num_buckets": 2, "num_workers": 0, "seed": 0, **kw}
+    dm = SpeechDataModule(prepared, **kw)
+    dm.setup("fit")
+    return dm
+
+
+def test_batch_contents(prepared):
+    dm = make_dm(prepared, max_ref_duration=0.7)
+    speaker = {c.id: c.supervisions[0].speaker for c in dm.train_cuts}
+    n = 0
+    for batch in dm.train_dataloader():
+        b = len(batch["ids"])
+        n += b
+        assert batch["audio"].shape[0] == b and batch["audio_mask"].dtype == torch.bool
+        assert torch.equal(batch["audio_mask"].sum(1), batch["audio_lens"])
+        assert float(batch["audio_lens"].sum()) / 16000 <= 3.0
+        assert torch.equal(batch["text_mask"].sum(1), batch["text_lens"])
+        assert (batch["text_tokens"][~batch["text_mask"]] == dm.tokenizer.pad_id).all()
+        decoded = [dm.tokenizer.decode(t[:n_].tolist()) for t, n_ in zip(batch["text_tokens"], batch["text_lens"])]
+        assert decoded == batch["texts"]
+        for cut_id, ref_id in zip(batch["ids"], batch["ref_ids"]):
+            assert ref_id != cut_id and speaker[ref_id] == speaker[cut_id]
+        assert batch["ref_audio_lens"].max() <= int(0.7 * 16000) + 1
+    assert n >= 15  # drop_last may leave a remainder out
+
+
+def test_references_change_with_epoch_but_are_reproducible(prepared):
+    def refs(epoch):
+        dm = make_dm(prepared)
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        return {i: r for batch in loader for i, r in zip(batch["ids"], batch["ref_ids"])}
+
+    e0, e0_again, e1 = refs(0), refs(0), refs(1)
+    assert e0 == e0_again
+    common = set(e0) & set(e1)
+    assert any(e0[i] != e1[i] for i in common)
+
+
+def test_unreadable_audio_is_dropped_from_its_batch(prepared, tmp_path):
+    dm = make_dm(prepared, references=False)
+    victim = next(iter(dm.train_dataloader()))["ids"][0]  # same epoch, same order on the next pass
+    (tmp_path / "wav" / f"{victim}.wav").write_bytes(b"corrupted")
+    seen, dropped = set(), 0
+    for batch in dm.train_dataloader():
+        seen.update(batch["ids"])
+        dropped += batch["dropped"]
+    assert victim not in seen and dropped == 1
+
+
+def test_missing_prepared_files_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run `python scripts/prepare_data.py"):
+        SpeechDataModule(tmp_path).setup("fit")
+
+
+class Recorder(L.LightningModule):
+    """Records the cut ids of every training batch; one parameter so the optimizer has state."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.seen = []
+
+    def training_step(self, batch, _):
+        self.seen.append(tuple(batch["ids"]))
+        return (self.w - batch["audio"].mean()).pow(2).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=0.1)
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAt(L.Callback):
+    """Kills the run at a given step, after the checkpoint before it was written."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, *_):
+        if trainer.global_step == self.step:
+            raise Crash(f"killed at step {self.step}")
+
+
+def fit(prepared, tmp_path, max_steps, ckpt=None, callbacks=()):
+    trainer = L.Trainer(
+        max_steps=max_steps, max_epochs=100, accelerator="cpu", logger=False, enable_progress_bar=False,
+        enable_model_summary=False, use_distributed_sampler=False, limit_val_batches=0,
+        default_root_dir=tmp_path, callbacks=list(callbacks), enable_checkpointing=bool(callbacks),
+    )  # fmt: skip
+    model = Recorder()
+    dm = SpeechDataModule(prepared, max_duration=3.0, num_buckets=2, num_workers=0)
+    try:
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt)
+    except Crash:
+        pass
+    return trainer, model
+
+
+@pytest.mark.parametrize("saved_at", [5, 10])  # inside the first epoch (about 7 batches), inside the second
+def test_killed_run_resumes_with_the_next_batch(prepared, tmp_path, saved_at):
+    _, full = fit(prepared, tmp_path / "full", max_steps=14)
+    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=saved_at, save_top_k=-1)
+    _, killed = fit(prepared, tmp_path / "a", max_steps=14, callbacks=[saver, CrashAt(saved_at + 2)])
+    assert len(killed.seen) == saved_at + 2  # it trained past the checkpoint before dying
+    (ckpt,) = (tmp_path / "ckpt").glob(f"*step={saved_at}.ckpt")
+    _, resumed = fit(prepared, tmp_path / "b", max_steps=14, ckpt=str(ckpt))
+    assert len(full.seen) == 14
+    assert killed.seen[:saved_at] + resumed.seen == full.seen
