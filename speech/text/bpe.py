@@ -127,14 +127,17 @@ class TextTokenizer:
 
     @property
     def pad_id(self) -> int:
+        """Id of ``<pad>``: always ``PAD_ID`` (0)."""
         return PAD_ID
 
     @property
     def bos_id(self) -> int:
+        """Id of ``<bos>``."""
         return self._bos_id
 
     @property
     def eos_id(self) -> int:
+        """Id of ``<eos>``."""
         return self._eos_id
 
     def __len__(self) -> int:

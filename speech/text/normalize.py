@@ -40,7 +40,10 @@ _CJK_SPACE = re.compile(rf"(?<=[{_CJK}]) (?=[{_CJK}])")
 _SINGLE_QUOTES = re.compile("[\u2018\u2019\u201a\u201b\u2032\u2039\u203a]")
 _DOUBLE_QUOTES = re.compile("[\u201c\u201d\u201e\u201f\u2033\u00ab\u00bb]")
 _HYPHENS = re.compile("[\u2010\u2011\u2212]")
-_DASHES = re.compile(r"\s*(?:[\u2012-\u2015]|-{2,}|(?<!\S)-(?!\S))+\s*")
+# A dash is a figure/en/em dash, "--" or a hyphen standing alone; a run of them (with the hyphens and
+# spaces around) becomes one " — ". A hyphen before a digit is left alone: it is a minus sign.
+_DASH = r"(?:[\u2012-\u2015]|-{2,}|(?<!\S)-(?!\S))"
+_DASHES = re.compile(rf"\s*(?:-\s*)*{_DASH}(?:\s*(?:[\u2012-\u2015]|-(?!\d)))*\s*")
 _ELLIPSIS = re.compile(r"\.(?:\s?\.){2,}")
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+(?=[,.?!;:])")
 _PAUSE_MARKER = re.compile(r"(<#[^<>#]*#>)")
@@ -256,7 +259,7 @@ _EN_ABBREVIATIONS = [
     (r"\bProf\.", "Professor"), (r"\bJr\.", "Junior"), (r"\bSr\.", "Senior"), (r"\bMt\.", "Mount"),
     (r"\bSt\.(?=\s+[A-Z])", "Saint"), (r"\bSt\.", "Street"), (r"\bvs\.?(?=\s)", "versus"),
     (r"\be\.g\.(?=\W|$)", "for example"), (r"\bi\.e\.(?=\W|$)", "that is"),
-    (r"\bapprox\.", "approximately"), (r"\bNo\.(?=\s*\d)", "number"), (r"#(?=\d)", "number "),
+    (r"\bapprox\.", "approximately"),
 ]  # fmt: skip
 
 
@@ -309,10 +312,17 @@ def _plural(words: str) -> str:
 
 
 def _english(text: str) -> str:
+    text = re.sub(r"\bNo\.(?=\s*\d)", "number", text)
+    text = re.sub(r"#(?=\d)", "number ", text)
+    text = _english_numbers(text)
+    # After the numbers, which may have put spaces before an abbreviation ("5Mr." -> "five Mr.").
     for pattern, expansion in _EN_ABBREVIATIONS:
         text = re.sub(pattern, expansion, text)
     text = re.sub(r"\betc\.(?=(\s*$)|\s+[A-Z])", "et cetera.", text)
-    text = re.sub(r"\betc\.", "et cetera", text)
+    return re.sub(r"\betc\.", "et cetera", text)
+
+
+def _english_numbers(text: str) -> str:
     text = _canonical_numbers(text, "en")
     text = _currency(text, "en")
     meridiem = r"(?:\s?([aApP])(?:\.[mM]\.|[mM]\b))"
@@ -442,7 +452,8 @@ def _normalize_piece(text: str, lang: str) -> str:
         text = _num2words_language(text, lang)
     elif lang in ("zh", "ja"):
         text = _cjk_numbers(text, lang)
-    text = _SPACE_BEFORE_PUNCT.sub("", " ".join(text.split()))
+    # Again: inserted words can leave a lone "-" or a doubled space behind.
+    text = _SPACE_BEFORE_PUNCT.sub("", _language_independent(text))
     if lang in ("zh", "ja"):
         text = _cjk_punctuation(text, lang)
     return text

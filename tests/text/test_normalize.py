@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 import pytest
@@ -39,6 +40,7 @@ LANGUAGE_INDEPENDENT = [
     ("«Bonjour»", '"Bonjour"'),
     ("wait… what. . . no....", "wait... what... no..."),
     ("a—b – c -- d - e", "a — b — c — d — e"),
+    ("a — — b -– c", "a — b — c"),
     ("well‐known, −5", "well-known, -5"),
     ("a\u200bb\x07c\td\n\ne\u00ad", "abc d e"),
     ("  many   spaces \n here  ", "many spaces here"),
@@ -89,6 +91,7 @@ ENGLISH = [
     ("at 5 p.m. Then", "at five p m. Then"),
     ("at 3:30 p.m. and", "at three thirty p m and"),
     ("Call 007", "Call zero zero seven"),
+    ("5Mr. Smith", "five Mister Smith"),
     ("5kg (10%)", "five kg (ten percent)"),
     ("COVID-19 and mp3", "COVID-nineteen and mp three"),
     ("ＡＢＣ１２３", "ABC one hundred and twenty-three"),
@@ -232,3 +235,16 @@ IDEMPOTENCE_CASES = (
 def test_normalize_is_idempotent(language: str, text: str) -> None:
     once = normalize_text(text, language)
     assert normalize_text(once, language) == once
+
+
+def test_normalize_is_idempotent_on_random_mixtures() -> None:
+    pieces = list("0123456789.,:-%$£€¥&'\"“”—–…!?;() abXZ年你好こんにちは円。、，？！") + [
+        "1st", "3:30", "p.m.", "Mr.", "etc.", "1,000", "1.000", "1 000", "2ª", "1º", "3e", "<#1#>", "\u200b",
+        "\n", "½", "－", "５", "1980s", "'90s",
+    ]  # fmt: skip
+    rng = random.Random(0)
+    for _ in range(300):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 25)))
+        for language in ("en", "de", "es", "it", "fr", "pt", "zh", "ja", "ko"):
+            once = normalize_text(text, language)
+            assert normalize_text(once, language) == once, (language, text)

@@ -1,0 +1,1 @@
+"""Evaluation metrics: WER with pluggable ASR, speaker similarity with pluggable embedders, codec metrics."""

@@ -1,0 +1,1 @@
+"""ASR backends behind one interface (``ASRBackend``), used to score WER."""

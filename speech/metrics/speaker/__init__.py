@@ -1,0 +1,1 @@
+"""Speaker-embedding backends behind one interface (``SpeakerEmbedder``), used to score SIM."""
