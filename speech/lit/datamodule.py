@@ -102,7 +102,7 @@ class SpeechDataModule(L.LightningDataModule):
             sampler = DynamicBucketingSampler(
                 cuts,
                 max_duration=self.max_duration,
-                num_buckets=self.num_buckets,
+                num_buckets=max(1, min(self.num_buckets, len(cuts))),  # small validation sets
                 shuffle=train,
                 drop_last=train,
                 seed=self.seed,

@@ -2,39 +2,10 @@
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
-from speech.data.manifest import CutRules
-from speech.data.prepare import prepare_corpus
-from speech.data.records import Utterance
-from speech.data.rejects import RejectLog
 from speech.lit.datamodule import SpeechDataModule
-
-WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
-
-
-@pytest.fixture
-def prepared(tmp_path):
-    rng = np.random.default_rng(0)
-    utts = []
-    for s in range(3):
-        for u in range(8):
-            path = tmp_path / "wav" / f"s{s}_{u}.wav"
-            path.parent.mkdir(exist_ok=True)
-            sf.write(path, (0.1 * rng.standard_normal(int(16000 * (0.6 + 0.1 * u)))).astype(np.float32), 16000)
-            text = " ".join(rng.choice(WORDS, size=4 + u % 3))
-            utts.append(Utterance(f"s{s}_{u}", path, text, f"spk{s}", "en"))
-    out = tmp_path / "prepared"
-    summary = prepare_corpus(
-        utts, out, rules=CutRules(min_duration=0.5), rejects=RejectLog(), bpe_vocab_size=300,
-        val_per_speaker=1, val_max_total=3, progress=False,
-    )  # fmt: skip
-    assert summary["train"]["utterances"] == 21 and summary["val"]["utterances"] == 3
-    return out
-
 
 def make_dm(prepared, **kw):
     kw = {"max_duration": 3.0, "num_buckets": 2, "num_workers": 0, "seed": 0, **kw}

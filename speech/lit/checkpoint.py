@@ -1,0 +1,50 @@
+"""Rebuilding models from checkpoint files alone: every checkpoint carries its resolved config.
+
+This is the one library module that turns configs into objects (checkpoints hold configs, not code).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if "config" not in ckpt:
+        raise ValueError(f"{path} carries no 'config': it was not written by train.py, cannot rebuild the model")
+    return ckpt
+
+
+def checkpoint_config(ckpt: dict) -> DictConfig:
+    return OmegaConf.create(ckpt["config"])
+
+
+def build_model(path: str | Path, *, prefix: str = "model.") -> tuple[torch.nn.Module, DictConfig]:
+    """Rebuilds ``config.model`` and loads its weights (state-dict keys under ``prefix``), in eval mode.
+
+    Raises:
+        ValueError: the checkpoint's weights do not fit the rebuilt model (names the keys).
+    """
+    ckpt = load_checkpoint(path)
+    cfg = checkpoint_config(ckpt)
+    model = instantiate(cfg.model)
+    state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not match config.model: missing {missing}, unexpected {unexpected}")
+    return model.eval(), cfg
+
+
+def build_component(cfg: DictConfig, key: str):
+    """Instantiates ``cfg.<key>`` (a dotted key such as ``"data.mel"``) of a checkpoint's config."""
+    node = OmegaConf.select(cfg, key)
+    if node is None:
+        raise KeyError(f"the checkpoint's config has no '{key}'")
+    return instantiate(node)

@@ -1,0 +1,1 @@
+"""Reusable building blocks (attention, convolution, normalization) shared by the models."""
