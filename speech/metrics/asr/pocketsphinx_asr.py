@@ -44,12 +44,16 @@ class PocketSphinxASR(ASRBackend):
         hyp = self.decoder.hyp()
         return hyp.hypstr.strip() if hyp is not None else ""
 
-    def transcribe(self, wavs: Sequence[np.ndarray], *, language: str, utts: Sequence[str] | None = None) -> list[str]:
+    def transcribe(
+        self, wavs: Sequence[np.ndarray], *, language: str, utts: Sequence[str] | None = None
+    ) -> list[str]:
         """Transcribes each 16 kHz waveform in turn (``language`` must be ``en``; ``utts`` is unused).
 
         Raises:
             ValueError: ``language`` is not English.
         """
         if not self.supports(base_language(language)):
-            raise ValueError(f"{self.name} transcribes English only (its packaged model), got language {language!r}")
+            raise ValueError(
+                f"{self.name} transcribes English only (its packaged model), got language {language!r}"
+            )
         return [self._decode(w) for w in wavs]

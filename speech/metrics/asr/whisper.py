@@ -13,14 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from speech.metrics.asr.base import ASR_SAMPLE_RATE, ASRBackend
 from speech.text.normalize import base_language
 
 
 def _default_device() -> str:
-    import torch
-
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -57,9 +56,7 @@ class WhisperASR(ASRBackend):
                 f"Whisper model folder not found: {path} (save e.g. openai/whisper-large-v3 there with "
                 "save_pretrained or huggingface-cli download; nothing is downloaded at evaluation time)"
             )
-        import torch
-
-        try:
+        try:  # imported here: transformers is slow to import and only this backend needs it
             from transformers import WhisperForConditionalGeneration, WhisperProcessor
         except ImportError as err:
             raise ImportError("WhisperASR needs HF transformers: pip install transformers") from err
@@ -73,8 +70,6 @@ class WhisperASR(ASRBackend):
         self.model = model.to(self.device).eval()
 
     def _transcribe_batch(self, wavs: Sequence[np.ndarray], language: str) -> list[str]:
-        import torch
-
         inputs = self.processor.feature_extractor(
             [np.asarray(w, dtype=np.float32).reshape(-1) for w in wavs],
             sampling_rate=ASR_SAMPLE_RATE,
@@ -92,7 +87,9 @@ class WhisperASR(ASRBackend):
             )
         return [t.strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True)]
 
-    def transcribe(self, wavs: Sequence[np.ndarray], *, language: str, utts: Sequence[str] | None = None) -> list[str]:
+    def transcribe(
+        self, wavs: Sequence[np.ndarray], *, language: str, utts: Sequence[str] | None = None
+    ) -> list[str]:
         """Transcribes 16 kHz waveforms in batches of ``batch_size`` (``utts`` is unused).
 
         Args:
