@@ -45,11 +45,11 @@ if ! "$venv/bin/python" -c "import torch" >/dev/null 2>&1; then
   "${pip[@]}" install "$torch_spec"
 fi
 
-# 4. The package (editable) with the corpus and dev extras; skipped while pyproject.toml is unchanged.
+# 4. The package (editable) with the corpus, eval and dev extras; skipped while pyproject.toml is unchanged.
 stamp="$venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "setup: installing the speech package and its dependencies into $venv"
-  "${pip[@]}" install -e ".[corpus,dev]"
+  "${pip[@]}" install -e ".[corpus,eval,dev]"
   rm -f "$venv"/.installed-*
   touch "$stamp"
 fi

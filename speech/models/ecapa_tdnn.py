@@ -9,8 +9,8 @@ independent implementation whose ``state_dict`` keys equal that module's keys mi
 is why some submodules carry CamelCase attribute names (``Conv1dReluBn1``, ``SE_Connect``, ...): they are
 checkpoint keys, not style choices.
 
-Quirks of the original that are kept because the checkpoint was trained with them: every conv block
-applies ReLU *before* its BatchNorm, and the stem uses kernel 5 with padding 2.
+A quirk of the original kept because the checkpoint was trained with it: every conv block applies ReLU
+*before* its BatchNorm.
 
 Legend: l hidden-state layers, b batch, t frames, d SSL feature dim, c channels, e embedding dim.
 """
@@ -65,7 +65,7 @@ class Res2Conv(nn.Module):
         """``(b, c, t) -> (b, c, t)``."""
         groups = torch.split(x, self.width, dim=1)
         outs, prev = [], None
-        for i, (conv, bn) in enumerate(zip(self.convs, self.bns)):
+        for i, (conv, bn) in enumerate(zip(self.convs, self.bns, strict=True)):
             inp = groups[i] if prev is None else prev + groups[i]
             prev = bn(F.relu(conv(inp)))
             outs.append(prev)
@@ -101,7 +101,13 @@ class SERes2Block(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, dilation: int, scale: int, se_bottleneck: int
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        dilation: int,
+        scale: int,
+        se_bottleneck: int,
     ) -> None:
         super().__init__()
         # Attribute names are the UniSpeech checkpoint's keys.

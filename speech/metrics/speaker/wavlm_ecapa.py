@@ -243,7 +243,7 @@ class WavLMECAPAEmbedder(SpeakerEmbedder):
         self.head.to(self.device).eval()
 
     def hidden_states(self, wav: torch.Tensor) -> torch.Tensor:
-        """s3prl-style hidden states: ``(b, t_samples)`` 16 kHz audio -> ``(l, b, t, d)``."""
+        """s3prl-style hidden states of unpadded rows: ``(b, t_samples)`` 16 kHz audio -> ``(l, b, t, d)``."""
         if self.normalize:
             wav = F.layer_norm(wav, wav.shape[-1:])
         inputs: list[torch.Tensor] = []
