@@ -35,6 +35,7 @@ class CTCASR(nn.Module):
         heads: Attention heads.
         kernel_size: Depthwise convolution kernel.
         subsampling: Time reduction, a power of two (2 keeps 50 frames/s from 100 Hz mels).
+        conv_channels: Channels of the strided subsampling convolutions.
         dropout: Dropout inside the blocks.
         vocab_size: Output symbols including the blank (257 for byte targets).
     """
@@ -47,6 +48,7 @@ class CTCASR(nn.Module):
         heads: int = 4,
         kernel_size: int = 15,
         subsampling: int = 2,
+        conv_channels: int = 32,
         dropout: float = 0.1,
         vocab_size: int = VOCAB_SIZE,
     ) -> None:
@@ -56,10 +58,10 @@ class CTCASR(nn.Module):
             raise ValueError(f"subsampling must be a power of two, got {subsampling}")
         self.subsample, freq = nn.ModuleList(), n_mels
         for i in range(n_stride):
-            self.subsample.append(nn.Conv2d(1 if i == 0 else dim, dim, 3, stride=2, padding=1))
+            self.subsample.append(nn.Conv2d(1 if i == 0 else conv_channels, conv_channels, 3, stride=2, padding=1))
             freq = (freq + 1) // 2
         self.subsampling, self.n_stride = subsampling, n_stride
-        in_dim = dim * freq if n_stride else n_mels
+        in_dim = conv_channels * freq if n_stride else n_mels
         self.proj = nn.Linear(in_dim, dim)
         self.blocks = nn.ModuleList(ConformerBlock(dim, heads, kernel_size=kernel_size, dropout=dropout)
                                     for _ in range(layers))  # fmt: skip
