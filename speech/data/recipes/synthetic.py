@@ -16,7 +16,9 @@ from speech.data.synthetic.catalog import read_manifest
 log = logging.getLogger(__name__)
 
 
-def load_synthetic(root: str | Path, split: str = "train", *, rejects: RejectLog | None = None) -> list[Utterance]:
+def load_synthetic(
+    root: str | Path, split: str = "train", *, rejects: RejectLog | None = None
+) -> list[Utterance]:
     """Lists the utterances of one split of a built synthetic corpus.
 
     Args:

@@ -27,10 +27,26 @@ class TextConfig:
 
     fortune_dir: str = "/usr/share/games/fortunes"
     man_ja_dir: str = "/usr/share/man/ja"
-    max_sentences_per_language: int = 2000
+    max_sentences_per_language: int = 1500
     heldout_sentences_per_language: int = 300
     min_seconds: float = 1.5
     max_seconds: float = 10.0
+
+
+# espeak-ng variants left out by default. Effects: whispered or unvoiced, unstable, heavy echo or robot
+# filters, one that forces en-us. Near-duplicates: the mean resemblyzer embedding of 4 English sentences
+# has cosine >= 0.92 with an earlier kept variant (order: default, m1-8, f1-5, klatt*, then by name); for
+# scale, flite kal16 and festival kal_diphone, one person through two synthesizers, score 0.93.
+ESPEAK_EFFECT_VARIANTS = [
+    "whisper", "whisperf", "caleb", "fast", "Demonic", "announcer", "UniRobot", "anikaRobot", "RicishayMax",
+    "RicishayMax2", "RicishayMax3", "robosoft", "robosoft2", "robosoft3", "robosoft4", "robosoft5",
+    "robosoft6", "robosoft7", "robosoft8", "Storm",
+]  # fmt: skip
+ESPEAK_DUPLICATE_VARIANTS = [
+    "Alex", "Gene2", "Henrique", "Michael", "Mike", "adam", "aunty", "croak", "edward2", "f2", "f4",
+    "grandpa", "iven2", "iven3", "john", "klatt2", "klatt3", "klatt5", "klatt6", "linda", "m1", "m2", "m3",
+    "m4", "m5", "m6", "marcelo", "max", "michel", "miguel", "robert", "steph2", "steph3",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -40,13 +56,15 @@ class VoiceConfig:
     Attributes:
         espeak_variants: espeak-ng variant names to use; ``None`` takes every installed variant except
             ``espeak_exclude``. ``"default"`` is the language voice without a variant.
-        espeak_exclude: Variants left out (whispered, echo-laden, unstable ones).
+        espeak_exclude: Variants left out: effects and measured near-duplicates (see above).
         flite: flite voices (English).
         festival: festival voices (English and Italian).
     """
 
     espeak_variants: list[str] | None = None
-    espeak_exclude: list[str] = field(default_factory=list)
+    espeak_exclude: list[str] = field(
+        default_factory=lambda: [*ESPEAK_EFFECT_VARIANTS, *ESPEAK_DUPLICATE_VARIANTS]
+    )
     flite: list[str] = field(default_factory=lambda: ["kal16", "awb", "rms", "slt"])
     festival: list[str] = field(
         default_factory=lambda: [
@@ -90,12 +108,17 @@ class SpeakerConfig:
             voices of the same person (flite ``kal16`` and festival ``kal_diphone``) go with them.
         num_heldout_espeak: Further espeak-ng variants, drawn at random, held out whole.
         num_unseen_warps: Test speakers that are new warps of training voices.
+        warp_engine_weights: How many times each base voice of an engine appears in the round robin
+            that hands out training warps (flite's and festival's few voices get more warps).
     """
 
     num_train: int = 120
     heldout_voices: list[str] = field(default_factory=lambda: ["flite-rms", "festival-ked", "festival-pc"])
     num_heldout_espeak: int = 8
     num_unseen_warps: int = 6
+    warp_engine_weights: dict[str, int] = field(
+        default_factory=lambda: {"espeak-ng": 1, "flite": 3, "festival": 3}
+    )
 
 
 @dataclass(frozen=True)
@@ -111,7 +134,7 @@ class UtteranceConfig:
         cross_items_per_speaker: ``test-synth-cross`` items of each multilingual test speaker.
     """
 
-    per_train_speaker: int = 7
+    per_train_speaker: int = 13
     language_weights: dict[str, float] = field(
         default_factory=lambda: {"en": 0.4, "de": 0.12, "es": 0.12, "it": 0.12, "zh": 0.12, "ja": 0.12}
     )
@@ -143,7 +166,10 @@ class AudioConfig:
 
 @dataclass(frozen=True)
 class CorpusConfig:
-    """Everything that decides the corpus; the same config and seed give a byte-identical corpus."""
+    """Everything that decides the corpus; the same config and seed give a byte-identical corpus.
+
+    The defaults are the ``synthetic_tiny`` corpus (``configs/data/synthetic_tiny.yaml`` spells them out).
+    """
 
     seed: int = 1234
     languages: list[str] = field(default_factory=lambda: ["en", "de", "es", "it", "zh", "ja"])

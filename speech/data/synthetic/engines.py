@@ -131,14 +131,13 @@ def _first_line(stderr: bytes) -> str:
     return lines[0][:200] if lines else "no message"
 
 
-def engine_versions() -> dict[str, str]:
-    """First line of each installed engine's version output, for the corpus's provenance record."""
-    versions = {}
-    for engine, cmd in (("espeak-ng", ["espeak-ng", "--version"]), ("flite", ["flite", "--version"])):
-        if shutil.which(cmd[0]):
-            out = subprocess.run(cmd, capture_output=True, timeout=TIMEOUT_S).stdout
-            versions[engine] = _first_line(out)
-    if shutil.which("festival"):
-        out = subprocess.run(["festival", "--version"], capture_output=True, timeout=TIMEOUT_S).stdout
-        versions["festival"] = _first_line(out)
-    return versions
+def debian_versions(packages: list[str]) -> dict[str, str]:
+    """Installed version of each Debian package (``dpkg-query``), for the corpus's provenance record.
+
+    Packages that are not installed, or a system without dpkg, are left out.
+    """
+    if shutil.which("dpkg-query") is None or not packages:
+        return {}
+    cmd = ["dpkg-query", "-W", "-f", "${Package} ${Version}\\n", *sorted(set(packages))]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S).stdout
+    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)

@@ -50,7 +50,8 @@ LANGUAGES = tuple(ALLOWED)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _OVERSTRIKE = re.compile(r".\x08")
 _ACRONYM = re.compile(r"\b[A-ZÄÖÜÁÉÍÓÚÑÀÈÌÒÙ]{2,}\b")
-_LATIN_SENTENCE = re.compile(r"[^.!?]*[.!?]+")
+_LATIN_SENTENCE = re.compile(r"\S.*?[.!?]+(?=\s|$)")  # ends at . ! ? before a space: www.x.org stays whole
+_GLUED_PUNCT = re.compile(r"[.,!?][^\s.,!?'\-]")  # www.example.org, e.g., 3.5
 _CJK_SENTENCE = re.compile(r"[^。！？]*[。！？]")
 _ZH_POEM_HEADER = re.compile(r"《|》|作者|题目")
 _JA_SOURCE = re.compile(r"[\u3041-\u3096\u30a1-\u30fa\u30fc\u3005\u4e00-\u9fff、。！？・]+")
@@ -148,7 +149,9 @@ def finalize(
     text = normalize(text, lang).strip()
     if not text or not ALLOWED[lang].fullmatch(text) or not _has_word(text, lang):
         return None
-    if lang in ("en", "de", "es", "it") and (_ACRONYM.search(text) or text[-1] not in ".?!"):
+    if lang in ("en", "de", "es", "it") and (
+        _ACRONYM.search(text) or _GLUED_PUNCT.search(text) or text[-1] not in ".?!"
+    ):
         return None
     seconds = len(text) / CHARS_PER_SECOND[lang]
     return text if config.min_seconds <= seconds <= config.max_seconds else None
@@ -183,8 +186,9 @@ def raw_sentences(lang: str, config: TextConfig) -> Iterator[str]:
             yield from _split(_strip_block(block, lang), lang)
 
 
-_FORTUNE_PACKAGES = {"en": "fortunes", "de": "fortunes-de", "es": "fortunes-es", "it": "fortunes-it",
-                     "zh": "fortunes-zh"}  # fmt: skip
+# Debian package of each language's text.
+TEXT_PACKAGES = {"en": "fortunes", "de": "fortunes-de", "es": "fortunes-es", "it": "fortunes-it",
+                 "zh": "fortunes-zh", "ja": "manpages-ja"}  # fmt: skip
 _ZH_FILES = ("chinese", "tang300", "song100")
 _SKIPPED_FILES = {"ascii-art", "asciiart", "banner", *_ZH_FILES}
 
@@ -204,8 +208,8 @@ def _fortune_files(lang: str, root: Path) -> list[Path]:
         files = []
     if not files:
         raise FileNotFoundError(
-            f"no {lang} text under {folder}: install the Debian package {_FORTUNE_PACKAGES[lang]!r} "
-            f"(apt-get install {_FORTUNE_PACKAGES[lang]}) or set data.synthetic.text.fortune_dir"
+            f"no {lang} text under {folder}: install the Debian package {TEXT_PACKAGES[lang]!r} "
+            f"(apt-get install {TEXT_PACKAGES[lang]}) or set data.synthetic.text.fortune_dir"
         )
     return files
 
@@ -229,9 +233,10 @@ def _strip_block(block: str, lang: str) -> str:
     lines = []
     for line in block.splitlines():
         stripped = line.strip()
-        if stripped.startswith(("--", "—", "――")) or (lang == "zh" and _ZH_POEM_HEADER.search(stripped)):
+        if stripped.startswith(("--", "—", "――")):
             break
-        lines.append(stripped)
+        if not (lang == "zh" and _ZH_POEM_HEADER.search(stripped)):
+            lines.append(stripped)
     return ("" if lang == "zh" else " ").join(lines)
 
 

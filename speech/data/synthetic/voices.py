@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from speech.data.synthetic.config import VoiceConfig
@@ -51,7 +51,9 @@ _FLITE = {"kal16": ("kal", "male"), "awb": ("awb", "male"), "rms": ("rms", "male
 _FESTIVAL = {
     "kal_diphone": ("kal", "kal", "male", ("en",), "festvox-kallpc16k", "english/kal_diphone"),
     "ked_diphone": ("ked", "ked", "male", ("en",), "festvox-kdlpc16k", "english/ked_diphone"),
-    "cmu_us_slt_arctic_hts": ("slt", "slt", "female", ("en",), "festvox-us-slt-hts", "us/cmu_us_slt_arctic_hts"),
+    "cmu_us_slt_arctic_hts": (
+        "slt", "slt", "female", ("en",), "festvox-us-slt-hts", "us/cmu_us_slt_arctic_hts",
+    ),
     "lp_diphone": ("lp", "lp", "female", ("it",), "festvox-italp16k", "italian/lp_diphone"),
     "pc_diphone": ("pc", "pc", "male", ("it",), "festvox-itapc16k", "italian/pc_diphone"),
 }  # fmt: skip
@@ -71,7 +73,7 @@ def base_voices(config: VoiceConfig, languages: list[str]) -> list[BaseVoice]:
     for voice in voices:
         langs = tuple(lang for lang in voice.languages if lang in languages)
         if langs:
-            kept.append(BaseVoice(**{**voice.__dict__, "languages": langs}))
+            kept.append(replace(voice, languages=langs))
     names = [v.name for v in kept]
     if len(set(names)) != len(names):
         raise ValueError(f"base voice names collide: {sorted(n for n in names if names.count(n) > 1)}")

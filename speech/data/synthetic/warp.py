@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from speech.data.synthetic.config import WarpConfig
-from speech.data.synthetic.legacy_imports import import_pyworld
 
 FRAME_PERIOD_MS = 5.0
 
@@ -66,7 +65,8 @@ def apply_warp(wav: np.ndarray, sample_rate: int, warp: Warp) -> np.ndarray:
     """
     if warp.is_identity:
         return wav
-    pw = import_pyworld()
+    import pyworld as pw  # the `corpus` extra; imported here so the core package does not need it
+
     x = np.ascontiguousarray(wav, dtype=np.float64)
     f0, times = pw.dio(x, sample_rate, frame_period=FRAME_PERIOD_MS)
     f0 = pw.stonemask(x, f0, times, sample_rate)

@@ -1,0 +1,216 @@
+"""Building the synthetic corpus: plan it, render it in parallel (resumably), then write the manifest,
+the test sets, ``stats.json`` and the separability check.
+
+Resuming: ``plan.jsonl`` is written before rendering. A rerun renders only the planned utterances whose wav
+is missing, unreadable, not 16-bit mono at the corpus rate, or whose plan line changed (e.g. a different
+normalizer output); wavs of utterances no longer planned are deleted. Wavs appear atomically, so killing
+a build at any moment and rerunning it continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from speech.data.rejects import RejectLog
+from speech.data.synthetic.catalog import (
+    PLAN,
+    dumps,
+    read_jsonl,
+    wav_frames,
+    write_jsonl,
+    write_manifest,
+    write_speakers,
+)
+from speech.data.synthetic.config import CorpusConfig
+from speech.data.synthetic.engines import PACKAGES, debian_versions
+from speech.data.synthetic.plan import PlannedUtterance, plan_speakers, plan_utterances
+from speech.data.synthetic.render import PART_SUFFIX, RenderResult, RenderTask, render
+from speech.data.synthetic.separability import format_separability, measure_separability
+from speech.data.synthetic.stats import corpus_stats, pool_sizes, speaker_mix
+from speech.data.synthetic.testsets import write_test_sets
+from speech.data.synthetic.text_sources import TEXT_PACKAGES, SentencePool, build_pools
+from speech.data.synthetic.voices import base_voices
+
+log = logging.getLogger(__name__)
+
+STATS = "stats.json"
+REJECTS = "rejects.tsv"
+BUILD_LOG = "build.log"
+
+
+def build_corpus(
+    root: str | Path,
+    config: CorpusConfig,
+    *,
+    sample_rate: int = 16000,
+    num_workers: int = 1,
+    separability: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Builds (or resumes building) the corpus under ``root``.
+
+    Args:
+        root: Output folder; created if needed.
+        config: What to build; the same config gives byte-identical manifests and audio.
+        sample_rate: Rate of every wav.
+        num_workers: Rendering processes; 1 renders in this process.
+        separability: Run the resemblyzer speaker-separability check on the test speakers.
+        progress: Show a tqdm progress bar.
+
+    Returns:
+        The statistics written to ``<root>/stats.json``.
+
+    Raises:
+        EngineNotFoundError: a configured synthesizer or voice is not installed.
+        FileNotFoundError: a text source is missing (the message names its Debian package).
+    """
+    started = time.perf_counter()
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    bases = base_voices(config.voices, config.languages)
+    pools = build_pools(config.languages, config.text, config.seed)
+    _write_pools(root, pools)
+    speakers = plan_speakers(bases, config)
+    planned = plan_utterances(speakers, pools, config)
+    write_speakers(root, speakers)
+    todo = _prepare_resume(root, planned, sample_rate)
+    log.info(
+        "synthetic corpus %s: %d speakers, %d utterances planned, %d to render (%d already done)",
+        root, len(speakers), len(planned), len(todo), len(planned) - len(todo),
+    )  # fmt: skip
+    failures = _render_all(root, todo, config, sample_rate, num_workers, progress)
+    stats = _finish(root, planned, failures, config, sample_rate, separability)
+    stats["speakers"] = speaker_mix(speakers)
+    stats["text"] = pool_sizes(pools)
+    packages = [v.package for v in bases] + [PACKAGES[v.engine] for v in bases]
+    stats["debian_packages"] = debian_versions(packages + [TEXT_PACKAGES[lang] for lang in config.languages])
+    stats["config"] = config.to_dict()
+    (root / STATS).write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    _log_build(root, stats, time.perf_counter() - started, rendered=len(todo), workers=num_workers)
+    return stats
+
+
+def _finish(
+    root: Path,
+    planned: list[PlannedUtterance],
+    failures: list[RenderResult],
+    config: CorpusConfig,
+    sample_rate: int,
+    separability: bool,
+) -> dict[str, Any]:
+    """Writes the reject log, the manifest and the test sets; returns their statistics."""
+    rejects = RejectLog()
+    for failure in sorted(failures, key=lambda r: r.utt_id):
+        rejects.add(failure.utt_id, failure.reason, failure.detail)
+    rejects.write(root / REJECTS)
+    if rejects:
+        log.warning("%s; one line each in %s", rejects.summary(), root / REJECTS)
+    records = write_manifest(root, planned, sample_rate)
+    test_sets = write_test_sets(root, records, config.utterances)
+    stats = {"seed": config.seed, "sample_rate": sample_rate, **corpus_stats(records, rejects, len(planned))}
+    stats["test_sets"] = test_sets
+    if separability:
+        per_speaker = config.separability_utts_per_speaker
+        stats["separability"] = measure_separability(root, records, per_speaker=per_speaker)
+        log.info(format_separability(stats["separability"]))
+    return stats
+
+
+def _write_pools(root: Path, pools: dict[str, SentencePool]) -> None:
+    folder = root / "text"
+    folder.mkdir(parents=True, exist_ok=True)
+    for lang, pool in pools.items():
+        (folder / f"{lang}.train.txt").write_text("".join(s + "\n" for s in pool.train), encoding="utf-8")
+        (folder / f"{lang}.heldout.txt").write_text("".join(s + "\n" for s in pool.heldout), encoding="utf-8")
+
+
+def _prepare_resume(root: Path, planned: list[PlannedUtterance], sample_rate: int) -> list[PlannedUtterance]:
+    """Writes the plan, deletes wavs that no longer match it, returns the utterances still to render."""
+    old = {r["id"]: r for r in read_jsonl(root / PLAN)} if (root / PLAN).is_file() else {}
+    new = {u.id: u.to_dict() for u in planned}
+    for utt_id, record in old.items():
+        if new.get(utt_id) != record:
+            (root / record["path"]).unlink(missing_ok=True)
+    for utt in planned:
+        if utt.id not in old:  # a wav without a plan line is of unknown origin
+            (root / utt.path).unlink(missing_ok=True)
+    for part in (root / "wavs").glob(f"*/*{PART_SUFFIX}"):
+        part.unlink()
+    write_jsonl(root / PLAN, new.values())
+    return [u for u in planned if wav_frames(root / u.path, sample_rate) is None]
+
+
+def _render_all(
+    root: Path,
+    todo: list[PlannedUtterance],
+    config: CorpusConfig,
+    sample_rate: int,
+    num_workers: int,
+    progress: bool,
+) -> list[RenderResult]:
+    tasks = [
+        RenderTask(
+            utt_id=u.id,
+            out_path=str(root / u.path),
+            engine=u.speaker.base.engine,
+            voice=u.speaker.base.voice,
+            language=u.language,
+            text=u.text,
+            warp=u.speaker.warp,
+            sample_rate=sample_rate,
+            audio=config.audio,
+        )
+        for u in todo
+    ]
+    failures = []
+    with tqdm(total=len(tasks), desc="synthesizing", unit="utt", disable=not progress, smoothing=0.05) as bar:
+        if num_workers <= 1 or len(tasks) <= 1:
+            results = map(render, tasks)
+            failures = _collect(results, bar)
+        else:
+            # spawn: workers start clean (no inherited threads or torch state) on every platform. Workers
+            # ignore Ctrl-C; the parent stops them, and finished wavs stay for the next run.
+            with mp.get_context("spawn").Pool(num_workers, initializer=_ignore_sigint) as pool:
+                try:
+                    failures = _collect(pool.imap_unordered(render, tasks, chunksize=1), bar)
+                except KeyboardInterrupt:
+                    log.warning("interrupted: rerun the same command to continue where it stopped")
+                    raise
+    return failures
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _collect(results: Any, bar: tqdm) -> list[RenderResult]:
+    failures = []
+    for result in results:
+        if result.reason:
+            failures.append(result)
+            bar.set_postfix(skipped=len(failures), refresh=False)
+        bar.update()
+    return failures
+
+
+def _log_build(root: Path, stats: dict[str, Any], elapsed: float, rendered: int, workers: int) -> None:
+    train = stats["splits"].get("train", {})
+    line = (
+        f"{time.strftime('%Y-%m-%d %H:%M:%S')}\t{elapsed:.1f} s\tworkers={workers}\trendered={rendered}\t"
+        f"train: {train.get('speakers', 0)} speakers, {train.get('minutes', 0)} min\t"
+        f"rejects={sum(stats['rejects'].values())}"
+    )
+    with (root / BUILD_LOG).open("a", encoding="utf-8") as f:
+        f.write(line + "\n")
+    sizes = {
+        split: {k: s[k] for k in ("hours", "speakers", "utterances")} for split, s in stats["splits"].items()
+    }
+    log.info("built %s in %.1f s: %s", root, elapsed, dumps(sizes))
