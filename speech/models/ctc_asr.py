@@ -20,6 +20,18 @@ from speech.modules.conformer import ConformerBlock, sinusoidal_positions
 from speech.text.byte_ctc import VOCAB_SIZE, greedy_decode
 
 
+def normalize_utterance(mel: torch.Tensor, mel_lens: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Zero mean, unit variance per utterance and mel bin over the valid frames; padding is set to 0.
+
+    Removes channel and loudness offsets (and the large negative mean of log-mels) before the network.
+    """
+    valid = (torch.arange(mel.shape[1], device=mel.device)[None] < mel_lens[:, None])[..., None]  # (b, f, 1)
+    n = valid.sum(1, keepdim=True).clamp(min=1)
+    mean = (mel * valid).sum(1, keepdim=True) / n
+    var = (((mel - mean) * valid) ** 2).sum(1, keepdim=True) / n
+    return ((mel - mean) / torch.sqrt(var + eps)).masked_fill(~valid, 0.0)
+
+
 class CTCOutput(NamedTuple):
     log_probs: torch.Tensor  # (b, t, v) log-softmax
     lens: torch.Tensor  # (b,) valid encoder frames
@@ -76,7 +88,7 @@ class CTCASR(nn.Module):
     def _subsample(self, mel: torch.Tensor, mel_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Strided convolutions; frames past each row's length are zeroed before every layer, so the
         result on valid frames does not depend on how much padding the batch has."""
-        x, lens = rearrange(mel, "b f m -> b 1 f m"), mel_lens
+        x, lens = rearrange(normalize_utterance(mel, mel_lens), "b f m -> b 1 f m"), mel_lens
         for conv in self.subsample:
             valid = torch.arange(x.shape[2], device=x.device)[None] < lens[:, None]
             x = F.silu(conv(x.masked_fill(~valid[:, None, :, None], 0.0)))
