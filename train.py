@@ -16,7 +16,9 @@ from speech.lit.callbacks import AtomicCheckpointIO, ConfigInCheckpoint
 def build(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.Trainer]:
     """Builds the stage's module (around its built model), the data and the trainer from a config."""
     if cfg.get("model") is None or cfg.get("stage") is None:
-        raise ValueError("no stage chosen: run `python train.py experiment=<name>` with a file of configs/experiment/")
+        raise ValueError(
+            "no stage chosen: run `python train.py experiment=<name>` with a file of configs/experiment/"
+        )
     datamodule = instantiate(cfg.data.datamodule)
     module = instantiate(cfg.stage, model=instantiate(cfg.model), mel=instantiate(cfg.data.mel))
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]

@@ -1,6 +1,6 @@
 """Codec reconstruction metrics (mel, multi-resolution STFT, STOI, PESQ, speaker SIM) over two folders.
 
-    python eval/codec_eval.py ref_dir=data/originals est_dir=logs/flow_vae/resynth out_dir=logs/eval/vae
+python eval/codec_eval.py ref_dir=data/originals est_dir=logs/flow_vae/resynth out_dir=logs/eval/vae
 """
 
 from __future__ import annotations

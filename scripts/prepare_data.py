@@ -1,13 +1,14 @@
 """Prepare a corpus for training and push it once through the batch pipeline, printing a summary.
 
-    python scripts/prepare_data.py                       # the built-in tiny synthetic corpus
-    python scripts/prepare_data.py data=libritts data.root=/corpora/LibriTTS
+python scripts/prepare_data.py                       # the built-in tiny synthetic corpus
+python scripts/prepare_data.py data=libritts data.root=/corpora/LibriTTS
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import hydra
 from hydra.utils import instantiate
@@ -42,12 +43,17 @@ def main(cfg: DictConfig) -> dict:
         datamodule, instantiate(data.mel), max_batches=cfg.check_batches, progress=cfg.progress
     )
     plot = plot_durations(
-        {"train": [c.duration for c in datamodule.train_cuts], "val": [c.duration for c in datamodule.val_cuts]},
+        {
+            "train": [c.duration for c in datamodule.train_cuts],
+            "val": [c.duration for c in datamodule.val_cuts],
+        },
         f"{data.prepared_dir}/durations.png",
     )
     if data.shar_dir:
         summary["shar_files"] = len(export_shar(data.prepared_dir, data.shar_dir, data.shar_shard_size))
-    print(json.dumps(summary, indent=2, ensure_ascii=False))
+    summary_json = json.dumps(summary, indent=2, ensure_ascii=False)
+    (Path(data.prepared_dir) / "summary.json").write_text(summary_json)  # now with the pipeline check
+    print(summary_json)
     print(f"prepared data in {data.prepared_dir} ({rejects.summary()}; duration plot: {plot})")
     return summary
 

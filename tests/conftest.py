@@ -20,7 +20,9 @@ def make_prepared(root, speakers=3, per_speaker=8, seed=0):
         for u in range(per_speaker):
             path = root / "wav" / f"s{s}_{u}.wav"
             path.parent.mkdir(parents=True, exist_ok=True)
-            sf.write(path, (0.1 * rng.standard_normal(int(16000 * (0.6 + 0.1 * u)))).astype(np.float32), 16000)
+            sf.write(
+                path, (0.1 * rng.standard_normal(int(16000 * (0.6 + 0.1 * u)))).astype(np.float32), 16000
+            )
             text = " ".join(rng.choice(WORDS, size=4 + u % 3))
             utts.append(Utterance(f"s{s}_{u}", path, text, f"spk{s}", "en"))
     out = root / "prepared"

@@ -30,7 +30,12 @@ def test_prepare_folder_corpus(tmp_path, monkeypatch, capsys):
     out = tmp_path / "data" / "prepared" / "folder"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["skipped"] == {"unreadable": 1}
-    assert summary["train"]["speakers"] == 3 and summary["train"]["utterances"] + summary["val"]["utterances"] == 12
+    assert summary["pipeline"]["references_same_utterance_or_wrong_speaker"] == 0
+    assert summary["pipeline"]["batches"] >= 1 and summary["pipeline"]["last_mel_shape"][2] == 80
+    assert (
+        summary["train"]["speakers"] == 3
+        and summary["train"]["utterances"] + summary["val"]["utterances"] == 12
+    )
     rejected = (out / "rejects.tsv").read_text().splitlines()
     assert len(rejected) == 1 and rejected[0].split("\t")[1] == "unreadable" and "broken" in rejected[0]
     assert (out / "durations.png").stat().st_size > 0

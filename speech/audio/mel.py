@@ -44,8 +44,15 @@ class LogMelSpectrogram(nn.Module):
         if win_length > n_fft:
             raise ValueError(f"win_length ({win_length}) must not exceed n_fft ({n_fft})")
         if (n_fft - hop_length) % 2:
-            raise ValueError(f"n_fft - hop_length must be even for symmetric padding, got {n_fft} - {hop_length}")
-        self.sample_rate, self.n_fft, self.win_length, self.hop_length = sample_rate, n_fft, win_length, hop_length
+            raise ValueError(
+                f"n_fft - hop_length must be even for symmetric padding, got {n_fft} - {hop_length}"
+            )
+        self.sample_rate, self.n_fft, self.win_length, self.hop_length = (
+            sample_rate,
+            n_fft,
+            win_length,
+            hop_length,
+        )
         self.n_mels, self.log_floor = n_mels, log_floor
         fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min, fmax=f_max)
         self.register_buffer("mel_basis", torch.from_numpy(fb).float(), persistent=False)  # (m, n_fft/2+1)

@@ -137,7 +137,9 @@ def drop_single_utterance_speakers(cuts: CutSet, rejects: RejectLog) -> CutSet:
     keep = []
     for cut in cuts:
         if per_speaker[cut.supervisions[0].speaker] < 2:
-            rejects.add(cut.id, "single_utterance_speaker", "speaker has no other utterance to use as reference")
+            rejects.add(
+                cut.id, "single_utterance_speaker", "speaker has no other utterance to use as reference"
+            )
         else:
             keep.append(cut)
     return CutSet.from_cuts(keep)

@@ -111,7 +111,11 @@ def write_meta_list(path: str | Path, entries: list[MetaEntry]) -> Path:
 
     with path.open("w", encoding="utf-8") as f:
         for e in entries:
-            for name, text in (("utt", e.utt), ("prompt_text", e.prompt_text), ("target_text", e.target_text)):
+            for name, text in (
+                ("utt", e.utt),
+                ("prompt_text", e.prompt_text),
+                ("target_text", e.target_text),
+            ):
                 if "|" in text or "\n" in text:
                     raise MetaListError(f"{name} of {e.utt!r} contains '|' or a newline: {text!r}")
             fields = [e.utt, e.prompt_text, rel(e.prompt_wav), e.target_text]

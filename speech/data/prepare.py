@@ -11,7 +11,13 @@ from pathlib import Path
 
 from lhotse import CutSet
 
-from speech.data.manifest import CutRules, build_cuts, describe, drop_single_utterance_speakers, split_validation
+from speech.data.manifest import (
+    CutRules,
+    build_cuts,
+    describe,
+    drop_single_utterance_speakers,
+    split_validation,
+)
 from speech.data.records import Utterance
 from speech.data.rejects import RejectLog
 from speech.text.bpe import TextTokenizer

@@ -14,7 +14,11 @@ from speech.lit.datamodule import SpeechDataModule
 
 
 def check_pipeline(
-    datamodule: SpeechDataModule, mel: LogMelSpectrogram, *, max_batches: int | None = None, progress: bool = True
+    datamodule: SpeechDataModule,
+    mel: LogMelSpectrogram,
+    *,
+    max_batches: int | None = None,
+    progress: bool = True,
 ) -> dict:
     """Iterates training batches through the real DataLoader and computes mels for each.
 

@@ -18,7 +18,9 @@ def load_checkpoint(path: str | Path) -> dict:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     if "config" not in ckpt:
-        raise ValueError(f"{path} carries no 'config': it was not written by train.py, cannot rebuild the model")
+        raise ValueError(
+            f"{path} carries no 'config': it was not written by train.py, cannot rebuild the model"
+        )
     return ckpt
 
 
@@ -38,7 +40,9 @@ def build_model(path: str | Path, *, prefix: str = "model.") -> tuple[torch.nn.M
     state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(f"{path}: weights do not match config.model: missing {missing}, unexpected {unexpected}")
+        raise ValueError(
+            f"{path}: weights do not match config.model: missing {missing}, unexpected {unexpected}"
+        )
     return model.eval(), cfg
 
 

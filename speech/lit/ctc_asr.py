@@ -28,8 +28,16 @@ def judge_target(text: str, language: str) -> str:
     return norm.replace(" ", "") if lang in CHARACTER_LANGUAGES else norm
 
 
-def spec_augment(mel: torch.Tensor, mel_lens: torch.Tensor, *, freq_masks: int, time_masks: int,
-                 max_freq: int, max_time_ratio: float, generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+def spec_augment(
+    mel: torch.Tensor,
+    mel_lens: torch.Tensor,
+    *,
+    freq_masks: int,
+    time_masks: int,
+    max_freq: int,
+    max_time_ratio: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Masks random mel bands and time spans with the utterance mean (light SpecAugment)."""
     b, f, m = mel.shape
     out = mel.clone()
@@ -80,7 +88,10 @@ class CTCASRModule(L.LightningModule):
         if augment and self.spec_augment:
             mel = spec_augment(mel, mel_lens, **self.spec_augment)
         out = self.model(mel, mel_lens)
-        targets = [text_to_ids(judge_target(t, lang)) for t, lang in zip(batch["texts"], batch["languages"])]
+        targets = [
+            text_to_ids(judge_target(t, lang))
+            for t, lang in zip(batch["texts"], batch["languages"], strict=True)
+        ]
         target_lens = torch.tensor([len(t) for t in targets], device=mel.device)
         flat = torch.tensor([i for t in targets for i in t], device=mel.device, dtype=torch.long)
         loss = F.ctc_loss(out.log_probs.transpose(0, 1).float(), flat, out.lens, target_lens,
@@ -94,9 +105,9 @@ class CTCASRModule(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         loss, out, _ = self._loss(batch, augment=False)
-        refs = [judge_target(t, lang) for t, lang in zip(batch["texts"], batch["languages"])]
+        refs = [judge_target(t, lang) for t, lang in zip(batch["texts"], batch["languages"], strict=True)]
         best = out.log_probs.argmax(-1)
-        hyps = [greedy_decode(row[:n].tolist()) for row, n in zip(best, out.lens)]
+        hyps = [greedy_decode(row[:n].tolist()) for row, n in zip(best, out.lens, strict=True)]
         n = len(batch["ids"])
         self.log("val/loss", loss, prog_bar=True, batch_size=n, sync_dist=True)
         self.log("val/cer", cer(refs, hyps), prog_bar=True, batch_size=n, sync_dist=True)

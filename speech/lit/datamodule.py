@@ -84,7 +84,8 @@ class SpeechDataModule(L.LightningDataModule):
         missing = [f for f in PREPARED_FILES if not (self.prepared_dir / f).is_file()]
         if missing:
             raise FileNotFoundError(
-                f"{self.prepared_dir} lacks {', '.join(missing)}: run `python scripts/prepare_data.py data=...` first"
+                f"{self.prepared_dir} lacks {', '.join(missing)}: "
+                "run `python scripts/prepare_data.py data=...` first"
             )
         self.train_cuts = CutSet.from_file(self.prepared_dir / "train_cuts.jsonl.gz").to_eager()
         self.val_cuts = CutSet.from_file(self.prepared_dir / "val_cuts.jsonl.gz").to_eager()
@@ -111,7 +112,9 @@ class SpeechDataModule(L.LightningDataModule):
         batches = _EpochBatches(sampler, dataset.references, skip=skip)
         if self.trainer is not None:
             batches.set_epoch(self.trainer.current_epoch)
-        return torch.utils.data.DataLoader(dataset, sampler=batches, batch_size=None, num_workers=self.num_workers)
+        return torch.utils.data.DataLoader(
+            dataset, sampler=batches, batch_size=None, num_workers=self.num_workers
+        )
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         return self._loader(self.train_cuts, train=True)

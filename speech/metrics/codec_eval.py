@@ -78,8 +78,8 @@ def write_codec_outputs(records: list[dict], summary: dict, out_dir: str | Path)
     out.mkdir(parents=True, exist_ok=True)
     with (out / "utterances.jsonl").open("w") as f:
         for rec in records:
-            f.write(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rec.items()})
-                    + "\n")  # fmt: skip
+            clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rec.items()}
+            f.write(json.dumps(clean) + "\n")
     clean = json.loads(json.dumps(summary, default=str).replace("NaN", "null"))
     (out / "summary.json").write_text(json.dumps(clean, indent=2))
     (out / "summary.md").write_text(codec_markdown(summary))

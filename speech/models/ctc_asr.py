@@ -70,7 +70,9 @@ class CTCASR(nn.Module):
             raise ValueError(f"subsampling must be a power of two, got {subsampling}")
         self.subsample, freq = nn.ModuleList(), n_mels
         for i in range(n_stride):
-            self.subsample.append(nn.Conv2d(1 if i == 0 else conv_channels, conv_channels, 3, stride=2, padding=1))
+            self.subsample.append(
+                nn.Conv2d(1 if i == 0 else conv_channels, conv_channels, 3, stride=2, padding=1)
+            )
             freq = (freq + 1) // 2
         self.subsampling, self.n_stride = subsampling, n_stride
         in_dim = conv_channels * freq if n_stride else n_mels

@@ -87,10 +87,14 @@ class ConformerBlock(nn.Module):
         return self.norm(x)
 
 
-def sinusoidal_positions(length: int, dim: int, device: torch.device, max_period: float = 10000.0) -> torch.Tensor:
+def sinusoidal_positions(
+    length: int, dim: int, device: torch.device, max_period: float = 10000.0
+) -> torch.Tensor:
     """``(length, dim)`` sinusoidal absolute position encodings."""
     pos = torch.arange(length, device=device, dtype=torch.float32)[:, None]
-    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(max_period) / dim))
+    freq = torch.exp(
+        torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(max_period) / dim)
+    )
     pe = torch.zeros(length, dim, device=device)
     pe[:, 0::2] = torch.sin(pos * freq)
     pe[:, 1::2] = torch.cos(pos * freq[: dim // 2])

@@ -1,11 +1,12 @@
 """Batches, references and exact mid-epoch resume through a real Lightning Trainer."""
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from speech.lit.datamodule import SpeechDataModule
+
 
 def make_dm(prepared, **kw):
     kw = {"max_duration": 3.0, "num_buckets": 2, "num_workers": 0, "seed": 0, **kw}
@@ -26,9 +27,12 @@ def test_batch_contents(prepared):
         assert float(batch["audio_lens"].sum()) / 16000 <= 3.0
         assert torch.equal(batch["text_mask"].sum(1), batch["text_lens"])
         assert (batch["text_tokens"][~batch["text_mask"]] == dm.tokenizer.pad_id).all()
-        decoded = [dm.tokenizer.decode(t[:n_].tolist()) for t, n_ in zip(batch["text_tokens"], batch["text_lens"])]
+        decoded = [
+            dm.tokenizer.decode(t[:n_].tolist())
+            for t, n_ in zip(batch["text_tokens"], batch["text_lens"], strict=True)
+        ]
         assert decoded == batch["texts"]
-        for cut_id, ref_id in zip(batch["ids"], batch["ref_ids"]):
+        for cut_id, ref_id in zip(batch["ids"], batch["ref_ids"], strict=True):
             assert ref_id != cut_id and speaker[ref_id] == speaker[cut_id]
         assert batch["ref_audio_lens"].max() <= int(0.7 * 16000) + 1
     assert n >= 15  # drop_last may leave a remainder out
@@ -39,7 +43,7 @@ def test_references_change_with_epoch_but_are_reproducible(prepared):
         dm = make_dm(prepared)
         loader = dm.train_dataloader()
         loader.sampler.set_epoch(epoch)
-        return {i: r for batch in loader for i, r in zip(batch["ids"], batch["ref_ids"])}
+        return {i: r for batch in loader for i, r in zip(batch["ids"], batch["ref_ids"], strict=True)}
 
     e0, e0_again, e1 = refs(0), refs(0), refs(1)
     assert e0 == e0_again

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speech.data.manifest import CutRules, build_cuts, describe, drop_single_utterance_speakers, split_validation
+from speech.data.manifest import (
+    CutRules,
+    build_cuts,
+    describe,
+    drop_single_utterance_speakers,
+    split_validation,
+)
 from speech.data.records import Utterance
 from speech.data.rejects import RejectLog
 
@@ -84,4 +90,6 @@ def test_single_utterance_speakers_and_validation_split(tmp_path):
     again, _ = split_validation(cuts, per_speaker=2, max_total=10, seed=0)
     assert list(again.ids) == list(train.ids)
     stats = describe(train)
-    assert stats["utterances"] == 5 and stats["speakers"] == 2 and stats["per_language"]["en"]["utterances"] == 5
+    assert (
+        stats["utterances"] == 5 and stats["speakers"] == 2 and stats["per_language"]["en"]["utterances"] == 5
+    )

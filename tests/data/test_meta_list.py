@@ -7,7 +7,13 @@ from speech.data.rejects import RejectLog
 def test_roundtrip_relative_paths(tmp_path):
     (tmp_path / "set" / "prompt-wavs").mkdir(parents=True)
     entries = [
-        MetaEntry("u1", "hello there", tmp_path / "set/prompt-wavs/p1.wav", "good morning", tmp_path / "set/gt/u1.wav"),
+        MetaEntry(
+            "u1",
+            "hello there",
+            tmp_path / "set/prompt-wavs/p1.wav",
+            "good morning",
+            tmp_path / "set/gt/u1.wav",
+        ),
         MetaEntry("u2", "你好", tmp_path / "set/prompt-wavs/p2.wav", "早上好"),
     ]
     path = write_meta_list(tmp_path / "set" / "meta.lst", entries)

@@ -1,4 +1,4 @@
-"""eval/codec_eval.py end to end: identical, noisy, missing and unreadable resyntheses are all accounted for."""
+"""eval/codec_eval.py end to end: identical, noisy, missing and unreadable resyntheses all counted."""
 
 import json
 import runpy
@@ -28,7 +28,10 @@ def test_codec_eval_folders(tmp_path, monkeypatch, capsys):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["n_expected"] == 4 and summary["n_scored"] == 2
     assert summary["missing"] == ["missing"] and summary["unreadable"][0].startswith("broken")
-    rows = {r["name"]: r for r in map(json.loads, (tmp_path / "out" / "utterances.jsonl").read_text().splitlines())}
+    rows = {
+        r["name"]: r
+        for r in map(json.loads, (tmp_path / "out" / "utterances.jsonl").read_text().splitlines())
+    }
     assert rows["same"]["mel_l1"] == 0.0 and rows["noisy"]["mel_l1"] > 0.1
     assert rows["same"]["stoi"] > rows["noisy"]["stoi"]
     assert "scored 2 / 4 (missing 1, unreadable 1)" in capsys.readouterr().out

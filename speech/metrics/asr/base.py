@@ -22,7 +22,9 @@ class ASRBackend(ABC):
     languages: frozenset[str] | None = None
 
     @abstractmethod
-    def transcribe(self, wavs: Sequence[np.ndarray], *, language: str, utts: Sequence[str] | None = None) -> list[str]:
+    def transcribe(
+        self, wavs: Sequence[np.ndarray], *, language: str, utts: Sequence[str] | None = None
+    ) -> list[str]:
         """Transcribes a batch.
 
         Args:

@@ -27,16 +27,22 @@ class CTCJudgeASR(ASRBackend):
         self.model, cfg = build_model(checkpoint)
         self.mel = build_component(cfg, "data.mel")
         if self.mel.sample_rate != ASR_SAMPLE_RATE:
-            raise ValueError(f"{checkpoint}: judge trained at {self.mel.sample_rate} Hz, scoring runs at 16 kHz")
+            raise ValueError(
+                f"{checkpoint}: judge trained at {self.mel.sample_rate} Hz, scoring runs at 16 kHz"
+            )
         self.device, self.batch_size = torch.device(device), batch_size
         self.model.to(self.device)
         self.mel.to(self.device)
 
     @torch.no_grad()
-    def transcribe(self, wavs: Sequence[np.ndarray], *, language: str, utts: Sequence[str] | None = None) -> list[str]:
+    def transcribe(
+        self, wavs: Sequence[np.ndarray], *, language: str, utts: Sequence[str] | None = None
+    ) -> list[str]:
         out: list[str] = []
         for i in range(0, len(wavs), self.batch_size):
-            audio, lens, _ = pad_sequences([np.asarray(w, dtype=np.float32) for w in wavs[i : i + self.batch_size]])
+            audio, lens, _ = pad_sequences(
+                [np.asarray(w, dtype=np.float32) for w in wavs[i : i + self.batch_size]]
+            )
             mel, mel_lens = self.mel(audio.to(self.device), lens.to(self.device))
             out += self.model.transcribe(mel, mel_lens)
         return out
