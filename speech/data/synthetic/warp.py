@@ -9,6 +9,7 @@ vocal tract) and resynthesizes with a frame period divided by ``rate`` (> 1 spea
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -65,7 +66,9 @@ def apply_warp(wav: np.ndarray, sample_rate: int, warp: Warp) -> np.ndarray:
     """
     if warp.is_identity:
         return wav
-    import pyworld as pw  # the `corpus` extra; imported here so the core package does not need it
+    with warnings.catch_warnings():  # pyworld imports the deprecated pkg_resources (setuptools < 81)
+        warnings.simplefilter("ignore", UserWarning)
+        import pyworld as pw  # the `corpus` extra; imported here so the core package does not need it
 
     x = np.ascontiguousarray(wav, dtype=np.float64)
     f0, times = pw.dio(x, sample_rate, frame_period=FRAME_PERIOD_MS)

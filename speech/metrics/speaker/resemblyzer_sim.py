@@ -7,6 +7,8 @@ with each other.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from speech.metrics.speaker.base import SpeakerEmbedder
@@ -31,8 +33,9 @@ class ResemblyzerEmbedder(SpeakerEmbedder):
     name = "resemblyzer"
 
     def __init__(self, *, device: str = "cpu", trim_silence: bool = True) -> None:
-        # resemblyzer imports webrtcvad, which needs pkg_resources (setuptools < 81).
-        from resemblyzer import VoiceEncoder, audio
+        with warnings.catch_warnings():  # webrtcvad imports the deprecated pkg_resources (setuptools < 81)
+            warnings.simplefilter("ignore", UserWarning)
+            from resemblyzer import VoiceEncoder, audio
 
         self._audio = audio
         self.encoder = VoiceEncoder(device=device, verbose=False)
