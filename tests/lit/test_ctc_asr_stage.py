@@ -56,9 +56,12 @@ def test_train_py_step_resume_and_rebuild(shared_prepared, tmp_path, monkeypatch
     last = tmp_path / "judge_asr_tiny" / "checkpoints" / "last.ckpt"
     first = torch.load(last, weights_only=False)
     assert first["global_step"] == 2 and first["config"]["model"]["dim"] == 32
-    assert (tmp_path / "judge_asr_tiny" / "csv" / "metrics.csv").is_file()
+    assert (tmp_path / "judge_asr_tiny" / "csv" / "version_0" / "metrics.csv").is_file()
     run_train(monkeypatch, *common, "trainer.max_steps=4")  # same command, longer: resumes
     second = torch.load(last, weights_only=False)
+    first_log = (tmp_path / "judge_asr_tiny" / "csv" / "version_0" / "metrics.csv").read_text()
+    assert "val/loss" in first_log  # the resumed launch logged into version_1 and kept these
+    assert (tmp_path / "judge_asr_tiny" / "csv" / "version_1" / "metrics.csv").is_file()
     assert second["global_step"] == 4
     adam_steps = {int(s["step"]) for s in second["optimizer_states"][0]["state"].values()}
     assert adam_steps == {4}  # a fresh optimizer would have counted 2
