@@ -245,6 +245,13 @@ def test_meta_lists_pair_different_utterances_of_one_speaker(corpus):
                 assert prompt["language"] == target["language"] != "en"
             else:
                 assert prompt["language"] != target["language"]
+        per_language = {p.name: read_meta_list(p) for p in (root / name).glob("meta.*.lst")}
+        if name == "test-synth-en":
+            assert not per_language  # one language: meta.lst alone
+        else:  # one list per target language, together exactly meta.lst
+            assert sorted(e.utt for es in per_language.values() for e in es) == sorted(e.utt for e in entries)
+            for file, es in per_language.items():
+                assert {by_id[e.gt_wav.stem]["language"] for e in es} == {file.split(".")[1]}
 
 
 def test_transcripts_are_the_normalized_text_that_was_spoken(corpus):

@@ -9,6 +9,7 @@ ground truth) with a *prompt*: a different utterance of the same speaker.
   saying the target text.
 
 Each folder holds ``meta.lst`` (``utt|prompt_text|prompt_wav|target_text|gt_wav``, paths relative to it),
+``meta.<lang>.lst`` per target language where a set mixes languages (scoring takes one language at a time),
 ``prompt-wavs/<prompt id>.wav`` and ``gt-wavs/<target id>.wav`` (hard links or copies of the corpus wavs,
 so the folder can be moved or archived on its own).
 """
@@ -53,8 +54,12 @@ def write_test_sets(root: Path, records: list[Record], config: UtteranceConfig) 
         if folder.exists():
             shutil.rmtree(folder)
         cross = name == "test-synth-cross"
-        items = [_entry(root, folder, target, prompt, cross=cross) for target, prompt in pairs]
-        write_meta_list(folder / "meta.lst", sorted(items, key=lambda e: e.utt))
+        items = [(t["language"], _entry(root, folder, t, p, cross=cross)) for t, p in pairs]
+        write_meta_list(folder / "meta.lst", sorted((e for _, e in items), key=lambda e: e.utt))
+        languages = sorted({lang for lang, _ in items})
+        for lang in languages if len(languages) > 1 else ():  # WER normalization depends on the language
+            subset = sorted((e for item_lang, e in items if item_lang == lang), key=lambda e: e.utt)
+            write_meta_list(folder / f"meta.{lang}.lst", subset)
         summary[name] = {
             "items": len(items),
             "speakers": len({t["speaker"] for t, _ in pairs}),
