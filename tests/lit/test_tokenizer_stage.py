@@ -1,0 +1,197 @@
+"""The tokenizer stage: it learns, trains through train.py, resumes, rebuilds from a checkpoint alone, and
+its encode and eval entry points fill the token cache and score held-out audio."""
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from lhotse import CutSet
+
+from speech.audio.mel import LogMelSpectrogram
+from speech.data.cache import FeatureCache
+from speech.lit.audio_tokenizer import AudioTokenizerModule
+from speech.lit.checkpoint import build_model
+from speech.lit.datamodule import SpeechDataModule
+from speech.models.audio_tokenizer import AudioTokenizer
+from speech.modules.quantizers import build_quantizer
+
+ROOT = Path(__file__).resolve().parents[2]
+TRAIN, ENCODE, EVAL = (
+    ROOT / "train.py",
+    ROOT / "scripts" / "encode_tokens.py",
+    ROOT / "eval" / "tokenizer_eval.py",
+)
+TINY = [
+    "model.dim=32",
+    "model.encoder_layers=1",
+    "model.decoder_layers=1",
+    "model.ctc_layers=0",
+    "model.heads=2",
+    "model.conv_channels=16",
+    "model.quantizer.vq.codebook_size=64",  # the default quantizer, small
+    "model.quantizer.vq.codebook_dim=8",
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These models are tiny: one thread is fastest, and on a loaded machine more threads only contend
+    (the overfit test took 60 s with the default threads next to other jobs, 1 s with one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(
+    ("experiment", "kind"), [("tokenizer_tiny", "fsq"), ("tokenizer_tiny", "vq"), ("tokenizer_base", "fsq")]
+)
+def test_experiment_configs_build(experiment, kind):
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={experiment}", f"model.quantizer.kind={kind}"])
+    model = instantiate(cfg.model)
+    assert isinstance(model, AudioTokenizer) and model.downsample * 25 == 100
+    assert model.codebook_size == (4375 if kind == "fsq" else 4096)
+    module = instantiate(cfg.stage, model=model, mel=instantiate(cfg.data.mel))
+    assert isinstance(module, AudioTokenizerModule)
+
+
+def test_overfits_one_batch(shared_prepared):
+    torch.manual_seed(0)
+    dm = SpeechDataModule(shared_prepared, max_duration=2.0, num_workers=0, references=False)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    quantizer = build_quantizer("fsq", 48, fsq={"levels": [5, 5, 5]})
+    model = AudioTokenizer(
+        quantizer,
+        dim=48,
+        encoder_layers=1,
+        decoder_layers=1,
+        ctc_layers=1,
+        heads=2,
+        conv_channels=32,
+        dropout=0.0,
+        mel_mean=-5.9,
+        mel_std=2.6,
+    )
+    module = AudioTokenizerModule(model, LogMelSpectrogram(), lr=3e-3, warmup_steps=1, total_steps=1000)
+    opt = module.configure_optimizers()["optimizer"]
+    losses = []
+    for _ in range(25):
+        loss = module._losses(batch)[0]["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.3 * losses[0], (losses[0], losses[-1])
+
+
+def run_script(monkeypatch, script, *overrides):
+    monkeypatch.setattr(sys, "argv", [str(script), *overrides])
+    runpy.run_path(str(script), run_name="__main__")
+
+
+@pytest.fixture(scope="module")
+def trained(shared_prepared, tmp_path_factory):
+    """Two steps of experiment=tokenizer_tiny through train.py, then two more (a resume)."""
+    log_dir = tmp_path_factory.mktemp("tokenizer_runs")
+    common = [
+        "experiment=tokenizer_tiny",
+        f"data.prepared_dir={shared_prepared}",
+        f"paths.log_dir={log_dir}",
+        "data.datamodule.num_workers=0",
+        "data.datamodule.max_duration=4",
+        *TINY,
+        "trainer.val_check_interval=2",
+        "trainer.enable_progress_bar=false",
+        "trainer.log_every_n_steps=1",
+        "callbacks.checkpoint.every_n_train_steps=2",
+    ]
+    mp = pytest.MonkeyPatch()
+    run_script(mp, TRAIN, *common, "trainer.max_steps=2")
+    last = log_dir / "tokenizer_tiny" / "checkpoints" / "last.ckpt"
+    first = torch.load(last, weights_only=False)
+    run_script(mp, TRAIN, *common, "trainer.max_steps=4")  # same command, longer: resumes
+    mp.undo()
+    return {"first": first, "last": last, "log_dir": log_dir}
+
+
+def test_train_py_step_resume_and_rebuild(trained):
+    first, last = trained["first"], trained["last"]
+    assert first["global_step"] == 2 and first["config"]["model"]["dim"] == 32
+    second = torch.load(last, weights_only=False)
+    assert second["global_step"] == 4
+    assert {int(s["step"]) for s in second["optimizer_states"][0]["state"].values()} == {4}
+    csvs = sorted((trained["log_dir"] / "tokenizer_tiny" / "csv").glob("*/metrics.csv"))  # one per launch
+    metrics = "".join(p.read_text() for p in csvs)
+    for key in ("train/loss", "train/ctc", "val/usage", "val/perplexity", "val/cer", "val/mel_l1"):
+        assert key in metrics, key
+    model, cfg = build_model(last)
+    assert isinstance(model, AudioTokenizer) and not model.training and model.codebook_size == 64
+    tokens, lens = model.encode(torch.randn(1, 400, cfg.data.mel.n_mels), torch.tensor([400]))
+    assert tokens.shape == (1, 100) and lens.item() == 100
+
+
+def test_encode_script_fills_cache_and_resumes(trained, shared_prepared, tmp_path, monkeypatch, capsys):
+    args = [
+        f"ckpt={trained['last']}",
+        f"data.prepared_dir={shared_prepared}",
+        f"out={tmp_path}",
+        "progress=false",
+    ]
+    run_script(monkeypatch, ENCODE, *args)
+    cuts = list(CutSet.from_file(shared_prepared / "train_cuts.jsonl.gz"))
+    cuts += list(CutSet.from_file(shared_prepared / "val_cuts.jsonl.gz"))
+    assert f"{len(cuts)} cuts, {len(cuts)} encoded now, 0 cached before" in capsys.readouterr().out
+    cache = FeatureCache.for_checkpoint(tmp_path, "tokens", trained["last"])
+    assert cache.missing(c.id for c in cuts) == []
+    for cut in cuts[:3]:
+        tokens = cache.load(cut.id)
+        assert tokens.dtype == np.int32 and len(tokens) == int(cut.num_samples) // 160 // 4
+    run_script(monkeypatch, ENCODE, *args)
+    assert f"{len(cuts)} cuts, 0 encoded now, {len(cuts)} cached before" in capsys.readouterr().out
+
+
+def test_encode_script_rejects_other_kinds(trained, shared_prepared, tmp_path, monkeypatch, capsys):
+    args = [
+        f"ckpt={trained['last']}",
+        f"data.prepared_dir={shared_prepared}",
+        f"out={tmp_path}",
+        "kind=latents",
+    ]
+    with pytest.raises(SystemExit):
+        run_script(monkeypatch, ENCODE, *args)
+    assert "writes kind=tokens, got kind='latents'" in capsys.readouterr().err
+
+
+def test_eval_script_writes_summary(trained, tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(3):
+        sf.write(
+            tmp_path / f"gt{i}.wav", (0.1 * rng.standard_normal(12000 + 4000 * i)).astype(np.float32), 16000
+        )
+        lines.append(f"u{i}|prompt|gt0.wav|Hello world {i}.|gt{i}.wav")
+    (tmp_path / "meta.lst").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    run_script(
+        monkeypatch,
+        EVAL,
+        f"ckpt={trained['last']}",
+        f"meta={tmp_path / 'meta.lst'}",
+        f"out_dir={out}",
+        "progress=false",
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_utterances"] == 3 and summary["n_tokens"] == 18 + 25 + 31  # samples // 160 // 4
+    assert 0 < summary["usage_pct"] <= 100 and summary["perplexity"] >= 1 and summary["mel_l1"] > 0
+    assert summary["cer"] >= 0 and (out / "summary.md").is_file()
+    rows = [json.loads(r) for r in (out / "utterances.jsonl").read_text().splitlines()]
+    assert rows[0]["reference"] == "hello world 0" or rows[0]["reference"].startswith("hello world")
