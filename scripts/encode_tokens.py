@@ -18,21 +18,8 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from speech.data.cache import FeatureCache
-from speech.data.collate import pad_sequences
+from speech.data.collate import duration_batches, pad_sequences
 from speech.lit.checkpoint import build_component, build_model
-
-
-def duration_batches(cuts: list, max_duration: float) -> list[list]:
-    """Cuts sorted by duration and packed greedily into batches of at most ``max_duration`` seconds
-    (a longer cut gets a batch of its own); sorting keeps padding small."""
-    batches, current, total = [], [], 0.0
-    for cut in sorted(cuts, key=lambda c: c.duration):
-        if current and total + cut.duration > max_duration:
-            batches.append(current)
-            current, total = [], 0.0
-        current.append(cut)
-        total += cut.duration
-    return batches + ([current] if current else [])
 
 
 @torch.no_grad()

@@ -93,3 +93,13 @@ def test_single_utterance_speakers_and_validation_split(tmp_path):
     assert (
         stats["utterances"] == 5 and stats["speakers"] == 2 and stats["per_language"]["en"]["utterances"] == 5
     )
+
+
+def test_duration_batches_pack_sorted_cuts_under_the_cap():
+    from types import SimpleNamespace
+
+    from speech.data.collate import duration_batches
+
+    cuts = [SimpleNamespace(id=i, duration=d) for i, d in enumerate([3.0, 1.0, 9.0, 2.0, 2.5])]
+    batches = duration_batches(cuts, max_duration=5.0)
+    assert [[c.duration for c in b] for b in batches] == [[1.0, 2.0], [2.5], [3.0], [9.0]]

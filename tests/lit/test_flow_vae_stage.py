@@ -1,0 +1,107 @@
+"""The Flow-VAE stage: it learns, trains through train.py with both optimizers, resumes, a checkpoint
+alone rebuilds the model, and the latent encoder fills its cache once."""
+
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from speech.audio.mel import LogMelSpectrogram
+from speech.data.cache import FeatureCache
+from speech.lit.checkpoint import build_model
+from speech.lit.datamodule import SpeechDataModule
+from speech.lit.flow_vae import FlowVAEModule
+from speech.models.flow_vae import FlowVAE
+from speech.modules.coupling import CouplingFlow
+from speech.modules.dac import DACDecoder, DACEncoder
+from speech.modules.discriminators import CombinedDiscriminator
+
+ROOT = Path(__file__).resolve().parents[2]
+TRAIN, ENCODE = ROOT / "train.py", ROOT / "scripts" / "encode_latents.py"
+TINY = [
+    "model.encoder.channels=2", "model.decoder.channels=16", "model.flow.hidden=4", "model.flow.n_flows=1",
+    "stage.discriminator.periods=[2]", "stage.discriminator.period_channels=[4]",
+    "stage.discriminator.fft_sizes=[512]", "stage.discriminator.stft_channels=4",
+    "stage.discriminator.stft_layers=1", "stage.segment_seconds=0.4", "stage.mel_windows=[512]",
+    "stage.mel_bins=[40]", "stage.stft_sizes=[512]",
+]  # fmt: skip
+
+
+def test_overfits_one_batch(shared_prepared):
+    torch.manual_seed(0)
+    dm = SpeechDataModule(shared_prepared, max_duration=1.5, num_workers=0, references=False)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    strides = [4, 5, 16]
+    model = FlowVAE(DACEncoder(2, strides, 16), DACDecoder(8, 16, strides[::-1]), CouplingFlow(8, 1, 8))
+    disc = CombinedDiscriminator(periods=[2], fft_sizes=[])
+    module = FlowVAEModule(model, LogMelSpectrogram(), disc, segment_seconds=None, mel_windows=[512],
+                           mel_bins=[40], stft_sizes=[512])  # fmt: skip
+    audio, lens = batch["audio"][:, :3200], batch["audio_lens"].clamp(max=3200)
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+    losses = []
+    for _ in range(20):
+        out = model(audio, lens)
+        rec = module.reconstruction_losses(module._reference(audio, out), out)
+        loss = 15 * rec["mel"] + rec["stft"] + 0.01 * rec["kl"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(rec["mel"].item())
+    assert losses[-1] < 0.5 * losses[0], (losses[0], losses[-1])
+
+
+def run_script(monkeypatch, script, *overrides):
+    monkeypatch.setattr(sys, "argv", [str(script), *overrides])
+    runpy.run_path(str(script), run_name="__main__")
+
+
+def test_train_py_step_resume_rebuild_and_encode(shared_prepared, tmp_path, monkeypatch, capsys):
+    common = [
+        "experiment=flow_vae_tiny", f"data.prepared_dir={shared_prepared}", f"paths.log_dir={tmp_path}",
+        "data.datamodule.num_workers=0", "data.datamodule.max_duration=1.5", "trainer.val_check_interval=2",
+        "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
+        "callbacks.checkpoint.every_n_train_steps=2", "stage.disc_start_step=1", *TINY,
+    ]  # fmt: skip
+    run_script(monkeypatch, TRAIN, *common, "trainer.max_steps=2")
+    last = tmp_path / "flow_vae_tiny" / "checkpoints" / "last.ckpt"
+    first = torch.load(last, weights_only=False)
+    assert first["global_step"] == 2 and first["config"]["model"]["decoder"]["channels"] == 16
+    metrics = (tmp_path / "flow_vae_tiny" / "csv" / "version_0" / "metrics.csv").read_text()
+    assert all(k in metrics for k in ("train/mel", "train/kl", "train/disc", "val/mel_distance", "val/kl"))
+    run_script(monkeypatch, TRAIN, *common, "trainer.max_steps=3")  # same command, longer: resumes
+    second = torch.load(last, weights_only=False)
+    assert second["global_step"] == 3  # generator updates, not generator + discriminator updates
+    g_steps, d_steps = ({int(s["step"]) for s in o["state"].values()} for o in second["optimizer_states"])
+    assert g_steps == {3} and d_steps == {2}  # discriminator from step 1: fresh optimizers would say 1
+    model, cfg = build_model(last)
+    assert isinstance(model, FlowVAE) and model.flow is not None and not model.training
+    assert cfg.name == "flow_vae_tiny"
+
+    encode = [f"ckpt={last}", "kind=latents", f"data.prepared_dir={shared_prepared}",
+              f"out={tmp_path / 'cache'}", "progress=false", "batch_max_duration=5"]  # fmt: skip
+    run_script(monkeypatch, ENCODE, *encode)
+    cache = FeatureCache.for_checkpoint(tmp_path / "cache", "latents", last)
+    files = sorted(cache.root.glob("*/*.npy"))
+    assert len(files) == 24  # 21 train + 3 val cuts
+    latents = cache.load("s0_0")  # 0.6 s at hop 320: 30 frames
+    assert latents.shape == (30, model.latent_dim) and latents.dtype == "float32"
+    mtimes = [f.stat().st_mtime_ns for f in files]
+    run_script(monkeypatch, ENCODE, *encode)  # a second run adds nothing
+    assert "0 encoded now, 24 cached before" in capsys.readouterr().out
+    assert [f.stat().st_mtime_ns for f in sorted(cache.root.glob("*/*.npy"))] == mtimes
+
+
+def test_encode_latents_refuses_other_kinds(tmp_path, monkeypatch, capsys):
+    with pytest.raises(SystemExit):
+        run_script(monkeypatch, ENCODE, f"ckpt={tmp_path / 'x.ckpt'}", "kind=tokens")
+    assert "writes kind=latents, got kind='tokens': add kind=latents" in capsys.readouterr().err
+
+
+def test_unknown_adversarial_loss_is_refused():
+    model = FlowVAE(DACEncoder(2, [4], 4), DACDecoder(2, 8, [4]))
+    with pytest.raises(ValueError, match="unknown adversarial loss 'wgan'"):
+        FlowVAEModule(model, LogMelSpectrogram(), CombinedDiscriminator(periods=[2], fft_sizes=[]),
+                      adv_loss="wgan")  # fmt: skip
