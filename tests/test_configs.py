@@ -27,3 +27,29 @@ def test_prepare_config_composes(data):
     assert isinstance(mel, LogMelSpectrogram) and mel.sample_rate == cfg.data.sample_rate
     assert callable(get_method(cfg.data.recipe._target_))
     assert cfg.data.datamodule.prepared_dir == cfg.data.prepared_dir
+
+
+EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes_and_builds_its_model(experiment):
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={experiment}"])
+    assert cfg.name == experiment
+    model = instantiate(cfg.model)
+    assert sum(p.numel() for p in model.parameters()) > 0
+    assert callable(get_method(cfg.stage._target_))
+
+
+def test_ground_truth_scoring_picks_per_language_lists(tmp_path):
+    import runpy
+
+    meta_files = runpy.run_path(str(CONFIGS.parent / "scripts" / "score_ground_truth.py"))["meta_files"]
+    (tmp_path / "mono").mkdir()
+    (tmp_path / "mono" / "meta.lst").write_text("")
+    (tmp_path / "multi").mkdir()
+    for name in ("meta.lst", "meta.de.lst", "meta.zh.lst"):
+        (tmp_path / "multi" / name).write_text("")
+    assert meta_files(tmp_path / "mono") == [("en", tmp_path / "mono" / "meta.lst")]
+    assert [lang for lang, _ in meta_files(tmp_path / "multi")] == ["de", "zh"]
