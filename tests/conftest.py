@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from speech.data.manifest import CutRules
 from speech.data.prepare import prepare_corpus
@@ -41,3 +42,13 @@ def prepared(tmp_path):
 def shared_prepared(tmp_path_factory):
     """A prepared corpus shared by tests that only read it."""
     return make_prepared(tmp_path_factory.mktemp("shared_corpus"))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models train fastest on one thread; on a loaded machine more threads only contend (an overfit
+    test took 60 s with the default threads next to other jobs, 1 s with one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

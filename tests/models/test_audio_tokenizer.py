@@ -6,15 +6,7 @@ import torch
 from speech.models.audio_tokenizer import AudioTokenizer
 from speech.modules.quantizers import FSQ, EMAVectorQuantizer, build_quantizer, usage_and_perplexity
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread is fastest, and on a loaded machine more threads only contend
-    (the overfit test took 60 s with the default threads next to other jobs, 1 s with one)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(kind: str = "fsq") -> AudioTokenizer:
