@@ -30,6 +30,19 @@ class DiscriminatorOutput(NamedTuple):
     features: list[list[torch.Tensor]]  # per sub-discriminator, the activations of every layer
 
 
+def _run_convs(
+    convs: nn.ModuleList, out: nn.Module, x: torch.Tensor
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Leaky-ReLU conv stack then the output conv; returns flattened logits and every layer's feature map."""
+    features = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), LEAKY_SLOPE)
+        features.append(x)
+    x = out(x)
+    features.append(x)
+    return x.flatten(1), features
+
+
 class PeriodDiscriminator(nn.Module):
     """One MPD branch: the waveform reshaped to ``(t / p, p)``, strided convs over the time axis."""
 
@@ -48,13 +61,7 @@ class PeriodDiscriminator(nn.Module):
         pad = (-audio.shape[-1]) % self.period
         x = F.pad(audio, (0, pad), mode="reflect" if pad < audio.shape[-1] else "constant")
         x = rearrange(x, "b (n p) -> b 1 n p", p=self.period)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LEAKY_SLOPE)
-            features.append(x)
-        x = self.out(x)
-        features.append(x)
-        return x.flatten(1), features
+        return _run_convs(self.convs, self.out, x)
 
 
 class STFTDiscriminator(nn.Module):
@@ -77,13 +84,7 @@ class STFTDiscriminator(nn.Module):
         spec = torch.stft(audio.float(), self.n_fft, self.hop_length, window=self.window,
                           return_complex=True)  # fmt: skip
         x = rearrange(torch.log(spec.abs() + LOG_EPS), "b k n -> b 1 n k")
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LEAKY_SLOPE)
-            features.append(x)
-        x = self.out(x)
-        features.append(x)
-        return x.flatten(1), features
+        return _run_convs(self.convs, self.out, x)
 
 
 class CombinedDiscriminator(nn.Module):

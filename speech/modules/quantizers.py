@@ -15,6 +15,7 @@ Legend: b batch, t frames, d model dim, c code dim, k codebook size, l FSQ level
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -62,7 +63,7 @@ def _broadcast(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-class Quantizer(nn.Module):
+class Quantizer(nn.Module, ABC):
     """Shape contract of a quantizer.
 
     ``forward(x (b, t, d), mask (b, t)) -> QuantizerOutput``; ``embed(ids (b, t)) -> (b, t, d)``.
@@ -70,11 +71,11 @@ class Quantizer(nn.Module):
 
     codebook_size: int
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> QuantizerOutput:
-        raise NotImplementedError
+    @abstractmethod
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> QuantizerOutput: ...
 
-    def embed(self, indices: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def embed(self, indices: torch.Tensor) -> torch.Tensor: ...
 
     def _output(self, quantized, indices, mask, loss) -> QuantizerOutput:
         quantized = quantized.masked_fill(~mask[..., None], 0.0)
