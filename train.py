@@ -11,10 +11,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from speech.lit.callbacks import AtomicCheckpointIO, ConfigInCheckpoint
+from speech.lit.resolvers import register_resolvers
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.Trainer]:
     """Builds the stage's module (around its built model), the data and the trainer from a config."""
+    register_resolvers()
     if cfg.get("model") is None or cfg.get("stage") is None:
         raise ValueError(
             "no stage chosen: run `python train.py experiment=<name>` with a file of configs/experiment/"
