@@ -33,7 +33,7 @@ def _model(ckpt: str):
     from speech.lit.checkpoint import build_model
 
     if not Path(ckpt).is_file():
-        raise FileNotFoundError(f"upstream checkpoint {ckpt} not found: train that stage first (docs/training.md)")
+        raise FileNotFoundError(f"upstream checkpoint {ckpt} not found: train that stage first")
     return build_model(ckpt)[0]
 
 
