@@ -333,6 +333,31 @@ def _listed(utts: Sequence[str]) -> str:
     return shown + (f", ... ({len(utts) - MAX_LISTED} more)" if len(utts) > MAX_LISTED else "")
 
 
+TABLE_HEADER = (
+    "| row | scored / expected | WER (%) | corpus WER (%) | SIM |",
+    "|---|---|---|---|---|",
+)
+
+
+def row_markdown(label: str, row: dict) -> str:
+    """One table row (WER in percent with its CI, SIM as a cosine) of a summarized row."""
+    return (
+        f"| {label} | {row['n_scored']} / {row['n_expected']} | {_fmt(row['wer'], 100, 2)} | "
+        f"{_fmt(row['corpus_wer'], 100, 2)} | {_fmt(row['sim'], 1, 3)} |"
+    )
+
+
+def comparison_markdown(summaries: dict[str, dict]) -> str:
+    """One table comparing the generated rows of several runs on the same test set (``label -> summary``),
+    plus the ground-truth row of the first run that scored it."""
+    lines = list(TABLE_HEADER)
+    lines += [row_markdown(label, s[GENERATED]) for label, s in summaries.items()]
+    truth = next((s[GROUND_TRUTH] for s in summaries.values() if s.get(GROUND_TRUTH)), None)
+    if truth is not None:
+        lines.append(row_markdown("ground truth", truth))
+    return "\n".join(lines) + "\n"
+
+
 def summary_markdown(summary: dict) -> str:
     """The summary as a markdown table (WER in percent, SIM as a cosine) plus a list of problems."""
     boot = summary["bootstrap"]
@@ -345,18 +370,14 @@ def summary_markdown(summary: dict) -> str:
         "per-utterance WERs (the protocol's headline); corpus WER is total errors / total reference words. "
         "SIM is against the prompt wav.",
         "",
-        "| row | scored / expected | WER (%) | corpus WER (%) | SIM |",
-        "|---|---|---|---|---|",
+        *TABLE_HEADER,
     ]
     problems = [f"- bad meta line skipped: {line}" for line in summary["meta_rejects"]]
     for key, label in ((GENERATED, "generated"), (GROUND_TRUTH, "ground truth")):
         row = summary.get(key)
         if row is None:
             continue
-        lines.append(
-            f"| {label} | {row['n_scored']} / {row['n_expected']} | {_fmt(row['wer'], 100, 2)} | "
-            f"{_fmt(row['corpus_wer'], 100, 2)} | {_fmt(row['sim'], 1, 3)} |"
-        )
+        lines.append(row_markdown(label, row))
         for name in ("missing", "unreadable", "prompt_unreadable", "empty_reference", "silent"):
             if row[name]:
                 problems.append(

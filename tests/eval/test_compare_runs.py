@@ -1,0 +1,56 @@
+"""eval/compare_runs.py: one table over several seedtts_eval runs."""
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _ci(x):
+    return {"estimate": x, "low": x - 0.01, "high": x + 0.01, "level": 0.95}
+
+
+def _summary(meta, wer, sim, truth=True):
+    row = {"n_scored": 3, "n_expected": 4, "wer": _ci(wer), "corpus_wer": _ci(wer), "sim": _ci(sim)}
+    out = {"meta": meta, "asr": "pocketsphinx", "speaker": "resemblyzer", "generated": row}
+    out["ground_truth"] = {**row, "wer": _ci(0.05), "sim": _ci(0.9)} if truth else None
+    return out
+
+
+def _run(argv):
+    old = sys.argv
+    sys.argv = ["compare_runs.py", *argv]
+    try:
+        return runpy.run_path(str(ROOT / "eval" / "compare_runs.py"), run_name="__main__")
+    finally:
+        sys.argv = old
+
+
+def test_table_has_one_row_per_run_and_ground_truth(tmp_path, capsys):
+    for name, wer, sim, truth in (("zs", 0.5, 0.6, False), ("os", 0.25, 0.7, True)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(_summary("m.lst", wer, sim, truth)))
+    _run([f"zero-shot={tmp_path / 'zs'}", f"one-shot={tmp_path / 'os' / 'summary.json'}",
+          "--out", str(tmp_path / "t.md")])  # fmt: skip
+    table = (tmp_path / "t.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "row" not in line]
+    assert [r.split("|")[1].strip() for r in rows] == ["zero-shot", "one-shot", "ground truth"]
+    assert "50.00 [49.00, 51.00]" in rows[0] and "0.700" in rows[1] and "5.00" in rows[2]
+    assert table in capsys.readouterr().out
+
+
+def test_refuses_runs_on_different_test_sets(tmp_path):
+    for name, meta in (("a", "en.lst"), ("b", "zh.lst")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(_summary(meta, 0.1, 0.5)))
+    with pytest.raises(SystemExit, match="different test sets"):
+        _run([f"a={tmp_path / 'a'}", f"b={tmp_path / 'b'}"])
+
+
+def test_missing_run_names_the_command(tmp_path):
+    with pytest.raises(FileNotFoundError, match="seedtts_eval.py"):
+        _run([f"a={tmp_path / 'nope'}"])
