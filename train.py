@@ -26,7 +26,8 @@ def build(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
     callbacks.append(ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True)))
     loggers = [instantiate(c) for c in cfg.loggers.values()]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
+    plugins = [instantiate(p) for p in cfg.trainer.get("plugins") or []] + [AtomicCheckpointIO()]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=plugins)
     return module, datamodule, trainer
 
 

@@ -11,6 +11,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from speech.lit.ema import EMA_KEY
+
 
 def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
@@ -28,8 +30,16 @@ def checkpoint_config(ckpt: dict) -> DictConfig:
     return OmegaConf.create(ckpt["config"])
 
 
-def build_model(path: str | Path, *, prefix: str = "model.") -> tuple[torch.nn.Module, DictConfig]:
+def build_model(
+    path: str | Path, *, prefix: str = "model.", use_ema: bool = True
+) -> tuple[torch.nn.Module, DictConfig]:
     """Rebuilds ``config.model`` and loads its weights (state-dict keys under ``prefix``), in eval mode.
+
+    Args:
+        path: A checkpoint written by ``train.py``.
+        prefix: The model's key prefix in the LightningModule's state dict.
+        use_ema: Load the EMA weights (``checkpoint["ema_state_dict"]``, ``speech.lit.ema``) when the
+            checkpoint has them; otherwise, or when False, the trained weights.
 
     Raises:
         ValueError: the checkpoint's weights do not fit the rebuilt model (names the keys).
@@ -37,7 +47,8 @@ def build_model(path: str | Path, *, prefix: str = "model.") -> tuple[torch.nn.M
     ckpt = load_checkpoint(path)
     cfg = checkpoint_config(ckpt)
     model = instantiate(cfg.model)
-    state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    weights = ckpt[EMA_KEY] if use_ema and EMA_KEY in ckpt else ckpt["state_dict"]
+    state = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(

@@ -1,0 +1,232 @@
+"""Training plumbing of every stage: the NaN/inf guard, exact resumes of the random streams, and the
+trainer / launcher configs."""
+
+import random
+import signal
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from speech.lit.callbacks import NonFiniteGuard, NonFiniteLossError, RNGState
+from speech.lit.resolvers import register_resolvers
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class Toy(L.LightningModule):
+    """A tiny regressor whose loss is NaN at global step ``nan_at``; it records the random draws of each
+    step (dropout mask, torch, Python and NumPy) and makes random draws in validation too."""
+
+    def __init__(self, nan_at: int | None = None, manual: bool = False) -> None:
+        super().__init__()
+        self.model = nn.Sequential(nn.Linear(3, 8), nn.Dropout(0.5), nn.Linear(8, 2))
+        self.nan_at, self.automatic_optimization = nan_at, not manual
+        self.draws: dict[int, list[float]] = {}
+
+    def _loss(self, batch):
+        x, y = batch
+        loss = nn.functional.mse_loss(self.model(x), y)
+        if self.global_step == self.nan_at:
+            loss = loss * float("nan")
+        self.log("train/loss", loss)
+        self.log("train/mse", loss.detach() * 2)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        self.draws[self.global_step] = [
+            *self.model[1](torch.ones(8)).tolist(), torch.rand(()).item(), random.random(), np.random.rand()
+        ]  # fmt: skip
+        if self.automatic_optimization:
+            return self._loss(batch)
+        opt = self.optimizers()
+        opt.zero_grad()
+        self.manual_backward(self._loss(batch))
+        opt.step()
+
+    def validation_step(self, batch, batch_idx):
+        torch.rand(5), random.random(), np.random.rand()  # must not shift the training draws
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=0.01, weight_decay=0.1)
+
+
+def loader(shuffle: bool = False) -> DataLoader:
+    g = torch.Generator().manual_seed(0)
+    return DataLoader(TensorDataset(torch.randn(16, 3, generator=g), torch.randn(16, 2, generator=g)),
+                      batch_size=2, shuffle=shuffle)  # fmt: skip
+
+
+def trainer(tmp_path, max_steps, callbacks, **kwargs) -> L.Trainer:
+    return L.Trainer(
+        accelerator="cpu", max_steps=max_steps, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=callbacks, default_root_dir=tmp_path, **kwargs,
+    )  # fmt: skip
+
+
+class Weights(L.Callback):
+    """The weights after every optimizer step, keyed by global step."""
+
+    def __init__(self) -> None:
+        self.after: dict[int, list[torch.Tensor]] = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.after[trainer.global_step] = [p.detach().clone() for p in pl_module.parameters()]
+
+
+# ---- NaN / inf guard --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("manual", [False, True])
+def test_nan_loss_stops_naming_the_step_and_terms(tmp_path, manual):
+    module = Toy(nan_at=3, manual=manual)
+    with pytest.raises(
+        NonFiniteLossError, match=r"non-finite loss nan at global step 3 \(epoch 0, batch 3\)"
+    ) as e:
+        trainer(tmp_path, 10, [NonFiniteGuard()], enable_checkpointing=False).fit(module, loader())
+    assert "train/loss=nan" in str(e.value) and "mode=skip" in str(e.value)
+    assert sorted(module.draws) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_skip_mode_drops_the_bad_update_and_counts_it(tmp_path, accumulate):
+    torch.manual_seed(0)
+    module, weights, guard = Toy(nan_at=2), Weights(), NonFiniteGuard(mode="skip")
+    trainer_ = trainer(
+        tmp_path, 5, [weights, guard], enable_checkpointing=False, accumulate_grad_batches=accumulate
+    )
+    with pytest.warns(UserWarning, match="global step 2.*skipped this optimizer update"):
+        trainer_.fit(module, loader())
+    assert trainer_.global_step == 5 and guard.skipped == 1  # one update: all micro-batches of step 2
+    for before, after in zip(weights.after[2], weights.after[3], strict=True):
+        torch.testing.assert_close(before, after, rtol=0, atol=0)  # not even weight decay moved them
+    for before, after in zip(weights.after[3], weights.after[4], strict=True):
+        assert torch.isfinite(after).all() and not torch.equal(before, after)  # training went on
+    assert trainer_.callback_metrics["train/skipped_batches"] == 1
+
+
+def test_skip_mode_refuses_manual_optimization_and_lightning_refuses_accumulation(tmp_path):
+    with pytest.raises(ValueError, match="needs automatic optimization.*mode=stop"):
+        trainer(tmp_path, 2, [NonFiniteGuard(mode="skip")], enable_checkpointing=False).fit(
+            Toy(manual=True), loader()
+        )
+    with pytest.raises(MisconfigurationException, match="gradient accumulation is not supported for manual"):
+        trainer(tmp_path, 2, [], enable_checkpointing=False, accumulate_grad_batches=2).fit(
+            Toy(manual=True), loader()
+        )
+    with pytest.raises(ValueError, match="unknown NonFiniteGuard mode"):
+        NonFiniteGuard(mode="ignore")
+
+
+# ---- exact resume of the random streams -------------------------------------------------------------------
+def run_draws(tmp_path, max_steps, rng: bool, ckpt_path=None) -> Toy:
+    L.seed_everything(0)
+    module = Toy()
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(tmp_path, "{step}", every_n_train_steps=2, save_top_k=-1)
+    callbacks = [checkpoint, RNGState()] if rng else [checkpoint]
+    trainer(tmp_path, max_steps, callbacks, val_check_interval=2).fit(
+        module, loader(shuffle=True), loader(), ckpt_path=ckpt_path
+    )
+    return module
+
+
+def test_a_resumed_run_makes_the_same_random_draws(tmp_path):
+    # validation runs after steps 2, 4, 6, right after the checkpoints of those steps are written
+    straight = run_draws(tmp_path / "straight", 7, rng=True)
+    run_draws(tmp_path / "cut", 4, rng=True)
+    resumed = run_draws(tmp_path / "cut", 7, rng=True, ckpt_path=tmp_path / "cut" / "step=4.ckpt")
+    assert sorted(resumed.draws) == [4, 5, 6]
+    for step in (4, 5, 6):
+        assert resumed.draws[step] == straight.draws[step], step
+    # without the callback the resumed run draws from the fresh seed: the comparison above can fail
+    plain = run_draws(tmp_path / "plain", 7, rng=False, ckpt_path=tmp_path / "cut" / "step=4.ckpt")
+    assert plain.draws[4] != straight.draws[4]
+
+
+# ---- trainer and launcher configs -------------------------------------------------------------------------
+def compose_train(*overrides: str, hydra_config: bool = False):
+    register_resolvers()
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        return compose(
+            "train", overrides=["experiment=tokenizer_tiny", *overrides], return_hydra_config=hydra_config
+        )
+
+
+TRAINERS = sorted(p.stem for p in (CONFIGS / "trainer").glob("*.yaml"))
+
+
+def test_every_trainer_config_is_tested():
+    assert set(TRAINERS) == {"cpu", "gpu", "ddp", "fsdp", "slurm"}
+
+
+def test_cpu_trainer_instantiates_with_the_default_callbacks():
+    cfg = compose_train("trainer=cpu")
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()]
+    assert {type(c) for c in callbacks} >= {NonFiniteGuard, RNGState}
+    assert cfg.callbacks.nan_guard.mode == "stop"
+    built = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
+    assert isinstance(built, L.Trainer) and built.accumulate_grad_batches == 1
+    assert built.gradient_clip_val == 1.0 and built.precision == "32-true"
+
+
+@pytest.mark.parametrize("name", ["gpu", "ddp", "fsdp", "slurm"])
+def test_gpu_trainer_configs_compose(name):
+    cfg = compose_train(f"trainer={name}").trainer
+    assert cfg.accelerator == "gpu" and cfg.precision == "bf16-mixed"
+    assert cfg.use_distributed_sampler is False  # the Lhotse sampler shards per rank
+    strategy = {"gpu": None, "ddp": "DDPStrategy", "fsdp": "FSDPStrategy", "slurm": "DDPStrategy"}[name]
+    target = cfg.strategy._target_.rsplit(".", 1)[-1] if cfg.get("strategy") else None
+    assert target == strategy
+
+
+def test_fsdp_wraps_the_blocks():
+    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+    from speech.modules.dit import DiTBlock
+    from speech.modules.transformer import TransformerBlock
+
+    strategy = instantiate(compose_train("trainer=fsdp").trainer.strategy)
+    policy = strategy.kwargs["auto_wrap_policy"]
+    assert isinstance(policy, ModuleWrapPolicy) and {TransformerBlock, DiTBlock} <= policy._module_classes
+    assert strategy._state_dict_type == "full"
+
+
+def test_slurm_reads_the_allocation_and_requeues(monkeypatch):
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    cfg = compose_train("trainer=slurm").trainer
+    assert (cfg.num_nodes, cfg.devices) == (1, 1)
+    monkeypatch.setenv("SLURM_NNODES", "4")
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "8")
+    assert (cfg.num_nodes, cfg.devices) == (4, 8)
+    plugin = instantiate(cfg.plugins[0])
+    assert isinstance(plugin, SLURMEnvironment) and plugin.auto_requeue
+    assert plugin.requeue_signal == signal.SIGUSR1
+
+
+def test_submitit_launcher_config_composes():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    launcher = compose_train("hydra/launcher=slurm", "trainer=slurm", hydra_config=True).hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.tasks_per_node == launcher.gpus_per_node == 8
+    assert launcher.signal_delay_s > 0 and launcher.submitit_folder.endswith("tokenizer_tiny/submitit/%j")
+
+
+def test_the_callbacks_run_under_bf16_autocast(tmp_path):
+    from speech.lit.ema import EMA
+
+    torch.manual_seed(0)
+    ema, guard = EMA(decay=0.9), NonFiniteGuard(mode="skip")
+    trainer_ = trainer(
+        tmp_path, 3, [ema, guard, RNGState()], precision="bf16-mixed", enable_checkpointing=False
+    )
+    trainer_.fit(Toy(nan_at=1), loader())
+    assert trainer_.global_step == 3 and guard.skipped == 1
+    assert all(v.dtype == torch.float32 for v in ema.shadow.values()) and ema.num_updates == 3
