@@ -31,6 +31,11 @@ class SpeechDataset(torch.utils.data.Dataset):
         references: Where reference utterances come from; ``None`` leaves references out.
         features: Cached per-cut features to add, by batch key (e.g. ``{"tokens": FeatureCache}``).
         max_ref_duration: References longer than this are randomly cropped, seconds.
+        ref_features: Also add the FULL (uncropped) reference's text tokens and cached features, the
+            transcribed prompt of one-shot training (needs ``references``).
+
+    Raises:
+        ValueError: ``ref_features`` without ``references``.
     """
 
     def __init__(
@@ -39,8 +44,12 @@ class SpeechDataset(torch.utils.data.Dataset):
         references: ReferenceSampler | None = None,
         features: Mapping[str, FeatureCache] | None = None,
         max_ref_duration: float | None = 6.0,
+        ref_features: bool = False,
     ) -> None:
+        if ref_features and references is None:
+            raise ValueError("ref_features=True needs references (a ReferenceSampler)")
         self.tokenizer = tokenizer
+        self.ref_features = ref_features
         self.references = references
         self.features = dict(features or {})
         self.max_ref_duration = max_ref_duration
@@ -58,12 +67,20 @@ class SpeechDataset(torch.utils.data.Dataset):
             return self._drop(cut.id, "audio", err)
         if self.references is not None:
             try:
-                ref = self.references.reference_for(cut)
-                ref = self.references.crop(ref, self.max_ref_duration, key=cut.id)
+                full = self.references.reference_for(cut)
+                ref = self.references.crop(full, self.max_ref_duration, key=cut.id)
                 item["ref_audio"] = ref.load_audio()[0]
                 item["ref_id"] = ref.id
             except Exception as err:
                 return self._drop(cut.id, "reference", err)
+            if self.ref_features:
+                ref_text = self.tokenizer.encode(full.supervisions[0].text)
+                item["ref_text_tokens"] = np.asarray(ref_text, dtype=np.int64)
+                for key, cache in self.features.items():
+                    try:
+                        item[f"ref_{key}"] = cache.load(full.id)
+                    except Exception as err:
+                        return self._drop(cut.id, f"reference feature '{key}'", err)
         for key, cache in self.features.items():
             try:
                 item[key] = cache.load(cut.id)
@@ -80,7 +97,9 @@ class SpeechDataset(torch.utils.data.Dataset):
             ``audio (b, t)``, ``audio_lens (b,)``, ``audio_mask (b, t)``; ``text_tokens (b, n)`` padded with
             the tokenizer's pad id, ``text_lens``, ``text_mask``; with references ``ref_audio (b, r)``,
             ``ref_audio_lens``, ``ref_audio_mask``, ``ref_ids``; per cached feature ``<key> (b, k, ...)``,
-            ``<key>_lens``, ``<key>_mask``.
+            ``<key>_lens``, ``<key>_mask``; with ``ref_features`` also ``ref_text_tokens (b, n_r)``,
+            ``ref_text_lens``, ``ref_text_mask`` and ``ref_<key>``, ``ref_<key>_lens``, ``ref_<key>_mask`` of
+            the whole (uncropped) reference.
         """
         items, kept = [], []
         for cut in cuts:
@@ -107,6 +126,13 @@ class SpeechDataset(torch.utils.data.Dataset):
             batch["ref_ids"] = [i["ref_id"] for i in items]
             ref = pad_sequences([i["ref_audio"] for i in items])
             batch["ref_audio"], batch["ref_audio_lens"], batch["ref_audio_mask"] = ref
+        if self.ref_features:
+            batch["ref_text_tokens"], batch["ref_text_lens"], batch["ref_text_mask"] = pad_sequences(
+                [i["ref_text_tokens"] for i in items], pad_value=self.tokenizer.pad_id
+            )
+            for key in self.features:
+                ref = pad_sequences([i[f"ref_{key}"] for i in items])
+                batch[f"ref_{key}"], batch[f"ref_{key}_lens"], batch[f"ref_{key}_mask"] = ref
         for key in self.features:
             batch[key], batch[f"{key}_lens"], batch[f"{key}_mask"] = pad_sequences([i[key] for i in items])
         return batch

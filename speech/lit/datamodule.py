@@ -58,6 +58,8 @@ class SpeechDataModule(L.LightningDataModule):
         references: Add a reference utterance (another utterance of the same speaker) to every item.
         max_ref_duration: Crop references to at most this many seconds.
         features: Cached features to add to batches, batch key -> cache folder (see ``FeatureCache``).
+        ref_features: Also add the whole reference's text tokens and cached features (``ref_text_tokens``,
+            ``ref_<key>``...), the transcribed prompt of one-shot AR training; needs ``references``.
     """
 
     def __init__(
@@ -71,12 +73,16 @@ class SpeechDataModule(L.LightningDataModule):
         references: bool = True,
         max_ref_duration: float | None = 6.0,
         features: dict[str, str] | None = None,
+        ref_features: bool = False,
     ) -> None:
         super().__init__()
+        if ref_features and not references:
+            raise ValueError("ref_features=True needs references (set data.datamodule.references=true)")
         self.prepared_dir = Path(prepared_dir)
         self.max_duration, self.num_buckets, self.num_workers = max_duration, num_buckets, num_workers
         self.seed, self.use_references, self.max_ref_duration = seed, references, max_ref_duration
         self.feature_dirs = dict(features or {})
+        self.ref_features = ref_features
         self._skip_batches = 0
         self.train_cuts = self.val_cuts = self.tokenizer = None
 
@@ -94,7 +100,7 @@ class SpeechDataModule(L.LightningDataModule):
     def _dataset(self) -> SpeechDataset:
         refs = ReferenceSampler(self.train_cuts, seed=self.seed) if self.use_references else None
         features = {key: FeatureCache(path) for key, path in self.feature_dirs.items()}
-        return SpeechDataset(self.tokenizer, refs, features, self.max_ref_duration)
+        return SpeechDataset(self.tokenizer, refs, features, self.max_ref_duration, self.ref_features)
 
     def _loader(self, cuts: CutSet, *, train: bool) -> torch.utils.data.DataLoader:
         dataset = self._dataset()

@@ -112,6 +112,23 @@ class TextTokenizer:
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from err
 
+    def to_str(self) -> str:
+        """The tokenizer as a JSON string (what :meth:`save` writes), e.g. to store it in a checkpoint."""
+        return self._tokenizer.to_str()
+
+    @classmethod
+    def from_str(cls, json_str: str) -> TextTokenizer:
+        """Rebuilds a tokenizer from :meth:`to_str`'s JSON.
+
+        Raises:
+            ValueError: the string is not a tokenizer of this kind.
+        """
+        try:
+            tokenizer = Tokenizer.from_str(json_str)
+        except Exception as err:  # tokenizers raises a bare Exception for unparsable JSON
+            raise ValueError(f"not a valid tokenizer JSON string ({err})") from err
+        return cls(tokenizer)
+
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``, without special tokens."""
         return self._tokenizer.encode(text, add_special_tokens=False).ids

@@ -123,3 +123,32 @@ def test_killed_run_resumes_with_the_next_batch(prepared, tmp_path, saved_at):
     _, resumed = fit(prepared, tmp_path / "b", max_steps=14, ckpt=str(ckpt))
     assert len(full.seen) == 14
     assert killed.seen[:saved_at] + resumed.seen == full.seen
+
+
+def test_ref_features_give_the_whole_reference(prepared, tmp_path):
+    import numpy as np
+
+    from speech.data.cache import FeatureCache
+
+    cache = FeatureCache(tmp_path / "tokens", meta={"kind": "tokens", "sha256": "test"})
+    dm0 = make_dm(prepared)
+    cuts = {c.id: c for c in [*dm0.train_cuts, *dm0.val_cuts]}
+    for cut in cuts.values():
+        cache.save(cut.id, np.full(int(cut.num_samples) // 640, hash(cut.id) % 1000, dtype=np.int32))
+    dm = make_dm(prepared, max_ref_duration=0.3, features={"tokens": str(cache.root)}, ref_features=True)
+    batch = next(iter(dm.train_dataloader()))
+    for row, ref_id in enumerate(batch["ref_ids"]):
+        ref = cuts[ref_id]
+        n = batch["ref_text_lens"][row].item()
+        assert dm.tokenizer.decode(batch["ref_text_tokens"][row, :n].tolist()) == ref.supervisions[0].text
+        k = batch["ref_tokens_lens"][row].item()
+        assert k == int(ref.num_samples) // 640  # uncropped, unlike ref_audio (0.3 s)
+        assert (batch["ref_tokens"][row, :k] == hash(ref_id) % 1000).all()
+    assert batch["ref_audio_lens"].max() <= int(0.3 * 16000) + 1
+    plain = next(iter(make_dm(prepared, features={"tokens": str(cache.root)}).train_dataloader()))
+    assert "ref_tokens" not in plain and "ref_text_tokens" not in plain
+
+
+def test_ref_features_need_references(prepared):
+    with pytest.raises(ValueError, match="ref_features=True needs references"):
+        make_dm(prepared, references=False, ref_features=True)

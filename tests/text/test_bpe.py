@@ -126,3 +126,11 @@ def test_load_tokenizer_without_our_special_tokens_names_it(tmp_path: Path, toke
         ValueError, match=rf"{re.escape(str(path))}: tokenizer lacks the special tokens \['<eos>'\]"
     ):
         TextTokenizer.load(path)
+
+
+def test_string_round_trip_for_checkpoints(tokenizer: TextTokenizer) -> None:
+    loaded = TextTokenizer.from_str(tokenizer.to_str())
+    text = "Grüße, 你好, こんにちは, the sea"
+    assert loaded.encode(text) == tokenizer.encode(text) and loaded.vocab_size == tokenizer.vocab_size
+    with pytest.raises(ValueError, match="not a valid tokenizer JSON string"):
+        TextTokenizer.from_str("{not json")

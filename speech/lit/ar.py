@@ -1,0 +1,110 @@
+"""LightningModule of the AR Transformer (stage ``ar``): text -> 25 Hz audio tokens, speaker encoder jointly.
+
+Each training row is zero-shot (speaker vector only) or, with probability ``prompt_prob``, one-shot: the
+reference utterance's transcript and cached audio tokens are put before the target as a prompt (paper
+section 2.1; the batch's ``ref_text_tokens`` / ``ref_tokens`` from ``ref_features=True``). The speaker vector
+is always read from the (cropped) reference audio, whose mel is computed here with the injected ``mel``.
+
+Validation logs zero-shot loss/accuracy (``val/loss``, ``val/acc``) and, when the batch has prompts, the
+one-shot ones (``val/loss_prompt``, ``val/acc_prompt``). Every checkpoint stores the text BPE
+(``checkpoint["text_tokenizer"]``, ``TextTokenizer.to_str()``), so inference needs no prepared folder.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from speech.audio.mel import LogMelSpectrogram
+from speech.lit.schedules import adamw_warmup_cosine
+from speech.models.ar_transformer import AROutput, ARTransformer
+
+TOKENS = "tokens"  # batch key of the cached audio tokens
+
+
+class ARModule(L.LightningModule):
+    """Trains an ``ARTransformer`` on batches from ``SpeechDataModule`` (with ``features.tokens``).
+
+    Args:
+        model: The AR Transformer (with its speaker encoder).
+        mel: Feature extractor of the reference audio, applied on the batch's device.
+        prompt_prob: Probability that a training row gets the transcribed one-shot prompt.
+        lr, weight_decay, betas, warmup_steps, total_steps: AdamW with warm-up + cosine decay.
+    """
+
+    def __init__(
+        self,
+        model: ARTransformer,
+        mel: LogMelSpectrogram,
+        *,
+        prompt_prob: float = 0.5,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.98),
+        warmup_steps: int = 500,
+        total_steps: int = 10000,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= prompt_prob <= 1.0:
+            raise ValueError(f"prompt_prob must be in [0, 1], got {prompt_prob}")
+        self.model, self.mel, self.prompt_prob = model, mel, prompt_prob
+        self.optim = {"lr": lr, "weight_decay": weight_decay, "betas": betas,
+                      "warmup_steps": warmup_steps, "total_steps": total_steps}  # fmt: skip
+
+    def _check(self, batch: dict) -> None:
+        missing = [k for k in (TOKENS, "ref_audio") if k not in batch]
+        if missing:
+            raise KeyError(
+                f"AR batches need {missing}: set data.datamodule.features.tokens (the token cache) and "
+                "data.datamodule.references=true"
+            )
+
+    def _prompt(self, batch: dict, use: torch.Tensor) -> dict:
+        """Prompt arguments of ``ARTransformer.forward`` for the rows where ``use (b,)`` is True."""
+        if "ref_text_tokens" not in batch or not bool(use.any()):
+            return {}
+        keep = use.long()
+        return {
+            "prompt_text": batch["ref_text_tokens"], "prompt_text_lens": batch["ref_text_lens"] * keep,
+            "prompt_tokens": batch[f"ref_{TOKENS}"].long(), "prompt_lens": batch[f"ref_{TOKENS}_lens"] * keep,
+        }  # fmt: skip
+
+    def _forward(self, batch: dict, speaker: torch.Tensor, prompt: dict) -> AROutput:
+        return self.model(speaker=speaker, text=batch["text_tokens"], text_lens=batch["text_lens"],
+                          audio_tokens=batch[TOKENS].long(), audio_lens=batch[f"{TOKENS}_lens"],
+                          **prompt)  # fmt: skip
+
+    def _speaker(self, batch: dict) -> torch.Tensor:
+        ref_mel, ref_mel_lens = self.mel(batch["ref_audio"], batch["ref_audio_lens"])
+        return self.model.speaker_vector(ref_mel, ref_mel_lens)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        self._check(batch)
+        n = len(batch["ids"])
+        use = torch.rand(n, device=self.device) < self.prompt_prob
+        out = self._forward(batch, self._speaker(batch), self._prompt(batch, use))
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=n)
+        self.log_dict({"train/acc": out.accuracy, "train/prompt_share": use.float().mean()}, batch_size=n)
+        return out.loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._check(batch)
+        n = len(batch["ids"])
+        speaker = self._speaker(batch)
+        out = self._forward(batch, speaker, {})
+        self.log_dict({"val/loss": out.loss, "val/acc": out.accuracy}, batch_size=n, sync_dist=True)
+        prompt = self._prompt(batch, torch.ones(n, dtype=torch.bool, device=self.device))
+        if prompt:
+            out = self._forward(batch, speaker, prompt)
+            self.log_dict({"val/loss_prompt": out.loss, "val/acc_prompt": out.accuracy}, batch_size=n,
+                          sync_dist=True)  # fmt: skip
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        tokenizer = getattr(datamodule, "tokenizer", None)
+        if tokenizer is None:
+            raise RuntimeError("the AR checkpoint must carry the text BPE: train with SpeechDataModule")
+        checkpoint["text_tokenizer"] = tokenizer.to_str()
+
+    def configure_optimizers(self):
+        return adamw_warmup_cosine(self.model.parameters(), **self.optim)

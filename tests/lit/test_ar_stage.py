@@ -1,0 +1,137 @@
+"""The AR stage: every experiment config composes, one real training step runs through train.py with a
+token cache, a killed run resumes, and the checkpoint alone rebuilds the model and its text BPE."""
+
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from lhotse import CutSet
+
+from speech.data.cache import FeatureCache
+from speech.lit.ar import ARModule
+from speech.lit.checkpoint import build_model
+from speech.lit.resolvers import register_resolvers
+from speech.models.ar_transformer import ARTransformer
+from speech.text.bpe import TextTokenizer
+
+ROOT = Path(__file__).resolve().parents[2]
+TRAIN = ROOT / "train.py"
+CODES = 64
+TINY = [
+    "model.dim=32",
+    "model.layers=2",
+    "model.heads=2",
+    "model.speaker_encoder.dim=16",
+    "model.speaker_encoder.layers=1",
+    "model.speaker_encoder.out_dim=16",
+    f"model.audio_vocab_size={CODES}",
+]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.mark.parametrize(
+    ("experiment", "dim", "millions"),
+    [("ar_tiny", 192, (1, 10)), ("ar_small", 512, (30, 60)), ("ar_base", 1024, (250, 400)),
+     ("ar_large", 1536, (800, 1200))],
+)  # fmt: skip
+def test_experiment_configs_build(experiment, dim, millions):
+    register_resolvers()
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={experiment}", "model.audio_vocab_size=1000",
+                                          "model.text_vocab_size=1024"])  # fmt: skip
+    assert cfg.data.datamodule.ref_features and cfg.upstream.tokenizer.endswith("checkpoints/last.ckpt")
+    assert "feature_cache:tokens" in str(cfg.data.datamodule._content["features"]._content["tokens"]._value())
+    with torch.device("meta"):  # no memory for the big ones
+        model = instantiate(cfg.model)
+    assert isinstance(model, ARTransformer) and model.head.in_features == dim and model.eos_id == 1000
+    n = sum(p.numel() for p in model.parameters()) / 1e6
+    assert millions[0] < n < millions[1], n
+    module = instantiate(cfg.stage, model=model, mel=instantiate(cfg.data.mel))
+    assert isinstance(module, ARModule) and 0 < module.prompt_prob < 1
+
+
+def fake_token_cache(prepared: Path, root: Path) -> Path:
+    """Random tokens of the right length (samples // 640, 25 Hz) for every prepared cut."""
+    cache = FeatureCache(root, meta={"kind": "tokens", "sha256": "fake"})
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for cut in CutSet.from_file(prepared / f"{split}_cuts.jsonl.gz"):
+            cache.save(cut.id, rng.integers(0, CODES, int(cut.num_samples) // 640).astype(np.int32))
+    return cache.root
+
+
+def run_script(monkeypatch, script, *overrides):
+    monkeypatch.setattr(sys, "argv", [str(script), *overrides])
+    runpy.run_path(str(script), run_name="__main__")
+
+
+@pytest.fixture(scope="module")
+def trained(shared_prepared, tmp_path_factory):
+    """Two steps of experiment=ar_tiny through train.py, then two more (a resume)."""
+    log_dir = tmp_path_factory.mktemp("ar_runs")
+    cache = fake_token_cache(shared_prepared, log_dir / "token_cache")
+    common = [
+        "experiment=ar_tiny",
+        f"data.prepared_dir={shared_prepared}",
+        f"paths.log_dir={log_dir}",
+        f"data.datamodule.features.tokens={cache}",
+        "data.datamodule.num_workers=0",
+        "data.datamodule.max_duration=4",
+        "stage.prompt_prob=0.5",
+        *TINY,
+        "trainer.val_check_interval=2",
+        "trainer.enable_progress_bar=false",
+        "trainer.log_every_n_steps=1",
+        "callbacks.checkpoint.every_n_train_steps=2",
+    ]
+    mp = pytest.MonkeyPatch()
+    run_script(mp, TRAIN, *common, "trainer.max_steps=2")
+    last = log_dir / "ar_tiny" / "checkpoints" / "last.ckpt"
+    first = torch.load(last, weights_only=False)
+    run_script(mp, TRAIN, *common, "trainer.max_steps=4")  # same command, longer: resumes
+    mp.undo()
+    return {"first": first, "last": last, "log_dir": log_dir}
+
+
+def test_train_py_step_and_resume(trained):
+    first = trained["first"]
+    second = torch.load(trained["last"], weights_only=False)
+    assert first["global_step"] == 2 and second["global_step"] == 4
+    assert {int(s["step"]) for s in second["optimizer_states"][0]["state"].values()} == {4}
+    assert first["config"]["model"]["dim"] == 32 and first["config"]["model"]["audio_vocab_size"] == CODES
+    changed = [
+        k for k in first["state_dict"] if not torch.equal(first["state_dict"][k], second["state_dict"][k])
+    ]
+    assert any(k.startswith("model.speaker_encoder.") for k in changed)  # trained jointly
+    csvs = sorted((trained["log_dir"] / "ar_tiny" / "csv").glob("*/metrics.csv"))  # one per launch
+    metrics = "".join(p.read_text() for p in csvs)
+    for key in ("train/loss", "train/acc", "val/loss", "val/acc", "val/loss_prompt", "val/acc_prompt"):
+        assert key in metrics, key
+
+
+def test_checkpoint_alone_rebuilds_model_and_text_tokenizer(trained, shared_prepared):
+    ckpt = torch.load(trained["last"], weights_only=False)
+    bpe = TextTokenizer.from_str(ckpt["text_tokenizer"])
+    reference = TextTokenizer.load(shared_prepared / "bpe.json")
+    assert bpe.encode("alpha beta gamma") == reference.encode("alpha beta gamma")
+    model, cfg = build_model(trained["last"])
+    assert isinstance(model, ARTransformer) and not model.training and model.audio_vocab_size == CODES
+    assert model.text_emb.num_embeddings == reference.vocab_size
+    mel = torch.randn(1, 120, cfg.data.mel.n_mels) - 5
+    speaker = model.speaker_vector(mel, torch.tensor([120]))
+    text = torch.tensor([bpe.encode("alpha beta")])
+    tokens, lens = model.generate(speaker=speaker, text=text, text_lens=torch.tensor([text.shape[1]]),
+                                  generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert 1 <= lens.item() <= 10 * text.shape[1] and int(tokens.max()) < CODES
+
+
+def test_missing_tokens_in_batch_says_what_to_set():
+    module = ARModule(ARTransformer.__new__(ARTransformer), mel=None)
+    with pytest.raises(KeyError, match="data.datamodule.features.tokens"):
+        module._check({"ids": ["a"], "ref_audio": torch.zeros(1, 10)})

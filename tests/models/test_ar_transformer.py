@@ -1,0 +1,179 @@
+"""AR Transformer invariants: cached decoding equals a full forward (batch 1 and left-padded batches),
+padding invariance, seeds, and the length limits of generation."""
+
+import pytest
+import torch
+
+from speech.models.ar_transformer import ARTransformer
+from speech.models.speaker_encoder import SpeakerEncoder
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+V, TEXT_V, N_MELS = 30, 20, 8
+
+
+def make_model(seed=0, max_len=256):
+    torch.manual_seed(seed)
+    spk = SpeakerEncoder(N_MELS, dim=16, layers=1, heads=2, out_dim=12)
+    return ARTransformer(spk, text_vocab_size=TEXT_V, audio_vocab_size=V, dim=32, layers=2, heads=2,
+                         max_len=max_len).eval()  # fmt: skip
+
+
+def padded(lens, vocab, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(1, vocab, (len(lens), max(max(lens), 1)), generator=g)
+    lens = torch.tensor(lens)
+    return x.masked_fill(torch.arange(x.shape[1])[None] >= lens[:, None], 0), lens
+
+
+def inputs(text_lens, prompt_text_lens=None, prompt_lens=None, seed=0):
+    b = len(text_lens)
+    speaker = torch.randn(b, 12, generator=torch.Generator().manual_seed(seed))
+    text, tl = padded(text_lens, TEXT_V, seed + 1)
+    kw = {"speaker": speaker, "text": text, "text_lens": tl}
+    if prompt_text_lens is not None:
+        kw["prompt_text"], kw["prompt_text_lens"] = padded(prompt_text_lens, TEXT_V, seed + 2)
+        kw["prompt_tokens"], kw["prompt_lens"] = padded(prompt_lens, V, seed + 3)
+    return kw
+
+
+class HeadSpy:
+    """Records the head's outputs (the logits of every decoding step) and can bias the EOS logit."""
+
+    def __init__(self, model, eos_bias=0.0):
+        self.calls, self.eos, self.bias = [], model.eos_id, eos_bias
+        self.handle = model.head.register_forward_hook(self.hook)
+
+    def hook(self, module, args, out):
+        out = out.clone()
+        out[..., self.eos] += self.bias
+        self.calls.append(out.float().clone())  # generate masks EOS in place
+        return out
+
+
+CASES = {
+    "batch1": ([5], None, None),
+    "batch1_prompt": ([4], [3], [6]),
+    "left_padded": ([3, 7, 5], None, None),
+    "left_padded_prompt": ([3, 6, 4], [2, 0, 5], [4, 7, 0]),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_cached_decoding_equals_full_forward(case):
+    model = make_model()
+    kw = inputs(*CASES[case])
+    spy = HeadSpy(model)
+    tokens, lens = model.generate(**kw, temperature=0, min_tokens_per_text=2, max_tokens_per_text=2)
+    spy.handle.remove()
+    assert torch.equal(lens, 2 * kw["text_lens"])  # EOS masked until 2 per text token, forced after
+    step_logits = torch.stack(spy.calls, 1)  # (b, steps, v)
+    with torch.no_grad():
+        out = model(**kw, audio_tokens=tokens, audio_lens=lens)
+    for row, n in enumerate(lens.tolist()):
+        full, cached = out.logits[row, :n], step_logits[row, :n]
+        assert torch.allclose(full, cached, atol=1e-4), (full - cached).abs().max()
+        assert torch.equal(full[:, :V].argmax(-1), tokens[row, :n])  # greedy tokens (EOS was masked)
+    assert (tokens[torch.arange(tokens.shape[1])[None] >= lens[:, None]] == 0).all()
+
+
+def test_generate_rows_match_their_solo_runs():
+    model = make_model(1)
+    kw = inputs([3, 7, 5], [2, 0, 5], [4, 7, 0])
+    tokens, lens = model.generate(**kw, temperature=0, min_tokens_per_text=0, max_tokens=12)
+    for row in range(3):
+        solo = {k: v[row : row + 1] for k, v in kw.items()}
+        solo["text"] = solo["text"][:, : solo["text_lens"].item()]
+        t1, l1 = model.generate(**solo, temperature=0, min_tokens_per_text=0, max_tokens=12)
+        assert l1.item() == lens[row].item() and torch.equal(t1[0, : l1.item()], tokens[row, : lens[row]])
+
+
+def test_forward_logits_are_padding_invariant():
+    model = make_model(2)
+    kw = inputs([3, 6], [2, 4], [5, 1])
+    audio, audio_lens = padded([4, 9], V, 7)
+    out = model(**kw, audio_tokens=audio, audio_lens=audio_lens)
+    for row in range(2):
+        n = audio_lens[row].item()
+        solo = {k: v[row : row + 1] for k, v in kw.items()}
+        for key, lens_key in (("text", "text_lens"), ("prompt_text", "prompt_text_lens"),
+                              ("prompt_tokens", "prompt_lens")):  # fmt: skip
+            solo[key] = solo[key][:, : solo[lens_key].item()]
+        alone = model(**solo, audio_tokens=audio[row : row + 1, :n], audio_lens=audio_lens[row : row + 1])
+        assert torch.allclose(out.logits[row, : n + 1], alone.logits[0], atol=1e-5)
+
+
+def test_speaker_encoder_is_padding_invariant():
+    model = make_model()
+    mel = torch.randn(2, 50, N_MELS)
+    lens = torch.tensor([50, 31])
+    both = model.speaker_vector(mel, lens)
+    alone = model.speaker_vector(mel[1:, :31], lens[1:])
+    assert torch.allclose(both[1], alone[0], atol=1e-5)
+
+
+def test_same_seed_same_tokens_and_greedy_ignores_seed():
+    model = make_model()
+    kw = inputs([4, 6])
+
+    def run(seed, temperature=1.0):
+        return model.generate(**kw, temperature=temperature, top_k=10, top_p=0.9, max_tokens=15,
+                              generator=torch.Generator().manual_seed(seed))  # fmt: skip
+
+    a, b, c = run(0), run(0), run(1)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+    g0, g1 = run(0, temperature=0), run(1, temperature=0)
+    assert torch.equal(g0[0], g1[0]) and torch.equal(g0[1], g1[1])
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_length_limits_follow_the_target_text(temperature):
+    model = make_model()
+    kw = inputs([2, 5, 3], [4, 1, 2], [3, 3, 8])  # prompt text must not count
+    gen = torch.Generator().manual_seed(0)
+    limits = {"min_tokens_per_text": 1.5, "max_tokens_per_text": 3.0, "temperature": temperature}
+    spy = HeadSpy(model, eos_bias=1e4)  # EOS always wins once allowed
+    _, lens = model.generate(**kw, **limits, generator=gen)
+    assert lens.tolist() == [3, 8, 5]  # ceil(1.5 * text_lens)
+    spy.bias = -1e4  # EOS never sampled: forced stop at the maximum
+    tokens, lens = model.generate(**kw, **limits, generator=gen)
+    assert lens.tolist() == [6, 15, 9] and tokens.shape == (3, 15)
+    assert (tokens < V).all()  # no EOS or BOS among the returned tokens
+    _, lens = model.generate(**kw, **limits, max_tokens=7, generator=gen)
+    assert lens.tolist() == [6, 7, 7]
+    spy.handle.remove()
+
+
+def test_cache_is_reused_and_training_forward_ignores_it():
+    model = make_model()
+    kw = inputs([4])
+    model.setup_cache(1, 100)
+    cache = model.blocks[0].attn.kv_cache
+    a = model.generate(**kw, temperature=0, max_tokens=10)
+    assert model.blocks[0].attn.kv_cache is cache
+    audio, lens = padded([6], V, 3)
+    assert torch.isfinite(model(**kw, audio_tokens=audio, audio_lens=lens).loss)
+    assert torch.equal(model.generate(**kw, temperature=0, max_tokens=10)[0], a[0])
+    model.clear_cache()
+    assert model.blocks[0].attn.kv_cache is None
+
+
+def test_prefix_longer_than_max_len_is_an_error():
+    model = make_model(max_len=10)
+    with pytest.raises(ValueError, match="leaves no room within max_len 10"):
+        model.generate(**inputs([12]), temperature=0)
+
+
+def test_learns_a_tiny_batch():
+    model = make_model().train()
+    kw = inputs([3, 5], [2, 3], [4, 2])
+    audio, lens = padded([6, 8], V, 5)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        out = model(**kw, audio_tokens=audio, audio_lens=lens)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        losses.append(out.loss.item())
+    assert losses[-1] < 0.2 * losses[0] and out.accuracy.item() > 0.9
