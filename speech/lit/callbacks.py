@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import random
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -230,3 +232,39 @@ class RNGState(L.Callback):
         if self._validation is not None:
             self.restore(self._validation)
             self._validation = None
+
+
+class ProgressLog(L.Callback):
+    """A plain progress line (step, loss, steps/s, ETA) every ``every_seconds``, for output that is not a
+    terminal (SLURM logs, ``> run.log``), where the interactive progress bar shows nothing.
+
+    Args:
+        every_seconds: Minimum time between lines.
+        force: Also print when stdout is a terminal (then it interleaves with the progress bar).
+    """
+
+    def __init__(self, every_seconds: float = 30.0, force: bool = False) -> None:
+        self.every_seconds, self.force = every_seconds, force
+        self._last = self._start = None
+        self._start_step = 0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._last = self._start = time.monotonic()
+        self._start_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not trainer.is_global_zero or (sys.stdout.isatty() and not self.force):
+            return
+        now = time.monotonic()
+        if now - self._last < self.every_seconds:
+            return
+        self._last = now
+        step, done = trainer.global_step, trainer.global_step - self._start_step
+        rate = done / max(now - self._start, 1e-9)
+        line = f"step {step}/{trainer.max_steps if trainer.max_steps > 0 else '?'}  {rate:.2f} steps/s"
+        loss = trainer.callback_metrics.get("train/loss")
+        if loss is not None:
+            line += f"  train/loss {float(loss):.4f}"
+        if trainer.max_steps > 0 and rate > 0:
+            line += f"  ETA {int((trainer.max_steps - step) / rate)} s"
+        print(line, flush=True)

@@ -15,7 +15,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from speech.lit.callbacks import NonFiniteGuard, NonFiniteLossError, RNGState
+from speech.lit.callbacks import NonFiniteGuard, NonFiniteLossError, ProgressLog, RNGState
 from speech.lit.resolvers import register_resolvers
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -230,3 +230,17 @@ def test_the_callbacks_run_under_bf16_autocast(tmp_path):
     trainer_.fit(Toy(nan_at=1), loader())
     assert trainer_.global_step == 3 and guard.skipped == 1
     assert all(v.dtype == torch.float32 for v in ema.shadow.values()) and ema.num_updates == 3
+
+
+# ---- plain progress lines ---------------------------------------------------------------------------------
+def test_progress_log_prints_step_rate_loss_and_eta(tmp_path, capsys):
+    trainer(tmp_path, 5, [ProgressLog(every_seconds=0, force=True)]).fit(Toy(), loader())
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in lines] == ["1/5", "2/5", "3/5", "4/5", "5/5"]
+    assert all("steps/s" in line and "train/loss" in line and "ETA" in line for line in lines)
+
+
+def test_progress_log_stays_quiet_on_a_terminal(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    trainer(tmp_path, 3, [ProgressLog(every_seconds=0)]).fit(Toy(), loader())
+    assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
