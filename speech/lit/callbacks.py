@@ -268,3 +268,17 @@ class ProgressLog(L.Callback):
         if trainer.max_steps > 0 and rate > 0:
             line += f"  ETA {int((trainer.max_steps - step) / rate)} s"
         print(line, flush=True)
+
+
+class FinalCheckpoint(L.Callback):
+    """Writes ``last.ckpt`` when training ends between two checkpoint intervals (``max_steps`` not a
+    multiple of ``every_n_train_steps``), so the steps after the last interval are never lost and the next
+    stage reads the finished model."""
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        cb = trainer.checkpoint_callback
+        if cb is None or cb.dirpath is None or not cb.save_last:
+            return
+        if getattr(cb, "_last_global_step_saved", None) == trainer.global_step:
+            return
+        trainer.save_checkpoint(Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}")

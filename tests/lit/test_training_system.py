@@ -15,7 +15,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from speech.lit.callbacks import NonFiniteGuard, NonFiniteLossError, ProgressLog, RNGState
+from speech.lit.callbacks import FinalCheckpoint, NonFiniteGuard, NonFiniteLossError, ProgressLog, RNGState
 from speech.lit.resolvers import register_resolvers
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -244,3 +244,17 @@ def test_progress_log_stays_quiet_on_a_terminal(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("sys.stdout.isatty", lambda: True)
     trainer(tmp_path, 3, [ProgressLog(every_seconds=0)]).fit(Toy(), loader())
     assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+
+
+# ---- the final checkpoint ---------------------------------------------------------------------------------
+def test_training_that_ends_between_intervals_still_writes_last(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def checkpoints(final: bool):
+        ckpt = ModelCheckpoint(dirpath=tmp_path / str(final), every_n_train_steps=4, save_last=True)
+        callbacks = [ckpt, FinalCheckpoint()] if final else [ckpt]
+        trainer(tmp_path, 7, callbacks).fit(Toy(), loader())
+        return torch.load(tmp_path / str(final) / "last.ckpt", weights_only=False)["global_step"]
+
+    assert checkpoints(final=False) == 4  # what Lightning alone leaves: steps 5-7 lost
+    assert checkpoints(final=True) == 7
