@@ -1,0 +1,91 @@
+"""Speech from trained checkpoints: one utterance, or a whole Seed-TTS meta.lst (configs/infer.yaml).
+
+python infer.py ar_ckpt=A.ckpt fm_ckpt=F.ckpt text="Hello there." ref_wav=ref.wav out=out.wav
+python infer.py ar_ckpt=A.ckpt fm_ckpt=F.ckpt meta=seedtts/en/meta.lst out_dir=out/en mode=one_shot
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from speech.inference import SynthesisRequest, Synthesizer
+from speech.inference.batch_runner import MODES, run_meta
+from speech.inference.request import FORMATS
+
+
+def request_factory(cfg: DictConfig) -> functools.partial:
+    """``SynthesisRequest`` with the run's language, voice, audio, sampling and pronunciation settings."""
+    pronunciations = cfg.pronunciation_dict
+    if pronunciations is not None:
+        pronunciations = OmegaConf.to_container(pronunciations, resolve=True)
+    return functools.partial(
+        SynthesisRequest,
+        language=cfg.language,
+        voice=instantiate(cfg.voice),
+        audio=instantiate(cfg.audio),
+        sampling=instantiate(cfg.sampling),
+        pronunciation_dict=pronunciations,
+    )
+
+
+def synthesize_one(synth: Synthesizer, cfg: DictConfig, make: functools.partial) -> dict[str, float]:
+    """``text`` (+ ``ref_wav``, optional ``prompt_text``) -> ``out``; prints and returns the RTF."""
+    out = Path(cfg.out)
+    start = time.perf_counter()
+    result = synth.synthesize(make(text=cfg.text, reference=cfg.ref_wav, prompt_text=cfg.prompt_text))
+    wall = time.perf_counter() - start
+    result.save(out)
+    print(f"wrote {out}: {result.duration:.2f} s of audio in {wall:.2f} s, RTF {wall / result.duration:.3f}")
+    return {"audio_seconds": result.duration, "wall_seconds": wall, "rtf": wall / result.duration}
+
+
+def check_args(cfg: DictConfig) -> None:
+    """Fails on a wrong command line before any model is loaded."""
+    if cfg.meta is not None:
+        if cfg.out_dir is None:
+            raise ValueError("meta=... needs out_dir=... (where the <utt>.wav files go)")
+        if cfg.mode not in MODES:
+            raise ValueError(f"mode must be one of {list(MODES)}, got {cfg.mode!r}")
+        return
+    if cfg.text is None or cfg.ref_wav is None:
+        raise ValueError(
+            "give text=... and ref_wav=... for one utterance, or meta=... out_dir=... for a meta.lst"
+        )
+    suffix, fmt = Path(cfg.out).suffix.lstrip(".").lower(), cfg.audio.format
+    if suffix in FORMATS and suffix != fmt:
+        raise ValueError(f"out={cfg.out} ends in .{suffix} but audio.format={fmt}; set audio.format={suffix}")
+
+
+@hydra.main(config_path="configs", config_name="infer", version_base="1.3")
+def main(cfg: DictConfig) -> dict[str, float]:
+    check_args(cfg)
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    synth = Synthesizer.from_checkpoints(
+        cfg.ar_ckpt, cfg.fm_ckpt, cfg.tokenizer_ckpt, cfg.flow_vae_ckpt, device=device, use_ema=cfg.use_ema
+    )
+    make = request_factory(cfg)
+    if cfg.meta is None:
+        return synthesize_one(synth, cfg, make)
+    summary = run_meta(
+        synth,
+        cfg.meta,
+        cfg.out_dir,
+        mode=cfg.mode,
+        make=make,
+        batch_size=cfg.batch_size,
+        progress=cfg.progress,
+    )
+    print(summary.line())
+    return {"generated": summary.generated, "skipped": summary.skipped, "rejected": summary.rejected,
+            "audio_seconds": summary.audio_seconds, "rtf": summary.rtf}  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

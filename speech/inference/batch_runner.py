@@ -1,0 +1,125 @@
+"""Batch inference over a Seed-TTS ``meta.lst``: one ``<out_dir>/<utt>.<format>`` per line, resumable.
+
+Zero-shot uses each line's ``prompt_wav`` as the speaker reference only; one-shot also prompts the models
+with its ``prompt_text`` and audio (and cuts the prompt from the output). Lines whose output already exists
+are skipped, so an interrupted run continues where it stopped; malformed lines and unusable requests are
+reported (``rejects.tsv`` in ``out_dir``) and the rest is processed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from speech.data.meta_list import MetaEntry, read_meta_list
+from speech.data.rejects import RejectLog
+from speech.inference.request import RequestError, SynthesisRequest
+from speech.inference.synthesizer import Synthesizer
+
+MODES = ("zero_shot", "one_shot")
+
+
+@dataclass
+class RunSummary:
+    """What a run did; ``rtf`` is synthesis time over generated audio time (lower is faster)."""
+
+    generated: int
+    skipped: int
+    rejected: int
+    audio_seconds: float
+    wall_seconds: float
+
+    @property
+    def rtf(self) -> float:
+        return self.wall_seconds / self.audio_seconds if self.audio_seconds else float("nan")
+
+    def line(self) -> str:
+        return (
+            f"generated {self.generated} utterances ({self.audio_seconds:.1f} s of audio) in "
+            f"{self.wall_seconds:.1f} s, RTF {self.rtf:.3f}; skipped {self.skipped} existing, "
+            f"rejected {self.rejected}"
+        )
+
+
+def entry_request(entry: MetaEntry, mode: str, make: Callable[..., SynthesisRequest]) -> SynthesisRequest:
+    """The request of one meta line; ``make(text=, reference=, prompt_text=)`` adds the run's settings."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
+    prompt_text = entry.prompt_text if mode == "one_shot" else None
+    if mode == "one_shot" and not prompt_text:
+        raise RequestError("prompt_text", "one-shot needs the meta line's prompt_text, which is empty")
+    return make(text=entry.target_text, reference=entry.prompt_wav, prompt_text=prompt_text)
+
+
+def run_meta(
+    synth: Synthesizer,
+    meta: str | Path,
+    out_dir: str | Path,
+    *,
+    mode: str,
+    make: Callable[..., SynthesisRequest],
+    batch_size: int = 8,
+    progress: bool = True,
+) -> RunSummary:
+    """Synthesizes every line of ``meta`` not yet in ``out_dir``.
+
+    Args:
+        synth: The pipeline.
+        meta: A Seed-TTS-eval ``meta.lst``.
+        out_dir: Where ``<utt>.<format>`` files go.
+        mode: ``zero_shot`` or ``one_shot``.
+        make: Builds a request from ``text``, ``reference`` and ``prompt_text`` (the run's voice, audio and
+            sampling settings).
+        batch_size: Requests synthesized together.
+        progress: Show a tqdm bar.
+    """
+    out_dir = Path(out_dir)
+    rejects = RejectLog()
+    entries = read_meta_list(meta, rejects=rejects)
+    todo, skipped = [], 0
+    for entry in entries:
+        try:
+            request = entry_request(entry, mode, make)
+            request.validate()
+        except RequestError as err:  # NotImplementedError is a run setting: every line would fail alike
+            rejects.add(entry.utt, "bad_request", str(err))
+            continue
+        path = out_dir / f"{entry.utt}.{request.audio.format}"
+        if path.exists():
+            skipped += 1
+            continue
+        todo.append((path, request))
+    # Similar lengths together: less padding in each batch.
+    todo.sort(key=lambda item: len(item[1].text))
+    audio_seconds, generated, start = 0.0, 0, time.perf_counter()
+    with tqdm(total=len(todo), disable=not progress, desc="synthesizing", unit="utt") as bar:
+        for i in range(0, len(todo), batch_size):
+            chunk = todo[i : i + batch_size]
+            for (path, _), result in _synthesize(synth, chunk, rejects):
+                result.save(path)
+                audio_seconds += result.duration
+                generated += 1
+            bar.update(len(chunk))
+    if len(rejects):
+        rejects.write(out_dir / "rejects.tsv")
+    elif (out_dir / "rejects.tsv").exists():  # from an earlier run of a since corrected meta.lst
+        (out_dir / "rejects.tsv").unlink()
+    return RunSummary(generated, skipped, len(rejects), audio_seconds, time.perf_counter() - start)
+
+
+def _synthesize(synth: Synthesizer, chunk: list, rejects: RejectLog) -> list:
+    """``(path, result)`` of a chunk of ``(path, request)``; a request whose audio turns out unusable
+    (e.g. an unreadable prompt wav) is rejected and the rest synthesized."""
+    while chunk:
+        try:
+            return list(zip(chunk, synth.synthesize_batch([r for _, r in chunk], len(chunk)), strict=True))
+        except RequestError as err:
+            if err.index is None:
+                raise
+            path, _ = chunk.pop(err.index)
+            rejects.add(path.stem, "bad_request", str(err))
+    return []

@@ -1,0 +1,151 @@
+"""Building the inference pipeline from checkpoint files alone (each carries its resolved config).
+
+- AR checkpoint: ``ARTransformer`` (with its speaker encoder) and the text BPE (``ckpt["text_tokenizer"]``).
+- Flow-matching checkpoint: ``FlowMatching`` (with its own speaker encoder); EMA weights when present.
+- Audio tokenizer and Flow-VAE checkpoints: by default ``cfg.upstream.tokenizer`` of the AR checkpoint and
+  ``cfg.upstream.flow_vae`` of the flow-matching checkpoint (each falls back to the other's config).
+- The mel front end: ``cfg.data.mel`` of the AR checkpoint; the others must agree with it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from speech.lit.checkpoint import build_component, build_model, load_checkpoint
+from speech.text.bpe import TextTokenizer
+
+
+def text_tokenizer_of(ckpt: dict, path: str | Path) -> TextTokenizer:
+    """The text BPE the AR module stored in its checkpoint.
+
+    Raises:
+        ValueError: the checkpoint holds no ``text_tokenizer`` (not an AR checkpoint).
+    """
+    if "text_tokenizer" not in ckpt:
+        raise ValueError(
+            f"{path} holds no 'text_tokenizer': is it an AR checkpoint (speech.lit.ar.ARModule)?"
+        )
+    return TextTokenizer.from_str(ckpt["text_tokenizer"])
+
+
+def upstream_path(name: str, given: str | Path | None, *configs: DictConfig) -> Path:
+    """An upstream checkpoint: ``given``, else ``cfg.upstream.<name>`` of the first config that has it.
+
+    Raises:
+        ValueError: no path given and none stored.
+        FileNotFoundError: the path does not exist.
+    """
+    path = given
+    for cfg in configs:
+        path = path or OmegaConf.select(cfg, f"upstream.{name}")
+    if not path:
+        raise ValueError(
+            f"no {name} checkpoint: the checkpoints' configs have no upstream.{name}; {_how(name)}"
+        )
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{name} checkpoint {path} not found (the config's upstream.{name} unless given); {_how(name)}"
+        )
+    return path
+
+
+def _how(name: str) -> str:
+    return f"pass its path: Synthesizer.from_checkpoints(..., {name}=...) or infer.py {name}_ckpt=..."
+
+
+def _mel_config(cfg: DictConfig, what: str) -> dict:
+    node = OmegaConf.select(cfg, "data.mel")
+    if node is None:
+        raise KeyError(f"the {what} checkpoint's config has no data.mel")
+    return OmegaConf.to_container(node, resolve=True)
+
+
+def check_same_mel(configs: dict[str, DictConfig]) -> None:
+    """Every model must read the same log-mel (same settings in each ``cfg.data.mel``).
+
+    Raises:
+        ValueError: two checkpoints disagree; the message names them and shows both settings.
+    """
+    (first, cfg), *rest = configs.items()
+    reference = _mel_config(cfg, first)
+    for name, other in rest:
+        mel = _mel_config(other, name)
+        if mel != reference:
+            raise ValueError(
+                f"the {name} checkpoint was trained on other mel settings than the {first} "
+                f"checkpoint: {mel} vs {reference}"
+            )
+
+
+def load_pipeline(
+    ar: str | Path,
+    flow_matching: str | Path,
+    tokenizer: str | Path | None = None,
+    flow_vae: str | Path | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    use_ema: bool = True,
+) -> dict:
+    """The keyword arguments of ``Synthesizer`` built from checkpoint files.
+
+    Args:
+        ar, flow_matching: The AR and flow-matching checkpoints (written by train.py).
+        tokenizer, flow_vae: Upstream checkpoints; ``None`` takes them from the stored configs.
+        device: Where the models run.
+        use_ema: Load the EMA weights of a checkpoint when it has them.
+
+    Raises:
+        ValueError: the checkpoints do not fit together (codebook size, latent size, mel settings).
+    """
+    ar_model, ar_cfg = build_model(ar, use_ema=use_ema)
+    text_tokenizer = text_tokenizer_of(load_checkpoint(ar), ar)
+    fm_model, fm_cfg = build_model(flow_matching, use_ema=use_ema)
+    tok_path = upstream_path("tokenizer", tokenizer, ar_cfg, fm_cfg)
+    vae_path = upstream_path("flow_vae", flow_vae, fm_cfg, ar_cfg)
+    tok_model, tok_cfg = build_model(tok_path, use_ema=use_ema)
+    vae_model, vae_cfg = build_model(vae_path, use_ema=use_ema)
+    check_same_mel({"AR": ar_cfg, "flow-matching": fm_cfg, "tokenizer": tok_cfg, "Flow-VAE": vae_cfg})
+    _check_sizes(ar_model, fm_model, tok_model, vae_model, text_tokenizer)
+    models = {
+        "ar": ar_model,
+        "flow_matching": fm_model,
+        "audio_tokenizer": tok_model,
+        "flow_vae": vae_model,
+        "mel": build_component(ar_cfg, "data.mel"),
+    }
+    for name, module in models.items():
+        models[name] = module.to(device).eval()
+    max_ref = tuple(OmegaConf.select(cfg, "data.datamodule.max_ref_duration") for cfg in (ar_cfg, fm_cfg))
+    return {**models, "text_tokenizer": text_tokenizer, "max_reference_seconds": max_ref}
+
+
+def _check_sizes(ar, fm, audio_tokenizer, flow_vae, text_tokenizer: TextTokenizer) -> None:
+    checks = [
+        (
+            "AR audio_vocab_size",
+            ar.audio_vocab_size,
+            "tokenizer codebook_size",
+            audio_tokenizer.codebook_size,
+        ),
+        (
+            "flow-matching token_vocab_size",
+            fm.token_vocab_size,
+            "tokenizer codebook_size",
+            audio_tokenizer.codebook_size,
+        ),
+        ("flow-matching latent_dim", fm.latent_dim, "Flow-VAE latent_dim", flow_vae.latent_dim),
+    ]
+    for name, value, other, expected in checks:
+        if int(value) != int(expected):
+            raise ValueError(
+                f"checkpoints do not fit together: {name} is {value} but the {other} is {expected}"
+            )
+    if text_tokenizer.vocab_size > ar.text_emb.num_embeddings:
+        raise ValueError(
+            f"the text BPE has {text_tokenizer.vocab_size} ids but the AR model embeds only "
+            f"{ar.text_emb.num_embeddings}"
+        )

@@ -1,0 +1,338 @@
+"""What one synthesis asks for, shaped after the Speech-02 T2A request (docs/inference.md).
+
+The Speech-02 options are grouped as in its API (``voice_setting``, ``audio_setting``, ...), so options still
+to come (speed, pitch, emotion, streaming, mp3 bitrate) get an implementation without reshaping the API.
+Until then such an option raises ``NotImplementedError`` naming it when set to anything but its neutral
+value; nothing is silently ignored. docs/inference.md lists what is implemented.
+
+``validate()`` checks every field and raises ``RequestError`` naming the field and what it allows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from speech.text.pauses import parse_pauses
+
+# Speech-02 ranges (the T2A v2 API reference; table in docs/inference.md).
+SPEED_RANGE = (0.5, 2.0)
+VOLUME_RANGE = (0.0, 10.0)  # (0, 10]
+PITCH_RANGE = (-12, 12)
+EMOTIONS = ("happy", "sad", "angry", "fearful", "disgusted", "surprised", "calm", "fluent")
+SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100)
+FORMATS = ("wav", "flac", "pcm", "mp3")
+BITRATES = (32000, 64000, 128000, 256000)
+CHANNELS = (1, 2)
+TIMBRE_WEIGHT_RANGE = (1, 100)
+MAX_TIMBRE_VOICES = 4
+MAX_TEXT_CHARS = 10_000
+SOLVERS = ("euler", "midpoint")
+
+Reference = str | Path | np.ndarray
+
+
+class RequestError(ValueError):
+    """An invalid request field; the message names the field and the allowed values.
+
+    Attributes:
+        field: The field, e.g. ``voice.volume`` (``requests[3].voice.volume`` in a batch).
+        problem: What is wrong and what is allowed.
+        index: The request's position in a batch, when raised for one.
+    """
+
+    def __init__(self, field_name: str, problem: str, index: int | None = None) -> None:
+        self.field, self.problem, self.index = field_name, problem, index
+        super().__init__(f"{field_name}: {problem}")
+
+    def for_request(self, index: int) -> RequestError:
+        """The same error for request ``index`` of a batch: ``requests[<index>].<field>: <problem>``."""
+        return RequestError(f"requests[{index}].{self.field}", self.problem, index)
+
+
+def _not_implemented(option: str, detail: str) -> NotImplementedError:
+    return NotImplementedError(f"{option} is not implemented yet ({detail}); leave it at its default")
+
+
+@dataclass
+class VoiceSetting:
+    """Speech-02 ``voice_setting``.
+
+    Attributes:
+        speed: Speaking rate in [0.5, 2]; only 1.0 is implemented.
+        volume: Gain factor in (0, 10]; 1.0 leaves the model's level.
+        pitch: Semitones, integer in [-12, 12]; only 0 is implemented.
+        emotion: One of ``EMOTIONS`` or ``None`` (the model's own choice); only ``None`` is implemented.
+    """
+
+    speed: float = 1.0
+    volume: float = 1.0
+    pitch: int = 0
+    emotion: str | None = None
+
+    def validate(self) -> None:
+        lo, hi = SPEED_RANGE
+        if not isinstance(self.speed, (int, float)) or not lo <= self.speed <= hi:
+            raise RequestError("voice.speed", f"must be a number in [{lo}, {hi}], got {self.speed!r}")
+        lo, hi = VOLUME_RANGE
+        volume_ok = isinstance(self.volume, (int, float)) and math.isfinite(self.volume)
+        if not volume_ok or not lo < self.volume <= hi:
+            raise RequestError("voice.volume", f"must be a number in ({lo:g}, {hi:g}], got {self.volume!r}")
+        lo, hi = PITCH_RANGE
+        if isinstance(self.pitch, bool) or not isinstance(self.pitch, int) or not lo <= self.pitch <= hi:
+            raise RequestError(
+                "voice.pitch", f"must be an integer in [{lo}, {hi}] semitones, got {self.pitch!r}"
+            )
+        if self.emotion is not None and self.emotion not in EMOTIONS:
+            raise RequestError(
+                "voice.emotion", f"must be one of {list(EMOTIONS)} or None, got {self.emotion!r}"
+            )
+
+    def check_implemented(self) -> None:
+        if self.speed != 1.0:
+            raise _not_implemented("voice.speed", f"got {self.speed}, only 1.0 is supported")
+        if self.pitch != 0:
+            raise _not_implemented("voice.pitch", f"got {self.pitch}, only 0 is supported")
+        if self.emotion is not None:
+            raise _not_implemented("voice.emotion", f"got {self.emotion!r}, only None is supported")
+
+
+@dataclass
+class AudioSetting:
+    """Speech-02 ``audio_setting``.
+
+    Attributes:
+        sample_rate: Output rate in Hz, one of ``SAMPLE_RATES``, or ``None`` for the model's own rate.
+        format: ``wav``, ``flac``, ``pcm`` (raw 16-bit little-endian) or ``mp3``.
+        bitrate: mp3 bitrate in bit/s (``BITRATES``); only ``None`` (libsndfile's default) is implemented.
+        channel: 1 (mono) or 2 (the mono signal on both channels).
+    """
+
+    sample_rate: int | None = None
+    format: str = "wav"
+    bitrate: int | None = None
+    channel: int = 1
+
+    def validate(self) -> None:
+        if self.sample_rate is not None and self.sample_rate not in SAMPLE_RATES:
+            raise RequestError(
+                "audio.sample_rate", f"must be one of {list(SAMPLE_RATES)} or None, got {self.sample_rate!r}"
+            )
+        if self.format not in FORMATS:
+            raise RequestError("audio.format", f"must be one of {list(FORMATS)}, got {self.format!r}")
+        if self.bitrate is not None and self.bitrate not in BITRATES:
+            raise RequestError(
+                "audio.bitrate", f"must be one of {list(BITRATES)} or None, got {self.bitrate!r}"
+            )
+        if self.bitrate is not None and self.format != "mp3":
+            raise RequestError("audio.bitrate", f"applies to mp3 only, the format is {self.format!r}")
+        if self.channel not in CHANNELS:
+            raise RequestError("audio.channel", f"must be one of {list(CHANNELS)}, got {self.channel!r}")
+
+    def check_implemented(self) -> None:
+        if self.bitrate is not None:
+            raise _not_implemented("audio.bitrate", "mp3 is written at libsndfile's default bitrate")
+
+
+@dataclass
+class SamplingSetting:
+    """Generation knobs of the AR model (``ARTransformer.generate``) and flow matching (``sample``).
+
+    Attributes:
+        temperature, top_k, top_p: AR sampling; ``temperature=0`` is greedy decoding.
+        ras_window, ras_threshold: Repetition-aware sampling of the AR model.
+        max_tokens: Upper bound on new audio tokens per text segment (``None``: the model's rule).
+        steps, solver, cfg_scale, noise_scale: Flow-matching ODE steps, solver, guidance, initial noise.
+        seed: Seeds generation; requests batched together share one generator, so a seed reproduces a
+            result for the same batch (a batch of one: per request).
+    """
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    ras_window: int = 10
+    ras_threshold: float = 0.1
+    max_tokens: int | None = None
+    steps: int = 10
+    solver: str = "euler"
+    cfg_scale: float = 0.7
+    noise_scale: float = 1.0
+    seed: int | None = None
+
+    def validate(self) -> None:
+        checks = [
+            ("temperature", self.temperature >= 0, "must be >= 0 (0: greedy)"),
+            ("top_k", isinstance(self.top_k, int) and self.top_k >= 0, "must be an integer >= 0 (0: off)"),
+            ("top_p", 0 < self.top_p <= 1, "must be in (0, 1]"),
+            (
+                "ras_window",
+                isinstance(self.ras_window, int) and self.ras_window >= 0,
+                "must be an integer >= 0",
+            ),
+            ("ras_threshold", 0 <= self.ras_threshold <= 1, "must be in [0, 1]"),
+            ("max_tokens", self.max_tokens is None or self.max_tokens >= 1, "must be None or >= 1"),
+            ("steps", isinstance(self.steps, int) and self.steps >= 1, "must be an integer >= 1"),
+            ("solver", self.solver in SOLVERS, f"must be one of {list(SOLVERS)}"),
+            ("cfg_scale", self.cfg_scale >= 0, "must be >= 0"),
+            ("noise_scale", self.noise_scale >= 0, "must be >= 0"),
+            ("seed", self.seed is None or isinstance(self.seed, int), "must be None or an integer"),
+        ]
+        for name, ok, allowed in checks:
+            if not ok:
+                raise RequestError(f"sampling.{name}", f"{allowed}, got {getattr(self, name)!r}")
+
+    def key(self) -> tuple:
+        """Requests with equal keys can share one batch (the knobs are per call, not per row)."""
+        return tuple(vars(self).values())
+
+
+@dataclass
+class TimbreWeight:
+    """One voice of a timbre mix: a reference recording and its weight in [1, 100]."""
+
+    reference: Reference
+    weight: float
+
+
+@dataclass
+class SynthesisRequest:
+    """One utterance to synthesize.
+
+    Attributes:
+        text: What to say (at most 10,000 characters); may hold pause markers ``<#x#>``.
+        reference: The voice: a wav path, or a mono float array at ``reference_sample_rate``.
+        prompt_text: Transcript of ``reference``; given, the synthesis is one-shot (the reference's tokens
+            and latents prompt the models and are cut from the output); ``None`` is zero-shot.
+        reference_sample_rate: Rate of an array ``reference`` (``None``: the model's rate).
+        language: Language code of ``text`` and ``prompt_text`` (selects the text normalization rules).
+        voice, audio, sampling: Speech-02 ``voice_setting``, ``audio_setting`` and generation knobs.
+        pronunciation_dict: Text substitutions applied before normalization: ``{"word": "spoken form"}`` or
+            Speech-02 style ``["word/spoken form", ...]``.
+        timbre_weights: Up to 4 voices mixed by weight (their speaker vectors are averaged); replaces
+            ``reference`` and cannot be combined with one-shot ``prompt_text``.
+        stream: Chunked streaming output; not implemented yet.
+    """
+
+    text: str
+    reference: Reference | None = None
+    prompt_text: str | None = None
+    reference_sample_rate: int | None = None
+    language: str = "en"
+    voice: VoiceSetting = field(default_factory=VoiceSetting)
+    audio: AudioSetting = field(default_factory=AudioSetting)
+    sampling: SamplingSetting = field(default_factory=SamplingSetting)
+    pronunciation_dict: dict[str, str] | list[str] | None = None
+    timbre_weights: list[TimbreWeight] | None = None
+    stream: bool = False
+
+    @property
+    def one_shot(self) -> bool:
+        return self.prompt_text is not None
+
+    def validate(self) -> None:
+        """Checks every field, then that every option set is implemented.
+
+        Raises:
+            RequestError: a field is out of range; the message names the field and what it allows.
+            NotImplementedError: an option is set that is not implemented yet (named in the message).
+        """
+        self._validate_text()
+        self._validate_voice_source()
+        self.voice.validate()
+        self.audio.validate()
+        self.sampling.validate()
+        self.pronunciations()
+        self.voice.check_implemented()
+        self.audio.check_implemented()
+        if self.stream:
+            raise _not_implemented("stream", "the whole utterance is returned at once")
+
+    def _validate_text(self) -> None:
+        if not isinstance(self.text, str) or not self.text.strip():
+            raise RequestError("text", "must be a non-empty string")
+        if len(self.text) > MAX_TEXT_CHARS:
+            raise RequestError("text", f"must be at most {MAX_TEXT_CHARS} characters, got {len(self.text)}")
+        try:
+            parse_pauses(self.text)
+        except ValueError as err:
+            raise RequestError("text", str(err)) from err
+        if self.prompt_text is not None and not self.prompt_text.strip():
+            raise RequestError("prompt_text", "must be None (zero-shot) or a non-empty transcript (one-shot)")
+        if not isinstance(self.language, str) or not self.language.strip():
+            raise RequestError(
+                "language", f"must be a language code such as 'en' or 'zh', got {self.language!r}"
+            )
+
+    def _validate_voice_source(self) -> None:
+        if self.timbre_weights is None:
+            if self.reference is None:
+                raise RequestError("reference", "a reference voice (wav path or array) is required")
+            _check_reference("reference", self.reference)
+        else:
+            self._validate_timbre_weights()
+        if self.reference_sample_rate is not None and self.reference_sample_rate <= 0:
+            raise RequestError("reference_sample_rate", f"must be > 0 Hz, got {self.reference_sample_rate!r}")
+
+    def _validate_timbre_weights(self) -> None:
+        voices = self.timbre_weights
+        if not isinstance(voices, list) or not 1 <= len(voices) <= MAX_TIMBRE_VOICES:
+            raise RequestError("timbre_weights", f"must be a list of 1 to {MAX_TIMBRE_VOICES} voices")
+        if self.reference is not None:
+            raise RequestError("timbre_weights", "replaces reference: give one of them, not both")
+        if self.one_shot:
+            raise RequestError("timbre_weights", "cannot be combined with one-shot prompt_text")
+        lo, hi = TIMBRE_WEIGHT_RANGE
+        for i, voice in enumerate(voices):
+            if not isinstance(voice, TimbreWeight):
+                raise RequestError(f"timbre_weights[{i}]", "must be a TimbreWeight(reference, weight)")
+            _check_reference(f"timbre_weights[{i}].reference", voice.reference)
+            if not isinstance(voice.weight, (int, float)) or not lo <= voice.weight <= hi:
+                raise RequestError(
+                    f"timbre_weights[{i}].weight", f"must be in [{lo}, {hi}], got {voice.weight!r}"
+                )
+
+    def voices(self) -> list[tuple[Reference, float]]:
+        """The references whose speaker vectors make the voice, with their weights."""
+        if self.timbre_weights is None:
+            return [(self.reference, 1.0)]
+        return [(v.reference, float(v.weight)) for v in self.timbre_weights]
+
+    def pronunciations(self) -> list[tuple[str, str]]:
+        """``pronunciation_dict`` as ``(written, spoken)`` pairs, longest written form first."""
+        entries = self.pronunciation_dict
+        if entries is None:
+            return []
+        if isinstance(entries, dict):
+            pairs = list(entries.items())
+        elif isinstance(entries, list):
+            pairs = []
+            for i, entry in enumerate(entries):
+                if not isinstance(entry, str) or entry.count("/") < 1:
+                    raise RequestError(f"pronunciation_dict[{i}]", f"must be 'written/spoken', got {entry!r}")
+                pairs.append(tuple(entry.split("/", 1)))
+        else:
+            raise RequestError(
+                "pronunciation_dict", "must be a dict {written: spoken} or a list of 'written/spoken'"
+            )
+        for written, spoken in pairs:
+            if not isinstance(written, str) or not written.strip() or not isinstance(spoken, str):
+                raise RequestError(
+                    "pronunciation_dict", f"entry {written!r} -> {spoken!r} needs a non-empty written form"
+                )
+        return sorted(pairs, key=lambda p: -len(p[0]))
+
+
+def _check_reference(name: str, reference: Reference) -> None:
+    if isinstance(reference, np.ndarray):
+        if reference.ndim != 1 or reference.size == 0:
+            raise RequestError(
+                name, f"an array reference must be mono audio of shape (t,), got {reference.shape}"
+            )
+        return
+    if not isinstance(reference, (str, Path)):
+        raise RequestError(name, f"must be a wav path or a mono float array, got {type(reference).__name__}")
+    if not Path(reference).is_file():
+        raise RequestError(name, f"audio file not found: {reference}")

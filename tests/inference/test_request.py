@@ -1,0 +1,111 @@
+"""Request validation: every bad field is named with its allowed range; unimplemented options say so."""
+
+import numpy as np
+import pytest
+
+from speech.inference import (
+    AudioSetting,
+    RequestError,
+    SamplingSetting,
+    SynthesisRequest,
+    TimbreWeight,
+    VoiceSetting,
+)
+from speech.inference.text_frontend import apply_pronunciations
+
+
+@pytest.fixture
+def ref(tmp_path):
+    path = tmp_path / "ref.wav"
+    path.write_bytes(b"")  # validation only checks that the file exists
+    return path
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "message"),
+    [
+        ({"text": "  "}, "text", "non-empty"),
+        ({"text": "x" * 10_001}, "text", "at most 10000 characters"),
+        ({"text": "hello<#0.5#>"}, "text", "ends the text"),
+        ({"text": "hi<#100#>there"}, "text", "out of range"),
+        ({"prompt_text": " "}, "prompt_text", "non-empty transcript"),
+        ({"language": ""}, "language", "language code"),
+        ({"reference": None}, "reference", "is required"),
+        ({"reference": "/no/such.wav"}, "reference", "not found"),
+        ({"reference": np.zeros((2, 10))}, "reference", "mono audio of shape (t,)"),
+        ({"reference_sample_rate": 0}, "reference_sample_rate", "> 0"),
+        ({"voice": VoiceSetting(speed=3.0)}, "voice.speed", "[0.5, 2.0]"),
+        ({"voice": VoiceSetting(volume=0)}, "voice.volume", "(0, 10]"),
+        ({"voice": VoiceSetting(volume=11)}, "voice.volume", "(0, 10]"),
+        ({"voice": VoiceSetting(pitch=1.5)}, "voice.pitch", "integer in [-12, 12]"),
+        ({"voice": VoiceSetting(pitch=13)}, "voice.pitch", "integer in [-12, 12]"),
+        ({"voice": VoiceSetting(emotion="bored")}, "voice.emotion", "'happy'"),
+        ({"audio": AudioSetting(sample_rate=12345)}, "audio.sample_rate", "22050"),
+        ({"audio": AudioSetting(format="ogg")}, "audio.format", "'mp3'"),
+        ({"audio": AudioSetting(format="wav", bitrate=128000)}, "audio.bitrate", "mp3 only"),
+        ({"audio": AudioSetting(format="mp3", bitrate=1000)}, "audio.bitrate", "128000"),
+        ({"audio": AudioSetting(channel=3)}, "audio.channel", "[1, 2]"),
+        ({"sampling": SamplingSetting(temperature=-1)}, "sampling.temperature", ">= 0"),
+        ({"sampling": SamplingSetting(top_p=0)}, "sampling.top_p", "(0, 1]"),
+        ({"sampling": SamplingSetting(steps=0)}, "sampling.steps", ">= 1"),
+        ({"sampling": SamplingSetting(solver="rk4")}, "sampling.solver", "'euler'"),
+        ({"pronunciation_dict": ["nope"]}, "pronunciation_dict[0]", "'written/spoken'"),
+        ({"pronunciation_dict": {"": "x"}}, "pronunciation_dict", "non-empty written form"),
+        ({"pronunciation_dict": "a/b"}, "pronunciation_dict", "a dict"),
+    ],
+)
+def test_invalid_fields_are_named_with_their_range(ref, changes, field, message):
+    request = SynthesisRequest(**{"text": "hello there", "reference": ref, **changes})
+    with pytest.raises(RequestError) as err:
+        request.validate()
+    assert err.value.field == field
+    assert str(err.value).startswith(f"{field}: ") and message in str(err.value)
+
+
+def test_timbre_weights_validation(ref):
+    voices = [TimbreWeight(ref, 10)] * 5
+    with pytest.raises(RequestError, match="timbre_weights: must be a list of 1 to 4 voices"):
+        SynthesisRequest("hi", timbre_weights=voices).validate()
+    with pytest.raises(RequestError, match=r"timbre_weights\[1\].weight: must be in \[1, 100\], got 0"):
+        SynthesisRequest("hi", timbre_weights=[TimbreWeight(ref, 5), TimbreWeight(ref, 0)]).validate()
+    with pytest.raises(RequestError, match="replaces reference"):
+        SynthesisRequest("hi", reference=ref, timbre_weights=[TimbreWeight(ref, 5)]).validate()
+    with pytest.raises(RequestError, match="one-shot"):
+        SynthesisRequest("hi", prompt_text="yo", timbre_weights=[TimbreWeight(ref, 5)]).validate()
+    ok = SynthesisRequest("hi", timbre_weights=[TimbreWeight(ref, 1), TimbreWeight(np.ones(5), 99)])
+    ok.validate()
+    assert [w for _, w in ok.voices()] == [1.0, 99.0]
+
+
+@pytest.mark.parametrize(
+    ("changes", "option"),
+    [
+        ({"voice": VoiceSetting(speed=1.5)}, "voice.speed"),
+        ({"voice": VoiceSetting(pitch=-3)}, "voice.pitch"),
+        ({"voice": VoiceSetting(emotion="happy")}, "voice.emotion"),
+        ({"audio": AudioSetting(format="mp3", bitrate=128000)}, "audio.bitrate"),
+        ({"stream": True}, "stream"),
+    ],
+)
+def test_unimplemented_options_raise(ref, changes, option):
+    request = SynthesisRequest(**{"text": "hello", "reference": ref, **changes})
+    with pytest.raises(NotImplementedError, match=f"^{option} is not implemented yet"):
+        request.validate()
+
+
+def test_valid_request_passes(ref):
+    request = SynthesisRequest(
+        "Hi<#0.25#>there", reference=ref, prompt_text="a transcript", voice=VoiceSetting(volume=10),
+        audio=AudioSetting(sample_rate=44100, format="mp3", channel=2), pronunciation_dict=["a/b", "long/x"],
+    )  # fmt: skip
+    request.validate()
+    assert request.one_shot
+    assert request.pronunciations() == [("long", "x"), ("a", "b")]
+
+
+def test_pronunciations_substitute_once_longest_first():
+    pairs = SynthesisRequest(
+        "x", pronunciation_dict={"Dr": "Drive", "Dr.": "Doctor", "o": "0"}
+    ).pronunciations()
+    # "Dr." wins over its prefix "Dr", and the "o" inside "Doctor" is not rewritten again.
+    assert apply_pronunciations("Dr. Who, Dr Oak", pairs) == "Doctor Wh0, Drive Oak"
