@@ -93,6 +93,10 @@ class FlowVAEModule(L.LightningModule):
         stft_sizes: Multi-resolution log-STFT loss FFT sizes.
         mel_weight, stft_weight, kl_weight, adv_weight, fm_weight: Loss weights.
         kl_warmup_steps: The KL weight ramps linearly from 0 over this many steps.
+        flow_start_step: Before this step the KL is the closed form against N(0, I) (the plain VAE's) and
+            the flow gets no gradient; from it on, the flow estimate. The flow is the identity at
+            initialization, so the switch is smooth; it lets the encoder learn to carry information before
+            the learned prior can fit a collapsed posterior (docs/flow_vae.md). No effect without a flow.
         disc_start_step: Generator steps before the discriminator (and adversarial losses) start.
         adv_loss: ``"lsgan"`` or ``"hinge"``.
     """
@@ -117,6 +121,7 @@ class FlowVAEModule(L.LightningModule):
         stft_weight: float = 1.0,
         kl_weight: float = 0.1,
         kl_warmup_steps: int = 0,
+        flow_start_step: int = 0,
         adv_weight: float = 1.0,
         fm_weight: float = 2.0,
         disc_start_step: int = 0,
@@ -135,6 +140,7 @@ class FlowVAEModule(L.LightningModule):
         self.weights = {"mel": mel_weight, "stft": stft_weight, "kl": kl_weight, "adv": adv_weight,
                         "fm": fm_weight}  # fmt: skip
         self.kl_warmup_steps, self.disc_start_step = kl_warmup_steps, disc_start_step
+        self.flow_start_step = flow_start_step
 
     # ---- data -------------------------------------------------------------------------------------------
     def crop(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,7 +173,7 @@ class FlowVAEModule(L.LightningModule):
         return {
             "mel": self.mel_loss(out.audio, ref, out.audio_lens),
             "stft": self.stft_loss(out.audio, ref, out.audio_lens),
-            "kl": out.kl,
+            "kl": out.kl if self.global_step >= self.flow_start_step else out.kl_standard,
         }
 
     def generator_step_loss(self, ref: torch.Tensor, out: FlowVAEOutput, adversarial: bool):

@@ -105,3 +105,23 @@ def test_unknown_adversarial_loss_is_refused():
     with pytest.raises(ValueError, match="unknown adversarial loss 'wgan'"):
         FlowVAEModule(model, LogMelSpectrogram(), CombinedDiscriminator(periods=[2], fft_sizes=[]),
                       adv_loss="wgan")  # fmt: skip
+
+
+def test_flow_joins_the_kl_at_flow_start_step():
+    torch.manual_seed(0)
+    strides = [4, 5, 16]
+    model = FlowVAE(DACEncoder(2, strides, 16), DACDecoder(8, 16, strides[::-1]), CouplingFlow(8, 1, 8))
+    with torch.no_grad():  # a flow that is not the identity, so the two KLs differ
+        for p in model.flow.parameters():
+            p.normal_(0, 0.1)
+    disc = CombinedDiscriminator(periods=[2], fft_sizes=[])
+    module = FlowVAEModule(model, LogMelSpectrogram(), disc, segment_seconds=None, mel_windows=[512],
+                           mel_bins=[40], stft_sizes=[512], flow_start_step=10)  # fmt: skip
+    audio, lens = torch.randn(2, 3200), torch.tensor([3200, 2880])
+    out = model(audio, lens)
+    assert not torch.isclose(out.kl, out.kl_standard)
+    before = module.reconstruction_losses(audio[:, : out.audio.shape[1]], out)["kl"]
+    assert torch.equal(before, out.kl_standard)  # global_step 0 < 10: the plain VAE's KL
+    module.flow_start_step = 0
+    after = module.reconstruction_losses(audio[:, : out.audio.shape[1]], out)["kl"]
+    assert torch.equal(after, out.kl)
