@@ -52,27 +52,29 @@ side_by_side \
 step "4/7 token cache | latent cache"
 side_by_side \
   encode_tokens "$py scripts/encode_tokens.py ckpt=logs/tokenizer_tiny/checkpoints/last.ckpt progress=false $*" \
-  encode_latents "$py scripts/encode_latents.py kind=latents ckpt=logs/flow_vae_tiny/checkpoints/last.ckpt progress=false $*"
+  encode_latents "OMP_NUM_THREADS=2 $py scripts/encode_latents.py kind=latents ckpt=logs/flow_vae_tiny/checkpoints/last.ckpt progress=false $*"
 
 step "5/7 train the AR Transformer + speaker encoder | flow matching"
 side_by_side \
   ar "$py train.py experiment=ar_tiny trainer.max_steps=${AR_STEPS:-800} data.datamodule.max_duration=20 $*" \
   flow_matching "$py train.py experiment=flow_matching_tiny trainer.max_steps=${FM_STEPS:-1200} $*"
 
-step "6/7 clone test-synth-en zero-shot and one-shot"
+step "6/7 clone test-synth-en zero-shot | one-shot"
 meta=data/synthetic_tiny/test-synth-en/meta.lst
-export OMP_NUM_THREADS=2
-for mode in zero_shot one_shot; do
-  "$py" infer.py ar_ckpt=logs/ar_tiny/checkpoints/last.ckpt \
-    fm_ckpt=logs/flow_matching_tiny/checkpoints/last.ckpt \
-    meta=$meta mode=$mode out_dir="$out/$mode" "$@"
-done
+ar=logs/ar_tiny/checkpoints/last.ckpt
+fm=logs/flow_matching_tiny/checkpoints/last.ckpt
+# Generated wavs are kept per pair of checkpoints: after more training a rerun makes new ones.
+gen="$out/$(cat "$ar" "$fm" | sha256sum | cut -c1-12)"
+infer_cmd="$py infer.py ar_ckpt=$ar fm_ckpt=$fm meta=$meta progress=false"
+side_by_side \
+  zero_shot "$infer_cmd mode=zero_shot out_dir=$gen/zero_shot $*" \
+  one_shot "$infer_cmd mode=one_shot out_dir=$gen/one_shot $*"
 
-step "7/7 WER (pocketsphinx) and SIM (resemblyzer)"
-for mode in zero_shot one_shot; do
-  gt=false; [ $mode = zero_shot ] && gt=true
-  "$py" eval/seedtts_eval.py meta=$meta gen_dir="$out/$mode" language=en ground_truth=$gt \
-    out_dir="$out/eval/$mode" progress=false "$@" >"$out/eval_$mode.log" 2>&1
-done
-"$py" eval/compare_runs.py zero-shot="$out/eval/zero_shot" one-shot="$out/eval/one_shot" --out "$out/results.md"
-step "done: $out/results.md"
+step "7/7 WER (pocketsphinx) and SIM (resemblyzer), zero-shot | one-shot"
+eval_cmd="$py eval/seedtts_eval.py meta=$meta language=en progress=false"
+side_by_side \
+  eval_zero_shot "$eval_cmd gen_dir=$gen/zero_shot out_dir=$gen/eval/zero_shot ground_truth=true $*" \
+  eval_one_shot "$eval_cmd gen_dir=$gen/one_shot out_dir=$gen/eval/one_shot ground_truth=false $*"
+"$py" eval/compare_runs.py zero-shot="$gen/eval/zero_shot" one-shot="$gen/eval/one_shot" --out "$gen/results.md"
+cp "$gen/results.md" "$out/results.md"
+step "done: $out/results.md (wavs, per-utterance scores: $gen)"
