@@ -1,11 +1,10 @@
 """eval/compare_runs.py: one table over several seedtts_eval runs."""
 
 import json
-import runpy
-import sys
 from pathlib import Path
 
 import pytest
+from script_runs import run_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,12 +21,7 @@ def _summary(meta, wer, sim, truth=True):
 
 
 def _run(argv):
-    old = sys.argv
-    sys.argv = ["compare_runs.py", *argv]
-    try:
-        return runpy.run_path(str(ROOT / "eval" / "compare_runs.py"), run_name="__main__")
-    finally:
-        sys.argv = old
+    return run_script(ROOT / "eval" / "compare_runs.py", *argv)
 
 
 def test_table_has_one_row_per_run_and_ground_truth(tmp_path, capsys):

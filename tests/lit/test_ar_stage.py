@@ -1,8 +1,6 @@
 """The AR stage: every experiment config composes, one real training step runs through train.py with a
 token cache, a killed run resumes, and the checkpoint alone rebuilds the model and its text BPE."""
 
-import runpy
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +9,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from lhotse import CutSet
+from script_runs import run_script
 
 from speech.data.cache import FeatureCache
 from speech.lit.ar import ARModule
@@ -66,11 +65,6 @@ def fake_token_cache(prepared: Path, root: Path) -> Path:
     return cache.root
 
 
-def run_script(monkeypatch, script, *overrides):
-    monkeypatch.setattr(sys, "argv", [str(script), *overrides])
-    runpy.run_path(str(script), run_name="__main__")
-
-
 @pytest.fixture(scope="module")
 def trained(shared_prepared, tmp_path_factory):
     """Two steps of experiment=ar_tiny through train.py, then two more (a resume)."""
@@ -90,12 +84,10 @@ def trained(shared_prepared, tmp_path_factory):
         "trainer.log_every_n_steps=1",
         "callbacks.checkpoint.every_n_train_steps=2",
     ]
-    mp = pytest.MonkeyPatch()
-    run_script(mp, TRAIN, *common, "trainer.max_steps=2")
+    run_script(TRAIN, *common, "trainer.max_steps=2")
     last = log_dir / "ar_tiny" / "checkpoints" / "last.ckpt"
     first = torch.load(last, weights_only=False)
-    run_script(mp, TRAIN, *common, "trainer.max_steps=4")  # same command, longer: resumes
-    mp.undo()
+    run_script(TRAIN, *common, "trainer.max_steps=4")  # same command, longer: resumes
     return {"first": first, "last": last, "log_dir": log_dir}
 
 

@@ -1,12 +1,11 @@
 """The judge ASR stage: it learns, trains through train.py, resumes, and a checkpoint alone rebuilds it."""
 
-import runpy
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from script_runs import run_script
 
 from speech.audio.mel import LogMelSpectrogram
 from speech.lit.ctc_asr import CTCASRModule, judge_target
@@ -40,24 +39,19 @@ def test_overfits_one_batch(shared_prepared):
     assert losses[-1] < 0.2 * losses[0], (losses[0], losses[-1])
 
 
-def run_train(monkeypatch, *overrides):
-    monkeypatch.setattr(sys, "argv", [str(TRAIN), *overrides])
-    runpy.run_path(str(TRAIN), run_name="__main__")
-
-
-def test_train_py_step_resume_and_rebuild(shared_prepared, tmp_path, monkeypatch):
+def test_train_py_step_resume_and_rebuild(shared_prepared, tmp_path):
     common = [
         "experiment=judge_asr_tiny", f"data.prepared_dir={shared_prepared}", f"paths.log_dir={tmp_path}",
         "data.datamodule.num_workers=0", "data.datamodule.max_duration=4", "model.dim=32", "model.layers=1",
         "model.heads=2", "trainer.val_check_interval=2", "trainer.enable_progress_bar=false",
         "callbacks.checkpoint.every_n_train_steps=2",
     ]  # fmt: skip
-    run_train(monkeypatch, *common, "trainer.max_steps=2")
+    run_script(TRAIN, *common, "trainer.max_steps=2")
     last = tmp_path / "judge_asr_tiny" / "checkpoints" / "last.ckpt"
     first = torch.load(last, weights_only=False)
     assert first["global_step"] == 2 and first["config"]["model"]["dim"] == 32
     assert (tmp_path / "judge_asr_tiny" / "csv" / "version_0" / "metrics.csv").is_file()
-    run_train(monkeypatch, *common, "trainer.max_steps=4")  # same command, longer: resumes
+    run_script(TRAIN, *common, "trainer.max_steps=4")  # same command, longer: resumes
     second = torch.load(last, weights_only=False)
     first_log = (tmp_path / "judge_asr_tiny" / "csv" / "version_0" / "metrics.csv").read_text()
     assert "val/loss" in first_log  # the resumed launch logged into version_1 and kept these
@@ -71,9 +65,9 @@ def test_train_py_step_resume_and_rebuild(shared_prepared, tmp_path, monkeypatch
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
 
 
-def test_train_py_without_experiment_says_what_to_do(tmp_path, monkeypatch, capsys):
+def test_train_py_without_experiment_says_what_to_do(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        run_train(monkeypatch, f"paths.log_dir={tmp_path}", "name=x")
+        run_script(TRAIN, f"paths.log_dir={tmp_path}", "name=x")
     assert "no stage chosen: run `python train.py experiment=<name>`" in capsys.readouterr().err
 
 

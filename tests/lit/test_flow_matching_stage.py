@@ -2,8 +2,6 @@
 tokens and latents, resumes a killed run, and its checkpoint alone rebuilds a model that samples."""
 
 import importlib.util
-import runpy
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from lhotse import CutSet
 from omegaconf import OmegaConf
+from script_runs import run_script
 
 from speech.data.cache import FeatureCache
 from speech.lit.checkpoint import build_model
@@ -78,11 +77,6 @@ def fake_caches(prepared: Path, root: Path) -> dict[str, Path]:
     return {"tokens": tokens.root, "latents": latents.root}
 
 
-def run_script(monkeypatch, script, *overrides):
-    monkeypatch.setattr(sys, "argv", [str(script), *overrides])
-    runpy.run_path(str(script), run_name="__main__")
-
-
 @pytest.fixture(scope="module")
 def trained(shared_prepared, tmp_path_factory):
     """Two steps of experiment=flow_matching_tiny through train.py, then two more (a resume)."""
@@ -105,12 +99,10 @@ def trained(shared_prepared, tmp_path_factory):
         "trainer.log_every_n_steps=1",
         "callbacks.checkpoint.every_n_train_steps=2",
     ]
-    mp = pytest.MonkeyPatch()
-    run_script(mp, TRAIN, *common, "trainer.max_steps=2")
+    run_script(TRAIN, *common, "trainer.max_steps=2")
     last = tmp / "logs" / "flow_matching_tiny" / "checkpoints" / "last.ckpt"
     first = torch.load(last, weights_only=False)
-    run_script(mp, TRAIN, *common, "trainer.max_steps=4")  # same command, longer: resumes
-    mp.undo()
+    run_script(TRAIN, *common, "trainer.max_steps=4")  # same command, longer: resumes
     return {"first": first, "last": last, "log_dir": tmp / "logs"}
 
 

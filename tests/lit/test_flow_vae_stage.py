@@ -1,12 +1,11 @@
 """The Flow-VAE stage: it learns, trains through train.py with both optimizers, resumes, a checkpoint
 alone rebuilds the model, and the latent encoder fills its cache once."""
 
-import runpy
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from script_runs import run_script
 
 from speech.audio.mel import LogMelSpectrogram
 from speech.data.cache import FeatureCache
@@ -53,25 +52,20 @@ def test_overfits_one_batch(shared_prepared):
     assert losses[-1] < 0.5 * losses[0], (losses[0], losses[-1])
 
 
-def run_script(monkeypatch, script, *overrides):
-    monkeypatch.setattr(sys, "argv", [str(script), *overrides])
-    runpy.run_path(str(script), run_name="__main__")
-
-
-def test_train_py_step_resume_rebuild_and_encode(shared_prepared, tmp_path, monkeypatch, capsys):
+def test_train_py_step_resume_rebuild_and_encode(shared_prepared, tmp_path, capsys):
     common = [
         "experiment=flow_vae_tiny", f"data.prepared_dir={shared_prepared}", f"paths.log_dir={tmp_path}",
         "data.datamodule.num_workers=0", "data.datamodule.max_duration=1.5", "trainer.val_check_interval=2",
         "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1",
         "callbacks.checkpoint.every_n_train_steps=2", "stage.disc_start_step=1", *TINY,
     ]  # fmt: skip
-    run_script(monkeypatch, TRAIN, *common, "trainer.max_steps=2")
+    run_script(TRAIN, *common, "trainer.max_steps=2")
     last = tmp_path / "flow_vae_tiny" / "checkpoints" / "last.ckpt"
     first = torch.load(last, weights_only=False)
     assert first["global_step"] == 2 and first["config"]["model"]["decoder"]["channels"] == 16
     metrics = (tmp_path / "flow_vae_tiny" / "csv" / "version_0" / "metrics.csv").read_text()
     assert all(k in metrics for k in ("train/mel", "train/kl", "train/disc", "val/mel_distance", "val/kl"))
-    run_script(monkeypatch, TRAIN, *common, "trainer.max_steps=3")  # same command, longer: resumes
+    run_script(TRAIN, *common, "trainer.max_steps=3")  # same command, longer: resumes
     second = torch.load(last, weights_only=False)
     assert second["global_step"] == 3  # generator updates, not generator + discriminator updates
     g_steps, d_steps = ({int(s["step"]) for s in o["state"].values()} for o in second["optimizer_states"])
@@ -82,21 +76,21 @@ def test_train_py_step_resume_rebuild_and_encode(shared_prepared, tmp_path, monk
 
     encode = [f"ckpt={last}", "kind=latents", f"data.prepared_dir={shared_prepared}",
               f"out={tmp_path / 'cache'}", "progress=false", "batch_max_duration=5"]  # fmt: skip
-    run_script(monkeypatch, ENCODE, *encode)
+    run_script(ENCODE, *encode)
     cache = FeatureCache.for_checkpoint(tmp_path / "cache", "latents", last)
     files = sorted(cache.root.glob("*/*.npy"))
     assert len(files) == 24  # 21 train + 3 val cuts
     latents = cache.load("s0_0")  # 0.6 s at hop 320: 30 frames
     assert latents.shape == (30, model.latent_dim) and latents.dtype == "float32"
     mtimes = [f.stat().st_mtime_ns for f in files]
-    run_script(monkeypatch, ENCODE, *encode)  # a second run adds nothing
+    run_script(ENCODE, *encode)  # a second run adds nothing
     assert "0 encoded now, 24 cached before" in capsys.readouterr().out
     assert [f.stat().st_mtime_ns for f in sorted(cache.root.glob("*/*.npy"))] == mtimes
 
 
-def test_encode_latents_refuses_other_kinds(tmp_path, monkeypatch, capsys):
+def test_encode_latents_refuses_other_kinds(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        run_script(monkeypatch, ENCODE, f"ckpt={tmp_path / 'x.ckpt'}", "kind=tokens")
+        run_script(ENCODE, f"ckpt={tmp_path / 'x.ckpt'}", "kind=tokens")
     assert "writes kind=latents, got kind='tokens': add kind=latents" in capsys.readouterr().err
 
 

@@ -2,8 +2,6 @@
 its encode and eval entry points fill the token cache and score held-out audio."""
 
 import json
-import runpy
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from lhotse import CutSet
+from script_runs import run_script
 
 from speech.audio.mel import LogMelSpectrogram
 from speech.data.cache import FeatureCache
@@ -86,11 +85,6 @@ def test_overfits_one_batch(shared_prepared):
     assert losses[-1] < 0.3 * losses[0], (losses[0], losses[-1])
 
 
-def run_script(monkeypatch, script, *overrides):
-    monkeypatch.setattr(sys, "argv", [str(script), *overrides])
-    runpy.run_path(str(script), run_name="__main__")
-
-
 @pytest.fixture(scope="module")
 def trained(shared_prepared, tmp_path_factory):
     """Two steps of experiment=tokenizer_tiny through train.py, then two more (a resume)."""
@@ -107,12 +101,10 @@ def trained(shared_prepared, tmp_path_factory):
         "trainer.log_every_n_steps=1",
         "callbacks.checkpoint.every_n_train_steps=2",
     ]
-    mp = pytest.MonkeyPatch()
-    run_script(mp, TRAIN, *common, "trainer.max_steps=2")
+    run_script(TRAIN, *common, "trainer.max_steps=2")
     last = log_dir / "tokenizer_tiny" / "checkpoints" / "last.ckpt"
     first = torch.load(last, weights_only=False)
-    run_script(mp, TRAIN, *common, "trainer.max_steps=4")  # same command, longer: resumes
-    mp.undo()
+    run_script(TRAIN, *common, "trainer.max_steps=4")  # same command, longer: resumes
     return {"first": first, "last": last, "log_dir": log_dir}
 
 
@@ -132,14 +124,14 @@ def test_train_py_step_resume_and_rebuild(trained):
     assert tokens.shape == (1, 100) and lens.item() == 100
 
 
-def test_encode_script_fills_cache_and_resumes(trained, shared_prepared, tmp_path, monkeypatch, capsys):
+def test_encode_script_fills_cache_and_resumes(trained, shared_prepared, tmp_path, capsys):
     args = [
         f"ckpt={trained['last']}",
         f"data.prepared_dir={shared_prepared}",
         f"out={tmp_path}",
         "progress=false",
     ]
-    run_script(monkeypatch, ENCODE, *args)
+    run_script(ENCODE, *args)
     cuts = list(CutSet.from_file(shared_prepared / "train_cuts.jsonl.gz"))
     cuts += list(CutSet.from_file(shared_prepared / "val_cuts.jsonl.gz"))
     assert f"{len(cuts)} cuts, {len(cuts)} encoded now, 0 cached before" in capsys.readouterr().out
@@ -148,11 +140,11 @@ def test_encode_script_fills_cache_and_resumes(trained, shared_prepared, tmp_pat
     for cut in cuts[:3]:
         tokens = cache.load(cut.id)
         assert tokens.dtype == np.int32 and len(tokens) == int(cut.num_samples) // 160 // 4
-    run_script(monkeypatch, ENCODE, *args)
+    run_script(ENCODE, *args)
     assert f"{len(cuts)} cuts, 0 encoded now, {len(cuts)} cached before" in capsys.readouterr().out
 
 
-def test_encode_script_rejects_other_kinds(trained, shared_prepared, tmp_path, monkeypatch, capsys):
+def test_encode_script_rejects_other_kinds(trained, shared_prepared, tmp_path, capsys):
     args = [
         f"ckpt={trained['last']}",
         f"data.prepared_dir={shared_prepared}",
@@ -160,11 +152,11 @@ def test_encode_script_rejects_other_kinds(trained, shared_prepared, tmp_path, m
         "kind=latents",
     ]
     with pytest.raises(SystemExit):
-        run_script(monkeypatch, ENCODE, *args)
+        run_script(ENCODE, *args)
     assert "writes kind=tokens, got kind='latents'" in capsys.readouterr().err
 
 
-def test_eval_script_writes_summary(trained, tmp_path, monkeypatch):
+def test_eval_script_writes_summary(trained, tmp_path):
     rng = np.random.default_rng(0)
     lines = []
     for i in range(3):
@@ -175,7 +167,6 @@ def test_eval_script_writes_summary(trained, tmp_path, monkeypatch):
     (tmp_path / "meta.lst").write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
     run_script(
-        monkeypatch,
         EVAL,
         f"ckpt={trained['last']}",
         f"meta={tmp_path / 'meta.lst'}",
