@@ -9,6 +9,8 @@ import librosa
 import torch
 from torch import nn
 
+from speech.data.collate import lengths_to_mask
+
 
 class LogMelSpectrogram(nn.Module):
     """Waveform -> natural-log mel spectrogram with exactly ``t // hop_length`` frames.
@@ -101,6 +103,6 @@ class LogMelSpectrogram(nn.Module):
         mel = torch.log(torch.clamp(self.mel_basis @ mag, min=self.log_floor)).transpose(1, 2)
         mel = mel[:, : audio.shape[1] // self.hop_length]
         mel_lens = self.frames(audio_lens)
-        valid = torch.arange(mel.shape[1], device=mel.device)[None] < mel_lens[:, None]
+        valid = lengths_to_mask(mel_lens, mel.shape[1])
         mel = mel.masked_fill(~valid[..., None], torch.log(torch.tensor(self.log_floor)).item())
         return mel, mel_lens

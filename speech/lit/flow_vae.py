@@ -18,6 +18,7 @@ import lightning as L
 import torch
 
 from speech.audio.mel import LogMelSpectrogram
+from speech.data.collate import lengths_to_mask
 from speech.lit.schedules import warmup_cosine
 from speech.models.flow_vae import FlowVAE, FlowVAEOutput
 from speech.modules.discriminators import (
@@ -30,7 +31,7 @@ from speech.modules.discriminators import (
 
 def frame_mean(diff: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
     """Mean of ``(b, f, k)`` values over the valid frames ``f < lens`` of each row."""
-    valid = (torch.arange(diff.shape[1], device=diff.device)[None] < lens[:, None])[..., None]
+    valid = lengths_to_mask(lens, diff.shape[1])[..., None]
     return (diff * valid).sum() / (valid.sum() * diff.shape[-1]).clamp(min=1)
 
 
@@ -159,7 +160,7 @@ class FlowVAEModule(L.LightningModule):
     def _reference(self, audio: torch.Tensor, out: FlowVAEOutput) -> torch.Tensor:
         """The input cut to whole latent frames and zeroed past each row's end, aligned with ``out.audio``."""
         ref = audio[:, : out.audio.shape[1]]
-        valid = torch.arange(ref.shape[1], device=ref.device)[None] < out.audio_lens[:, None]
+        valid = lengths_to_mask(out.audio_lens, ref.shape[1])
         return ref * valid
 
     # ---- losses -----------------------------------------------------------------------------------------

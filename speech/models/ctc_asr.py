@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from speech.data.collate import lengths_to_mask
 from speech.modules.conformer import ConformerBlock, sinusoidal_positions
 from speech.text.byte_ctc import VOCAB_SIZE, greedy_decode
 
@@ -25,7 +26,7 @@ def normalize_utterance(mel: torch.Tensor, mel_lens: torch.Tensor, eps: float = 
 
     Removes channel and loudness offsets (and the large negative mean of log-mels) before the network.
     """
-    valid = (torch.arange(mel.shape[1], device=mel.device)[None] < mel_lens[:, None])[..., None]  # (b, f, 1)
+    valid = lengths_to_mask(mel_lens, mel.shape[1])[..., None]  # (b, f, 1)
     n = valid.sum(1, keepdim=True).clamp(min=1)
     mean = (mel * valid).sum(1, keepdim=True) / n
     var = (((mel - mean) * valid) ** 2).sum(1, keepdim=True) / n
@@ -92,7 +93,7 @@ class CTCASR(nn.Module):
         result on valid frames does not depend on how much padding the batch has."""
         x, lens = rearrange(normalize_utterance(mel, mel_lens), "b f m -> b 1 f m"), mel_lens
         for conv in self.subsample:
-            valid = torch.arange(x.shape[2], device=x.device)[None] < lens[:, None]
+            valid = lengths_to_mask(lens, x.shape[2])
             x = F.silu(conv(x.masked_fill(~valid[:, None, :, None], 0.0)))
             lens = torch.div(lens + 1, 2, rounding_mode="floor")
         return rearrange(x, "b c t m -> b t (c m)"), lens
@@ -100,7 +101,7 @@ class CTCASR(nn.Module):
     def forward(self, mel: torch.Tensor, mel_lens: torch.Tensor) -> CTCOutput:
         """``mel (b, f, m)``, ``mel_lens (b,)`` -> per-frame log-probabilities ``(b, t, v)`` and ``lens``."""
         x, lens = self._subsample(mel, mel_lens)
-        mask = torch.arange(x.shape[1], device=x.device)[None] < lens[:, None]
+        mask = lengths_to_mask(lens, x.shape[1])
         x = self.proj(x) + sinusoidal_positions(x.shape[1], self.proj.out_features, x.device)
         for block in self.blocks:
             x = block(x, mask)

@@ -23,6 +23,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from speech.data.collate import lengths_to_mask
 from speech.modules.coupling import CouplingFlow
 from speech.modules.dac import DACDecoder, DACEncoder
 
@@ -115,7 +116,7 @@ class FlowVAE(nn.Module):
 
     def _frame_mask(self, latent_lens: torch.Tensor, frames: int) -> torch.Tensor:
         """``(b,)`` -> ``(b, f)`` bool, True on valid latent frames."""
-        return torch.arange(frames, device=latent_lens.device)[None] < latent_lens[:, None]
+        return lengths_to_mask(latent_lens, frames)
 
     def kl_standard(
         self, mu: torch.Tensor, log_sigma: torch.Tensor, latent_lens: torch.Tensor

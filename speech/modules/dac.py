@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from speech.data.collate import lengths_to_mask
+
 RESIDUAL_DILATIONS = (1, 3, 9)  # DAC's dilations in every encoder/decoder block
 RESIDUAL_KERNEL = 7
 STEM_KERNEL = 7
@@ -34,8 +36,8 @@ def wn_conv_transpose1d(*args, **kwargs) -> nn.Module:
 
 
 def lengths_mask(lens: torch.Tensor, length: int) -> torch.Tensor:
-    """``(b,)`` valid lengths -> ``(b, 1, length)`` float mask, 1 on valid steps."""
-    return (torch.arange(length, device=lens.device)[None] < lens[:, None]).float()[:, None]
+    """``(b,)`` valid lengths -> ``(b, 1, length)`` float mask, 1 on valid steps (for ``(b, c, t)``)."""
+    return lengths_to_mask(lens, length)[:, None].float()
 
 
 class Snake1d(nn.Module):
