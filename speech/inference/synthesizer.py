@@ -240,13 +240,7 @@ class Synthesizer:
             generator = torch.Generator(device=device).manual_seed(sampling.seed)
         jobs = [job for job, _ in batch]
         text, text_lens = _pad_ids([job.parts[i].tokens for job, i in batch], device)
-        ar_prompt, fm_prompt = {}, {}
-        if jobs[0].request.one_shot:
-            ar_prompt = _ar_prompt(jobs, device)
-            fm_prompt = {
-                "prompt_tokens": [job.prompt.tokens for job in jobs],
-                "prompt_latents": [job.prompt.latents for job in jobs],
-            }
+        ar_prompt = _ar_prompt(jobs, device) if jobs[0].request.one_shot else {}
         tokens, token_lens = self.ar.generate(
             speaker=torch.stack([job.speakers[0] for job in jobs]),
             text=text,
@@ -260,20 +254,23 @@ class Synthesizer:
             max_tokens=sampling.max_tokens,
             generator=generator,
         )
-        audio, audio_lens = self._tokens_to_audio(tokens, token_lens, jobs, fm_prompt, sampling, generator)
+        audio, audio_lens = self._tokens_to_audio(tokens, token_lens, jobs, sampling, generator)
         for row, (job, i) in enumerate(batch):
             job.tokens[i] = int(token_lens[row])
             job.audio[i] = audio[row, : int(audio_lens[row])].float().cpu().numpy()
 
-    def _tokens_to_audio(self, tokens, token_lens, jobs, fm_prompt, sampling, generator):
-        """New tokens ``(b, k)`` -> waveform ``(b, t)`` and ``audio_lens (b,)`` of the new speech only."""
+    def _tokens_to_audio(self, tokens, token_lens, jobs, sampling, generator):
+        """New tokens ``(b, k)`` -> waveform ``(b, t)`` and ``audio_lens (b,)`` of the new speech only.
+
+        One-shot jobs put their prompt's tokens before the new ones and give its latents as the prompt.
+        """
         speaker = torch.stack([job.speakers[1] for job in jobs])
         prompt = {}
-        if fm_prompt:
-            pairs = zip(fm_prompt["prompt_tokens"], tokens, token_lens.tolist(), strict=True)
+        if jobs[0].request.one_shot:
+            pairs = zip([job.prompt.tokens for job in jobs], tokens, token_lens.tolist(), strict=True)
             rows = [torch.cat([p, new[:n]]) for p, new, n in pairs]
             tokens, token_lens = _pad_ids(rows, tokens.device)
-            latents, latent_lens, _ = pad_sequences([lat.cpu() for lat in fm_prompt["prompt_latents"]])
+            latents, latent_lens, _ = pad_sequences([job.prompt.latents.cpu() for job in jobs])
             prompt = {
                 "prompt_latents": latents.to(tokens.device),
                 "prompt_lens": latent_lens.to(tokens.device),
