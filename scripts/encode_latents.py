@@ -10,17 +10,15 @@ interrupted run is resumed by running the same command again.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
 import numpy as np
 import torch
-from lhotse import CutSet
 from omegaconf import DictConfig
 from tqdm import tqdm
 
 from speech.data.cache import FeatureCache
 from speech.data.collate import duration_batches, pad_sequences
+from speech.data.prepare import prepared_cuts
 from speech.lit.checkpoint import build_model
 
 
@@ -39,17 +37,6 @@ def encode_latents(model, cuts: list, cache: FeatureCache, *, max_duration: floa
     return done
 
 
-def corpus_cuts(prepared_dir: str | Path) -> list:
-    """The train + val cuts of a prepared corpus."""
-    cuts = []
-    for split in ("train", "val"):
-        path = Path(prepared_dir) / f"{split}_cuts.jsonl.gz"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: run `python scripts/prepare_data.py data=...` first")
-        cuts += list(CutSet.from_file(path))
-    return cuts
-
-
 @hydra.main(config_path="../configs", config_name="encode", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
     if cfg.kind != "latents":
@@ -61,7 +48,7 @@ def main(cfg: DictConfig) -> dict:
         raise ValueError(f"{cfg.ckpt} holds a {type(model).__name__}, not a Flow-VAE")
     device = torch.device(cfg.device)
     model.to(device)
-    cuts = corpus_cuts(cfg.data.prepared_dir)
+    cuts = prepared_cuts(cfg.data.prepared_dir)
     cache = FeatureCache.for_checkpoint(cfg.out, cfg.kind, cfg.ckpt)
     todo = set(cache.missing(c.id for c in cuts))
     todo_cuts = [c for c in cuts if c.id in todo]

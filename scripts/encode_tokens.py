@@ -8,17 +8,15 @@ already in the cache are skipped, so an interrupted run is resumed by running th
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
 import numpy as np
 import torch
-from lhotse import CutSet
 from omegaconf import DictConfig
 from tqdm import tqdm
 
 from speech.data.cache import FeatureCache
 from speech.data.collate import duration_batches, pad_sequences
+from speech.data.prepare import prepared_cuts
 from speech.lit.checkpoint import build_component, build_model
 
 
@@ -48,13 +46,7 @@ def main(cfg: DictConfig) -> dict:
     device = torch.device(cfg.device)
     model.to(device)
     mel = build_component(ckpt_cfg, "data.mel").to(device)  # the features the tokenizer was trained on
-    prepared = Path(cfg.data.prepared_dir)
-    cuts = []
-    for split in ("train", "val"):
-        path = prepared / f"{split}_cuts.jsonl.gz"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: run `python scripts/prepare_data.py data=...` first")
-        cuts += list(CutSet.from_file(path))
+    cuts = prepared_cuts(cfg.data.prepared_dir)
     cache = FeatureCache.for_checkpoint(cfg.out, cfg.kind, cfg.ckpt)
     todo = set(cache.missing(c.id for c in cuts))
     encoded = encode_cuts(

@@ -88,3 +88,18 @@ def export_shar(prepared_dir: str | Path, shar_dir: str | Path, shard_size: int 
     Path(shar_dir).mkdir(parents=True, exist_ok=True)
     written = cuts.to_shar(shar_dir, fields={"recording": "flac"}, shard_size=shard_size)
     return sorted(str(p) for paths in written.values() for p in paths)
+
+
+def prepared_cuts(prepared_dir: str | Path) -> list:
+    """The train + val cuts of a prepared corpus (what the cache encoders fill caches for).
+
+    Raises:
+        FileNotFoundError: a cut manifest is missing (names the command that writes it).
+    """
+    cuts = []
+    for split in ("train", "val"):
+        path = Path(prepared_dir) / f"{split}_cuts.jsonl.gz"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: run `python scripts/prepare_data.py data=...` first")
+        cuts += list(CutSet.from_file(path))
+    return cuts

@@ -152,3 +152,12 @@ def test_ref_features_give_the_whole_reference(prepared, tmp_path):
 def test_ref_features_need_references(prepared):
     with pytest.raises(ValueError, match="ref_features=True needs references"):
         make_dm(prepared, references=False, ref_features=True)
+
+
+def test_prepared_cuts_are_train_plus_val_and_missing_ones_name_the_command(shared_prepared, tmp_path):
+    from speech.data.prepare import prepared_cuts
+
+    ids = [c.id for c in prepared_cuts(shared_prepared)]
+    assert len(ids) == 24 and len(set(ids)) == 24  # 21 train + 3 val, none twice
+    with pytest.raises(FileNotFoundError, match="prepare_data.py"):
+        prepared_cuts(tmp_path)
