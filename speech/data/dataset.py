@@ -76,17 +76,20 @@ class SpeechDataset(torch.utils.data.Dataset):
             if self.ref_features:
                 ref_text = self.tokenizer.encode(full.supervisions[0].text)
                 item["ref_text_tokens"] = np.asarray(ref_text, dtype=np.int64)
-                for key, cache in self.features.items():
-                    try:
-                        item[f"ref_{key}"] = cache.load(full.id)
-                    except Exception as err:
-                        return self._drop(cut.id, f"reference feature '{key}'", err)
+                if not self._add_features(item, cut.id, full.id, prefix="ref_"):
+                    return None
+        return item if self._add_features(item, cut.id, cut.id) else None
+
+    def _add_features(self, item: dict, cut_id: str, source_id: str, prefix: str = "") -> bool:
+        """Adds every cached feature of cut ``source_id`` to ``item`` under ``<prefix><key>``; on a failure
+        drops ``cut_id`` from its batch and returns False."""
         for key, cache in self.features.items():
             try:
-                item[key] = cache.load(cut.id)
+                item[prefix + key] = cache.load(source_id)
             except Exception as err:
-                return self._drop(cut.id, f"feature '{key}'", err)
-        return item
+                self._drop(cut_id, f"{'reference ' if prefix else ''}feature '{key}'", err)
+                return False
+        return True
 
     def __getitem__(self, cuts: CutSet) -> dict:
         """Builds a batch.

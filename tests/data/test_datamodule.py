@@ -149,6 +149,28 @@ def test_ref_features_give_the_whole_reference(prepared, tmp_path):
     assert "ref_tokens" not in plain and "ref_text_tokens" not in plain
 
 
+def test_a_missing_cached_feature_drops_the_cut_for_target_and_reference(prepared, tmp_path):
+    import numpy as np
+    from lhotse import CutSet
+
+    from speech.data.cache import FeatureCache
+
+    cache = FeatureCache(tmp_path / "tokens", meta={"kind": "tokens", "sha256": "test"})
+    dm = make_dm(prepared, features={"tokens": str(cache.root)}, ref_features=True)
+    for cut in [*dm.train_cuts, *dm.val_cuts]:
+        cache.save(cut.id, np.zeros(int(cut.num_samples) // 640, dtype=np.int32))
+    dataset = dm.train_dataloader().dataset
+    by_speaker = {}
+    for cut in dm.train_cuts:
+        by_speaker.setdefault(cut.supervisions[0].speaker, []).append(cut)
+    a, b, c = (cuts[0] for cuts in by_speaker.values())  # three speakers: no cut references another
+    cache.path(a.id).unlink()  # a's own tokens
+    cache.path(dataset.references.reference_for(b).id).unlink()  # the tokens of b's reference
+    batch = dataset[CutSet.from_cuts([a, b, c])]
+    assert batch["ids"] == [c.id] and batch["dropped"] == 2
+    assert dataset.dropped == {"feature 'tokens'": 1, "reference feature 'tokens'": 1}
+
+
 def test_ref_features_need_references(prepared):
     with pytest.raises(ValueError, match="ref_features=True needs references"):
         make_dm(prepared, references=False, ref_features=True)
