@@ -46,6 +46,32 @@ class AROutput(NamedTuple):
     logits: torch.Tensor
 
 
+class BlockWeights(NamedTuple):
+    """One block's weights for ``ARTransformer._step``, transposed to ``(in, out)``; ``qkv`` and ``w13`` carry
+    the preceding RMSNorm's gain times ``sqrt(d)`` (see ``_unit_rms``)."""
+
+    qkv: torch.Tensor  # (d, 3d)
+    out: torch.Tensor  # (d, d)
+    w13: torch.Tensor  # (d, 2f)
+    w2: torch.Tensor  # (f, d)
+    floor: torch.Tensor  # sqrt(d * eps) of the block's RMSNorms, 0-dim
+
+
+class DecodeWeights(NamedTuple):
+    """Everything ``ARTransformer._step`` reads besides the caches: per-block weights, then the final
+    RMSNorm's gain times ``sqrt(d)`` ``(d,)`` and floor."""
+
+    blocks: list[BlockWeights]
+    head_gain: torch.Tensor
+    head_floor: torch.Tensor
+
+
+def _unit_rms(x: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
+    """``x (b, d) / sqrt(||x||^2 + floor^2)``: with ``floor = sqrt(d * eps)`` this is RMSNorm (eps included)
+    up to the factor ``sqrt(d) * gain`` that the next weights carry, in three ops instead of six."""
+    return x / torch.hypot(torch.linalg.vector_norm(x, dim=-1, keepdim=True), floor)
+
+
 def pack(
     segments: list[tuple[torch.Tensor, torch.Tensor]], *, left_pad: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
@@ -144,33 +170,58 @@ class ARTransformer(nn.Module):
             x = block(x, rope=rope, mask=mask, is_causal=is_causal)
         return self.norm(x)
 
-    def _step(self, token: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask) -> torch.Tensor:
+    def _decode_weights(self) -> DecodeWeights:
+        """The weights laid out for ``_step``: a copy, made per ``generate`` call so that it always matches
+        the current parameters (a few milliseconds for the tiny model; the model's size in memory)."""
+        d = self.head.in_features
+        scale = d**0.5
+
+        def floor(norm: RMSNorm) -> torch.Tensor:
+            return torch.tensor((d * norm.eps) ** 0.5, device=norm.weight.device)
+
+        def t(weight, norm=None):  # (out, in) -> (in, out), the RMSNorm's gain * sqrt(d) folded into the rows
+            w = weight.float().t()
+            if norm is not None:
+                w = w * (norm.weight.float() * scale)[:, None]
+            return w.to(weight.dtype).contiguous()
+
+        blocks = [
+            BlockWeights(t(b.attn.qkv.weight, b.attn_norm), t(b.attn.out.weight),
+                         t(b.ffn.w13.weight, b.ffn_norm), t(b.ffn.w2.weight), floor(b.attn_norm))
+            for b in self.blocks
+        ]  # fmt: skip
+        return DecodeWeights(blocks, self.norm.weight * scale, floor(self.norm))
+
+    def _step(self, token, weights: DecodeWeights, cos, sin, mask) -> torch.Tensor:
         """One decoding step: ``token (b,)`` -> next-token logits ``(b, v)`` in float32, keys and values
         appended to the caches.
 
-        The same math as ``TransformerBlock`` with its dropout off, written over the blocks' weights with
-        fused functional ops: module calls, einops and float casts cost about a third of a step at batch 1
-        on CPU. ``tests/models/test_ar_transformer.py`` pins it to the module path (cached decoding equals
-        a full forward).
+        The math of ``TransformerBlock`` (dropout off) in as few ops as it takes: at batch 1 on CPU a step
+        is a few dozen tiny kernels, so per-op overhead, not arithmetic, is what a leaner step saves.
+        RMSNorm is ``x / ||x||`` with its gain and ``sqrt(d)`` folded into the next matmul's weights
+        (``_decode_weights``, stored ``(in, out)``: faster matrix-vector products on CPU), queries, keys and
+        values are rotated in one op and stored with one copy, and residual adds ride on ``addmm``.
+        ``tests/models/test_ar_transformer.py`` pins it to the module path (cached decoding equals a full
+        forward).
 
         Args:
-            cos, sin: RoPE angles ``(b or 1, 1, 1, 1, e)`` of the new position.
+            weights: ``_decode_weights()``.
+            cos, sin: ``RotaryEmbedding.packed_angles`` of the new position, ``(b, 3, 1, 1, e)`` (one per
+                row) or ``(3, 1, 1, e)`` (the same for all).
             mask: ``(b, 1, 1, s)`` boolean over the cached keys, or None (no padding).
         """
-        x = self.audio_emb(token[:, None])
-        b, d = x.shape[0], x.shape[-1]
-        for block in self.blocks:
+        x = self.audio_emb(token)  # (b, d)
+        b, d = x.shape
+        for block, w in zip(self.blocks, weights.blocks, strict=True):
             attn = block.attn
-            h = F.rms_norm(x, (d,), block.attn_norm.weight, block.attn_norm.eps)
-            qkv = F.linear(h, attn.qkv.weight).view(b, 3, attn.heads, 1, attn.head_dim)
-            q, k = RotaryEmbedding.rotate(qkv[:, :2], cos, sin).unbind(1)  # q and k in one go
-            k, v = attn.kv_cache.update(k, qkv[:, 2])
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-            x = x + F.linear(y.reshape(b, 1, d), attn.out.weight)
-            h = F.rms_norm(x, (d,), block.ffn_norm.weight, block.ffn_norm.eps)
-            gate, up = F.linear(h, block.ffn.w13.weight).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, block.ffn.w2.weight)
-        return self.head(self.norm(x[:, 0])).float()
+            qkv = (_unit_rms(x, w.floor) @ w.qkv).view(b, 3, attn.heads, 1, attn.head_dim)
+            qkv = RotaryEmbedding.rotate_packed(qkv, cos, sin)
+            k, v = attn.kv_cache.append(qkv[:, 1:])
+            y = F.scaled_dot_product_attention(qkv[:, 0], k, v, attn_mask=mask)  # (b, h, 1, e)
+            x = torch.addmm(x, y.view(b, d), w.out)
+            gate, up = (_unit_rms(x, w.floor) @ w.w13).chunk(2, dim=-1)
+            x = torch.addmm(x, F.silu(gate) * up, w.w2)
+        return self.head(_unit_rms(x, weights.head_floor) * weights.head_gain).float()
 
     @contextmanager
     def _no_cache(self):
@@ -248,9 +299,9 @@ class ARTransformer(nn.Module):
         cache = self.blocks[0].attn.kv_cache
         if (
             cache is None
-            or cache.k.shape[0] != batch_size
+            or cache.batch_size != batch_size
             or cache.max_len < length
-            or cache.k.dtype != dtype
+            or cache.kv.dtype != dtype
         ):
             self.setup_cache(batch_size, length, dtype=dtype)
         for block in self.blocks:
@@ -315,8 +366,6 @@ class ARTransformer(nn.Module):
                 raise ValueError(f"prefix of {t} positions leaves no room within max_len {self.max_len}")
             max_new = max_new.clamp(max=steps)
         self._ready_cache(b, t + steps, x.dtype)
-        cos, sin = self.rope.angles(torch.arange(t + steps, device=device)[None])  # (1, 1, t + steps, e)
-        cos5, sin5 = cos[None], sin[None]  # (1, 1, 1, t + steps, e) for the q/k pair of ``_step``
         padded = bool((lens != t).any())
         valid = torch.arange(t, device=device)[None] >= (t - lens)[:, None]
         if padded:
@@ -324,31 +373,32 @@ class ARTransformer(nn.Module):
             h = self._blocks(x, rope=rope, mask=attention_mask(valid, causal=True))
             keys = torch.cat([valid, valid.new_ones(b, steps)], 1)[:, None, None]  # (b, 1, 1, t + steps)
         else:
-            h = self._blocks(x, rope=(cos[:, :, :t], sin[:, :, :t]), is_causal=True)
+            h = self._blocks(x, rope=self.rope.angles(torch.arange(t, device=device)[None]), is_causal=True)
+        cos, sin = self.rope.packed_angles(torch.arange(t + steps, device=device))  # (t + steps, 3, 1, 1, e)
+        weights = self._decode_weights()
         logits = self.head(h[:, -1]).float()
         out = torch.zeros(b, steps, dtype=torch.long, device=device)
-        out_lens, done = max_new.clone(), torch.zeros(b, dtype=torch.bool, device=device)
-        min_steps = int(min_new.max())
+        done = torch.zeros(b, dtype=torch.bool, device=device)
+        min_steps, first_cap = int(min_new.max()), int(max_new.min())
         for i in range(steps):
             if i < min_steps:
-                logits[:, self.eos_id] = logits[:, self.eos_id].masked_fill(i < min_new, float("-inf"))
+                logits[:, self.eos_id].masked_fill_(i < min_new, float("-inf"))
             token = ras_next(logits, out[:, :i], temperature=temperature, top_k=top_k, top_p=top_p,
                              window=ras_window, threshold=ras_threshold, generator=generator)  # fmt: skip
-            token = token.masked_fill(max_new <= i, self.eos_id)
-            ended = (token == self.eos_id) & ~done
-            out_lens = torch.where(ended, i, out_lens)
-            done = done | ended
+            if i >= first_cap:
+                token = token.masked_fill(max_new <= i, self.eos_id)
             out[:, i] = token
+            done |= token == self.eos_id
             if i == steps - 1 or bool(done.all()):
                 break
             if padded:
                 pos = lens + i
-                logits = self._step(token, cos[0, 0, pos][:, None, None, None],
-                                    sin[0, 0, pos][:, None, None, None], keys[..., : t + i + 1])  # fmt: skip
+                logits = self._step(token, weights, cos[pos], sin[pos], keys[..., : t + i + 1])
             else:
-                logits = self._step(
-                    token, cos5[..., t + i : t + i + 1, :], sin5[..., t + i : t + i + 1, :], None
-                )
+                logits = self._step(token, weights, cos[t + i], sin[t + i], None)
+        # each row ends at its first EOS; a row that made none reached max_new (every shorter one is forced)
+        eos = out == self.eos_id
+        out_lens = torch.where(eos.any(1), eos.int().argmax(1), max_new)
         k = int(out_lens.max()) if b else 0
         out = out[:, :k].masked_fill(torch.arange(k, device=device)[None] >= out_lens[:, None], 0)
         return out, out_lens

@@ -4,6 +4,10 @@ Legend: b batch, h heads, t tokens, e head dim.
 
 Positions are passed in rather than implied by the index, so left-padded batches (each row's first valid
 token at position 0) and one-token decoding steps use the same code.
+
+Decoding steps rotate queries, keys and values packed in one ``(b, 3, h, t, e)`` tensor with one fused op
+(``packed_angles`` / ``rotate_packed``): the values get angle 0, and rotate-half's sign is folded into the
+sine table, so the rotation is ``x * cos + roll(x, e/2) * sin``.
 """
 
 from __future__ import annotations
@@ -39,3 +43,22 @@ class RotaryEmbedding(nn.Module):
         half = x.shape[-1] // 2
         rotated_half = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
         return (x.float() * cos + rotated_half.float() * sin).to(x.dtype)
+
+    def packed_angles(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``positions (p,)`` integer -> ``(cos, sin)``, each ``(p, 3, 1, 1, e)`` float32, for
+        ``rotate_packed``: index 0 and 1 rotate queries and keys, index 2 leaves values as they are."""
+        cos, sin = self.angles(positions[None])  # (1, 1, p, e)
+        cos, sin = cos[0, 0], sin[0, 0]
+        half = cos.shape[-1] // 2
+        sin = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)  # rotate-half's sign
+        cos = torch.stack((cos, cos, torch.ones_like(cos)), 1)
+        sin = torch.stack((sin, sin, torch.zeros_like(sin)), 1)
+        return cos[:, :, None, None], sin[:, :, None, None]
+
+    @staticmethod
+    def rotate_packed(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """``qkv (b, 3, h, t, e)`` with ``(cos, sin)`` from ``packed_angles`` (indexed to broadcast, e.g.
+        ``(b or 1, 3, 1, t, e)``) -> the same tensor with queries and keys rotated as ``rotate`` does;
+        keeps ``qkv``'s dtype."""
+        rolled = qkv.roll(qkv.shape[-1] // 2, dims=-1)  # (x2, x1): rotate-half up to the sign
+        return torch.addcmul(qkv * cos, rolled, sin).to(qkv.dtype)
