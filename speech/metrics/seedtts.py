@@ -347,12 +347,13 @@ def row_markdown(label: str, row: dict) -> str:
     )
 
 
-def comparison_markdown(summaries: dict[str, dict]) -> str:
+def comparison_markdown(summaries: dict[str, dict], truth: dict | None = None) -> str:
     """One table comparing the generated rows of several runs on the same test set (``label -> summary``),
-    plus the ground-truth row of the first run that scored it."""
+    plus a ground-truth row: ``truth`` (a summary's ground-truth entry), else the first run's that has one."""
     lines = list(TABLE_HEADER)
     lines += [row_markdown(label, s[GENERATED]) for label, s in summaries.items()]
-    truth = next((s[GROUND_TRUTH] for s in summaries.values() if s.get(GROUND_TRUTH)), None)
+    if truth is None:
+        truth = next((s[GROUND_TRUTH] for s in summaries.values() if s.get(GROUND_TRUTH)), None)
     if truth is not None:
         lines.append(row_markdown("ground truth", truth))
     return "\n".join(lines) + "\n"

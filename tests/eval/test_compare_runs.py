@@ -48,3 +48,18 @@ def test_refuses_runs_on_different_test_sets(tmp_path):
 def test_missing_run_names_the_command(tmp_path):
     with pytest.raises(FileNotFoundError, match="seedtts_eval.py"):
         _run([f"a={tmp_path / 'nope'}"])
+
+
+def test_ground_truth_row_from_a_separate_eval(tmp_path):
+    runs = {"zs": _summary("m.lst", 0.5, 0.6, truth=False), "gt": _summary("m.lst", 1.0, 0.0)}
+    runs["gt"]["ground_truth"]["wer"] = _ci(0.33)
+    runs["other"] = _summary("other.lst", 1.0, 0.0)
+    for name, summary in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+    _run([f"zero-shot={tmp_path / 'zs'}", f"--ground-truth={tmp_path / 'gt'}", f"--out={tmp_path / 't.md'}"])
+    lines = (tmp_path / "t.md").read_text().splitlines()
+    truth = [line for line in lines if line.startswith("| ground truth")]
+    assert len(truth) == 1 and "33.00 [32.00, 34.00]" in truth[0]
+    with pytest.raises(SystemExit, match="no ground-truth row of m.lst"):
+        _run([f"zero-shot={tmp_path / 'zs'}", f"--ground-truth={tmp_path / 'other'}"])

@@ -27,15 +27,26 @@ class PocketSphinxASR(ASRBackend):
 
     Each utterance is decoded on its own in one ``process_raw(full_utt=True)`` call. Transcripts are
     lower-case words; silence or unintelligible audio gives ``""`` or a few short words.
+
+    Args:
+        decoder_options: Extra PocketSphinx decoder options (e.g. ``{"beam": 1e-40}``), passed to
+            ``pocketsphinx.Decoder``; empty = its defaults. ``configs/asr/pocketsphinx_fast.yaml`` holds the
+            narrower search the main job uses (docs/evaluation.md).
     """
 
     name = "pocketsphinx"
     languages = frozenset({"en"})
 
-    def __init__(self) -> None:
-        from pocketsphinx import Decoder  # imported here: the native library loads only when used
+    def __init__(self, decoder_options: dict | None = None) -> None:
+        from pocketsphinx import Config, Decoder  # imported here: the native library loads only when used
 
-        self.decoder = Decoder(samprate=ASR_SAMPLE_RATE, loglevel="FATAL")
+        options = dict(decoder_options or {})
+        if {"samprate", "loglevel"} & options.keys():
+            raise ValueError("decoder_options may not set samprate or loglevel (the backend sets them)")
+        known = {arg.name for arg in Config().describe()}
+        if unknown := sorted(options.keys() - known):
+            raise ValueError(f"unknown PocketSphinx decoder options {unknown}; known: {sorted(known)}")
+        self.decoder = Decoder(samprate=ASR_SAMPLE_RATE, loglevel="FATAL", **options)
 
     def _decode(self, wav: np.ndarray) -> str:
         self.decoder.start_utt()
