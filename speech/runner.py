@@ -167,7 +167,8 @@ def run_tasks(
             if running and time.monotonic() - last_report >= report_every:
                 last_report = time.monotonic()
                 for name in running:
-                    echo(f"   {name:<16} {latest_progress(log_dir / f'{name}.log')[:110]}")
+                    line = latest_progress(log_dir / f"{name}.log") or "(no progress line yet)"
+                    echo(f"   {name:<16} {line[:110]}")
     except BaseException:
         for _, proc, _ in running.values():  # Ctrl-C or an error here: take the children down too
             if proc.poll() is None:

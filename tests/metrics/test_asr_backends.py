@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,8 +140,17 @@ SENTENCES = {
 }
 
 
+def _asr_config(name):
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    return instantiate(OmegaConf.load(configs / "asr" / f"{name}.yaml"))
+
+
 @pytest.mark.skipif(shutil.which("flite") is None, reason="flite is not installed")
-def test_pocketsphinx_on_synthesized_english(tmp_path):
+@pytest.mark.parametrize("config", ["pocketsphinx", "pocketsphinx_fast"])
+def test_pocketsphinx_on_synthesized_english(tmp_path, config):
     wavs = []
     for name, text in SENTENCES.items():
         path = tmp_path / f"{name}.wav"
@@ -148,7 +158,7 @@ def test_pocketsphinx_on_synthesized_english(tmp_path):
             ["flite", "-voice", "slt", "-t", text, "-o", str(path)], check=True, capture_output=True
         )
         wavs.append(load_audio(path, sample_rate=ASR_SAMPLE_RATE)[0])
-    asr = PocketSphinxASR()
+    asr = _asr_config(config)
     hyps = asr.transcribe(wavs, language="en")
     stats = [score_utterance(ref, hyp, "en") for ref, hyp in zip(SENTENCES.values(), hyps, strict=True)]
     assert utterance_wer(stats) < 0.8, hyps
@@ -156,6 +166,18 @@ def test_pocketsphinx_on_synthesized_english(tmp_path):
     assert len(silence.split()) <= 2  # empty-ish: at most a stray short word
     with pytest.raises(ValueError, match="English only"):
         asr.transcribe([SILENCE], language="zh")
+
+
+def test_pocketsphinx_decoder_options_are_applied_and_checked():
+    fast = _asr_config("pocketsphinx_fast")
+    assert fast.decoder.config["maxhmmpf"] == 3000 and fast.decoder.config["beam"] == pytest.approx(1e-40)
+    assert fast.name == "pocketsphinx(beam=1e-40, maxhmmpf=3000, pbeam=1e-40, wbeam=1e-24)"
+    default = PocketSphinxASR()
+    assert default.decoder.config["maxhmmpf"] != 3000 and default.name == "pocketsphinx"
+    with pytest.raises(ValueError, match=r"unknown PocketSphinx decoder options \['beem'\]; known: .*'beam'"):
+        PocketSphinxASR({"beem": 1e-40})
+    with pytest.raises(ValueError, match="may not set samprate"):
+        PocketSphinxASR({"samprate": 8000})
 
 
 # --------------------------------------------------------------------------------------------- paraformer

@@ -47,6 +47,8 @@ class PocketSphinxASR(ASRBackend):
         if unknown := sorted(options.keys() - known):
             raise ValueError(f"unknown PocketSphinx decoder options {unknown}; known: {sorted(known)}")
         self.decoder = Decoder(samprate=ASR_SAMPLE_RATE, loglevel="FATAL", **options)
+        if options:  # the name goes into every summary: runs scored with another search must not look alike
+            self.name = f"pocketsphinx({', '.join(f'{k}={v}' for k, v in sorted(options.items()))})"
 
     def _decode(self, wav: np.ndarray) -> str:
         self.decoder.start_utt()
