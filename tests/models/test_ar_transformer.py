@@ -81,6 +81,21 @@ def test_cached_decoding_equals_full_forward(case):
     assert (tokens[torch.arange(tokens.shape[1])[None] >= lens[:, None]] == 0).all()
 
 
+def test_bfloat16_decoding_follows_its_full_forward():
+    """The decoding step keeps the model's dtype end to end (bf16 on GPU): same math, bf16 tolerance."""
+    model = make_model().to(torch.bfloat16)
+    kw = inputs(*CASES["left_padded_prompt"])
+    kw["speaker"] = kw["speaker"].to(torch.bfloat16)
+    spy = HeadSpy(model)
+    tokens, lens = model.generate(**kw, temperature=0, min_tokens_per_text=2, max_tokens_per_text=2)
+    spy.handle.remove()
+    step_logits = torch.stack(spy.calls, 1)
+    with torch.no_grad():
+        out = model(**kw, audio_tokens=tokens, audio_lens=lens)
+    for row, n in enumerate(lens.tolist()):
+        assert (out.logits[row, :n].float() - step_logits[row, :n]).abs().max() < 0.03
+
+
 def test_generate_rows_match_their_solo_runs():
     model = make_model(1)
     kw = inputs([3, 7, 5], [2, 0, 5], [4, 7, 0])
