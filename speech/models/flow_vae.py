@@ -20,6 +20,7 @@ import math
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
@@ -69,6 +70,10 @@ class FlowVAE(nn.Module):
             values near 0, i.e. sigma ~ 1 against a mu that varies by ~0.01 over time: z would be pure noise,
             the decoder would learn to ignore it and the posterior would collapse to the prior within a few
             hundred steps (measured, docs/flow_vae.md). A negative offset starts training with sigma << 1.
+        log_sigma_max: Smooth upper bound of log sigma, ``m - softplus(m - x)`` (``None``: unbounded). Below
+            the bound it changes values by about ``exp(x - m)``; above it, sigma saturates near ``e^m``
+            with the gradient kept, so one runaway frame cannot overflow the KL's ``sigma^2`` (the plain
+            VAE's failure at step 203, docs/flow_vae.md).
     """
 
     def __init__(
@@ -78,6 +83,7 @@ class FlowVAE(nn.Module):
         flow: CouplingFlow | None = None,
         *,
         log_sigma_offset: float = 0.0,
+        log_sigma_max: float | None = None,
     ) -> None:
         super().__init__()
         if encoder.out_channels % 2:
@@ -93,7 +99,7 @@ class FlowVAE(nn.Module):
             raise ValueError(f"flow channels ({flow.channels}) != latent_dim ({self.latent_dim})")
         self.encoder, self.decoder, self.flow = encoder, decoder, flow
         self.hop_length = encoder.hop_length
-        self.log_sigma_offset = log_sigma_offset
+        self.log_sigma_offset, self.log_sigma_max = log_sigma_offset, log_sigma_max
 
     def latent_lengths(self, audio_lens: torch.Tensor) -> torch.Tensor:
         """Whole latent frames per row: ``audio_lens // hop_length``."""
@@ -112,7 +118,10 @@ class FlowVAE(nn.Module):
         x = rearrange(audio[:, : frames * self.hop_length], "b t -> b 1 t")
         stats = rearrange(self.encoder(x, latent_lens), "b c f -> b f c")
         mu, log_sigma = stats.chunk(2, dim=-1)
-        return mu, log_sigma + self.log_sigma_offset, latent_lens
+        log_sigma = log_sigma + self.log_sigma_offset
+        if self.log_sigma_max is not None:
+            log_sigma = self.log_sigma_max - F.softplus(self.log_sigma_max - log_sigma)
+        return mu, log_sigma, latent_lens
 
     def _frame_mask(self, latent_lens: torch.Tensor, frames: int) -> torch.Tensor:
         """``(b,)`` -> ``(b, f)`` bool, True on valid latent frames."""

@@ -1,5 +1,7 @@
 """Flow-VAE model: shapes and lengths, the KL with and without the flow, padding invariance."""
 
+import math
+
 import pytest
 import torch
 
@@ -92,3 +94,23 @@ def test_log_sigma_offset_shifts_the_posterior_scale():
     model.log_sigma_offset = -4.0
     mu, shifted, _ = model.posterior(audio, lens)
     assert torch.allclose(shifted, plain - 4.0, atol=1e-6)
+
+
+def test_log_sigma_max_bounds_a_runaway_posterior_and_keeps_its_gradient():
+    audio, lens = 0.1 * torch.randn(1, 3200), torch.tensor([3200])
+    model = make_model(flow=False)
+    model.log_sigma_offset = 30.0  # the runaway seen in training: sigma^2 ~ 1e26
+    _, runaway, _ = model.posterior(audio, lens)
+    assert runaway.min() > 25
+    model.log_sigma_max = 4.0
+    _, bounded, _ = model.posterior(audio, lens)
+    assert bounded.max() <= 4.0 and bounded.min() > 3.9
+    out = model(audio, lens)
+    assert torch.isfinite(out.kl) and out.kl < 0.5 * math.exp(8)
+    out.kl.backward()
+    assert model.encoder.parameters().__next__().grad.abs().sum() > 0  # saturated, not cut off
+    model.log_sigma_offset = -4.0  # far below the bound: values as good as unchanged
+    _, low, _ = model.posterior(audio, lens)
+    model.log_sigma_max = None
+    _, free, _ = model.posterior(audio, lens)
+    assert torch.allclose(low, free, atol=1e-3)
