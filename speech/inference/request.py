@@ -137,6 +137,10 @@ class AudioSetting:
             raise _not_implemented("audio.bitrate", "mp3 is written at libsndfile's default bitrate")
 
 
+AR_OPTIONS = ("temperature", "top_k", "top_p", "ras_window", "ras_threshold", "max_tokens")
+FM_OPTIONS = ("steps", "solver", "cfg_scale", "noise_scale")
+
+
 @dataclass
 class SamplingSetting:
     """Generation knobs of the AR model (``ARTransformer.generate``) and flow matching (``sample``).
@@ -161,6 +165,14 @@ class SamplingSetting:
     cfg_scale: float = 0.7
     noise_scale: float = 1.0
     seed: int | None = None
+
+    def ar_options(self) -> dict:
+        """The keyword arguments of ``ARTransformer.generate`` this setting holds."""
+        return {name: getattr(self, name) for name in AR_OPTIONS}
+
+    def fm_options(self) -> dict:
+        """The keyword arguments of ``FlowMatching.sample`` this setting holds."""
+        return {name: getattr(self, name) for name in FM_OPTIONS}
 
     def validate(self) -> None:
         checks = [

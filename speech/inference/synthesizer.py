@@ -246,12 +246,7 @@ class Synthesizer:
             text=text,
             text_lens=text_lens,
             **ar_prompt,
-            temperature=sampling.temperature,
-            top_k=sampling.top_k,
-            top_p=sampling.top_p,
-            ras_window=sampling.ras_window,
-            ras_threshold=sampling.ras_threshold,
-            max_tokens=sampling.max_tokens,
+            **sampling.ar_options(),
             generator=generator,
         )
         audio, audio_lens = self._tokens_to_audio(tokens, token_lens, jobs, sampling, generator)
@@ -280,10 +275,7 @@ class Synthesizer:
             token_lens=token_lens,
             speaker=speaker,
             **prompt,
-            steps=sampling.steps,
-            solver=sampling.solver,
-            cfg_scale=sampling.cfg_scale,
-            noise_scale=sampling.noise_scale,
+            **sampling.fm_options(),
             generator=generator,
         )
         if latents.shape[1] == 0:  # every row ended at once: nothing to decode

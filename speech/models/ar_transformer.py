@@ -143,6 +143,7 @@ class ARTransformer(nn.Module):
             TransformerBlock(dim, heads, ffn_hidden=ffn_hidden, dropout=dropout) for _ in range(layers)
         )
         self.norm = RMSNorm(dim)
+        self._decode_cache: tuple[tuple, DecodeWeights] | None = None  # see ``_decode_weights``
         self.head = nn.Linear(dim, audio_vocab_size + 1, bias=False)
         # small embeddings and head: training starts from a near-uniform prediction (loss ~ ln(V + 1))
         for weight in (self.text_emb.weight, self.audio_emb.weight, self.head.weight):
@@ -171,8 +172,19 @@ class ARTransformer(nn.Module):
         return self.norm(x)
 
     def _decode_weights(self) -> DecodeWeights:
-        """The weights laid out for ``_step``: a copy, made per ``generate`` call so that it always matches
-        the current parameters (a few milliseconds for the tiny model; the model's size in memory)."""
+        """The weights laid out for ``_step`` (a copy: the decoder's size in memory while kept).
+
+        Made once and reused by later ``generate`` calls until a parameter changes: the key is every
+        block / final-norm parameter's storage and version counter, which in-place updates (optimizer
+        steps, ``load_state_dict``) and moves (``.to``) change. ``clear_cache`` drops it.
+        """
+        params = [*self.blocks.parameters(), self.norm.weight]
+        key = tuple((p.data_ptr(), p._version) for p in params)
+        if self._decode_cache is None or self._decode_cache[0] != key:
+            self._decode_cache = (key, self._layout_decode_weights())
+        return self._decode_cache[1]
+
+    def _layout_decode_weights(self) -> DecodeWeights:
         d = self.head.in_features
         scale = d**0.5
 
@@ -290,9 +302,10 @@ class ARTransformer(nn.Module):
                                     dtype=dtype or param.dtype, device=device or param.device)  # fmt: skip
 
     def clear_cache(self) -> None:
-        """Frees the KV caches."""
+        """Frees the KV caches and the decoding copy of the weights."""
         for block in self.blocks:
             block.attn.kv_cache = None
+        self._decode_cache = None
 
     def _ready_cache(self, batch_size: int, length: int, dtype: torch.dtype) -> None:
         """Reuses the caches when they fit this call, else sets up new ones; empties them."""

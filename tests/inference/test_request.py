@@ -1,5 +1,8 @@
 """Request validation: every bad field is named with its allowed range; unimplemented options say so."""
 
+import dataclasses
+import inspect
+
 import numpy as np
 import pytest
 
@@ -11,7 +14,10 @@ from speech.inference import (
     TimbreWeight,
     VoiceSetting,
 )
+from speech.inference.request import AR_OPTIONS, FM_OPTIONS
 from speech.inference.text_frontend import apply_pronunciations
+from speech.models.ar_transformer import ARTransformer
+from speech.models.flow_matching import FlowMatching
 
 
 @pytest.fixture
@@ -109,3 +115,12 @@ def test_pronunciations_substitute_once_longest_first():
     ).pronunciations()
     # "Dr." wins over its prefix "Dr", and the "o" inside "Doctor" is not rewritten again.
     assert apply_pronunciations("Dr. Who, Dr Oak", pairs) == "Doctor Wh0, Drive Oak"
+
+
+def test_sampling_options_cover_every_knob_and_match_the_model_signatures():
+    fields = {f.name for f in dataclasses.fields(SamplingSetting)}
+    assert set(AR_OPTIONS) | set(FM_OPTIONS) | {"seed"} == fields  # a new knob must be routed somewhere
+    assert set(AR_OPTIONS) <= set(inspect.signature(ARTransformer.generate).parameters)
+    assert set(FM_OPTIONS) <= set(inspect.signature(FlowMatching.sample).parameters)
+    setting = SamplingSetting(temperature=0.5, steps=3)
+    assert setting.ar_options()["temperature"] == 0.5 and setting.fm_options()["steps"] == 3

@@ -178,6 +178,24 @@ def test_cache_is_reused_and_training_forward_ignores_it():
     assert model.blocks[0].attn.kv_cache is None
 
 
+def test_decoding_weights_are_reused_until_a_parameter_changes():
+    model, fresh = make_model(), make_model()
+    kw = inputs([4, 6])
+    greedy = {"temperature": 0, "min_tokens_per_text": 1, "max_tokens": 10}
+    model.generate(**kw, **greedy)
+    kept = model._decode_weights()
+    assert model._decode_weights() is kept  # a second call copies nothing
+    with torch.no_grad():  # as an optimizer step does: in place
+        for m in (model, fresh):
+            m.blocks[0].ffn.w2.weight.mul_(-3.0)
+            m.norm.weight.add_(0.5)
+    assert model._decode_weights() is not kept
+    # the step reads the updated weights: the same tokens as a model that never decoded before the update
+    assert torch.equal(model.generate(**kw, **greedy)[0], fresh.generate(**kw, **greedy)[0])
+    model.clear_cache()
+    assert model._decode_cache is None
+
+
 def test_prefix_longer_than_max_len_is_an_error():
     model = make_model(max_len=10)
     with pytest.raises(ValueError, match="leaves no room within max_len 10"):
