@@ -24,10 +24,11 @@ def pad_sequences(
         pad_value: Value written past each sequence's end.
 
     Returns:
-        ``(padded, lens, mask)``: ``(b, t_max, *feature_dims)``, ``(b,)`` int64, ``(b, t_max)`` bool.
+        ``(padded, lens, mask)``: ``(b, t_max, *feature_dims)``, ``(b,)`` int64, ``(b, t_max)`` bool; tensors
+        keep their device and dtype.
     """
-    tensors = [torch.as_tensor(np.asarray(s)) for s in seqs]
-    lens = torch.tensor([t.shape[0] for t in tensors], dtype=torch.long)
+    tensors = [s if isinstance(s, torch.Tensor) else torch.as_tensor(np.asarray(s)) for s in seqs]
+    lens = torch.tensor([t.shape[0] for t in tensors], dtype=torch.long, device=tensors[0].device)
     out = tensors[0].new_full((len(tensors), int(lens.max()), *tensors[0].shape[1:]), pad_value)
     for i, t in enumerate(tensors):
         out[i, : t.shape[0]] = t

@@ -1,9 +1,13 @@
 """The model's waveform -> the audio a request asked for (Speech-02 ``audio_setting`` and ``vol``).
 
-Volume is a gain (clipped to [-1, 1] when written), the sample rate is changed with soxr
-(``speech.audio.io.resample``), ``channel=2`` puts the mono signal on both channels, and the bytes are
-written by soundfile: ``wav`` (16-bit PCM), ``flac`` (16-bit), ``mp3`` (libsndfile >= 1.1) or ``pcm``
-(headerless 16-bit little-endian, the Speech-02 ``pcm`` format).
+Volume is a gain (clipped to [-1, 1] when written), the sample rate is changed with soxr's streaming
+resampler (so :class:`ChunkRenderer` renders streamed chunks into the same samples), ``channel=2`` puts the
+mono signal on both channels, and the bytes are written by soundfile: ``wav`` (16-bit PCM), ``flac``
+(16-bit), ``mp3`` (libsndfile >= 1.1) or ``pcm`` (headerless 16-bit little-endian, the Speech-02 format).
+
+An mp3 ``bitrate`` (``BITRATES``) is written as constant bitrate, exactly that rate; which bitrates a sample
+rate can carry depends on its MPEG version (:func:`mp3_bitrates`), e.g. 256 kbps needs 32 kHz or more.
+Without one, mp3 gets libsndfile's default.
 """
 
 from __future__ import annotations
@@ -13,11 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import soxr
 
-from speech.audio.io import resample
-from speech.inference.request import AudioSetting, VoiceSetting
+from speech.inference.request import BITRATES, SAMPLE_RATES, AudioSetting, VoiceSetting
 
 _SOUNDFILE = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "mp3": ("MP3", "MPEG_LAYER_III")}
+
+# (lowest sample rate in Hz, lo kbps, hi kbps) per MPEG version: MPEG-1, MPEG-2, MPEG-2.5. From libsndfile's
+# mpeg_l3_encoder_set_quality (src/mpeg_l3_encode.c): in constant-bitrate mode a compression level c in
+# [0, 1] becomes int(hi - c * (hi - lo)) kbps, and LAME takes the nearest legal bitrate of the version.
+_MPEG_KBPS = ((32000, 32, 320), (16000, 8, 160), (0, 8, 64))
 
 
 def silence(seconds: float, sample_rate: int) -> np.ndarray:
@@ -28,44 +37,119 @@ def silence(seconds: float, sample_rate: int) -> np.ndarray:
 def render(
     wav: np.ndarray, sample_rate: int, voice: VoiceSetting, audio: AudioSetting
 ) -> tuple[np.ndarray, int]:
-    """Applies volume, output rate and channels.
+    """Applies volume, output rate and channels to a whole waveform.
 
     Args:
         wav: ``(t,)`` mono float waveform from the model.
         sample_rate: Its rate.
-        voice: ``volume`` is applied (the other voice options are checked elsewhere).
+        voice: ``volume`` is applied (speed and pitch are the synthesizer's).
         audio: ``sample_rate`` and ``channel``.
 
     Returns:
         ``(out, rate)``: ``(t',)`` for one channel or ``(t', 2)`` for two, float32.
     """
-    out = np.asarray(wav, dtype=np.float32) * np.float32(voice.volume)
-    rate = audio.sample_rate or sample_rate
-    out = resample(out, sample_rate, rate)
-    if audio.channel == 2:
-        out = np.stack([out, out], axis=1)
-    return np.ascontiguousarray(out, dtype=np.float32), rate
+    renderer = ChunkRenderer(sample_rate, voice, audio)
+    return renderer(wav, last=True), renderer.rate
 
 
-def encode(wav: np.ndarray, sample_rate: int, fmt: str) -> bytes:
-    """Audio ``(t,)`` or ``(t, c)`` -> file bytes in ``fmt`` (``wav``, ``flac``, ``mp3`` or ``pcm``)."""
+class ChunkRenderer:
+    """:func:`render` for a waveform that arrives in chunks (streaming); joined, the chunks it returns are
+    :func:`render` 's output for the whole (soxr's streaming resampler keeps its state between chunks).
+
+    Args:
+        sample_rate: The model's rate.
+        voice: ``volume`` is applied.
+        audio: ``sample_rate`` and ``channel``.
+    """
+
+    def __init__(self, sample_rate: int, voice: VoiceSetting, audio: AudioSetting) -> None:
+        self.rate = audio.sample_rate or sample_rate
+        self.volume, self.channel = np.float32(voice.volume), audio.channel
+        self._resampler = None
+        if self.rate != sample_rate:
+            self._resampler = soxr.ResampleStream(sample_rate, self.rate, 1, dtype="float32", quality="HQ")
+
+    def __call__(self, wav: np.ndarray, last: bool = False) -> np.ndarray:
+        """Mono chunk ``(t,)`` at the model's rate -> ``(t',)`` or ``(t', 2)`` float32 at ``self.rate``;
+        ``last`` flushes the resampler."""
+        out = np.asarray(wav, dtype=np.float32) * self.volume
+        if self._resampler is not None:
+            out = self._resampler.resample_chunk(out, last=last)
+        if self.channel == 2:
+            out = np.stack([out, out], axis=1)
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _kbps_range(sample_rate: int) -> tuple[int, int]:
+    """``(lo, hi)`` kbps of the MPEG version libsndfile writes at ``sample_rate`` Hz."""
+    return next((lo, hi) for min_rate, lo, hi in _MPEG_KBPS if sample_rate >= min_rate)
+
+
+def mp3_bitrates(sample_rate: int) -> tuple[int, ...]:
+    """The ``BITRATES`` (bit/s) an mp3 at ``sample_rate`` Hz can be written at."""
+    lo, hi = _kbps_range(sample_rate)
+    return tuple(b for b in BITRATES if lo <= b // 1000 <= hi)
+
+
+def mp3_bitrate_problem(bitrate: int, sample_rate: int) -> str | None:
+    """Why an mp3 at ``sample_rate`` Hz cannot be written at ``bitrate`` bit/s, or ``None`` if it can."""
+    if bitrate not in BITRATES:
+        return f"mp3 bitrate must be one of {list(BITRATES)} bit/s, got {bitrate!r}"
+    allowed = mp3_bitrates(sample_rate)
+    if bitrate in allowed:
+        return None
+    carriers = [rate for rate in SAMPLE_RATES if bitrate in mp3_bitrates(rate)]
+    return (
+        f"mp3 at {sample_rate} Hz cannot carry {bitrate} bit/s: allowed there {list(allowed)};"
+        f" {bitrate} bit/s needs a sample rate in {carriers}"
+    )
+
+
+def _compression_level(bitrate: int, sample_rate: int) -> float:
+    """libsndfile's compression level that writes constant-bitrate mp3 at ``bitrate`` bit/s.
+
+    libsndfile truncates its kbps to an integer, so this aims half a kbps above the target. That also keeps
+    the level below 1, which fails: soundfile sets the level while libsndfile is still in VBR mode, where 1
+    becomes LAME VBR quality 10, out of its range.
+    """
+    lo, hi = _kbps_range(sample_rate)
+    return max(0.0, (hi - (bitrate / 1000 + 0.5)) / (hi - lo))
+
+
+def encode(wav: np.ndarray, sample_rate: int, fmt: str, bitrate: int | None = None) -> bytes:
+    """Audio ``(t,)`` or ``(t, c)`` -> file bytes in ``fmt`` (``wav``, ``flac``, ``mp3`` or ``pcm``).
+
+    Args:
+        bitrate: mp3 only: constant bitrate in bit/s, one of :func:`mp3_bitrates` ``(sample_rate)``;
+            ``None``: libsndfile's default.
+
+    Raises:
+        ValueError: unknown ``fmt``, a ``bitrate`` for another format than mp3, or one the rate cannot carry.
+    """
+    if bitrate is not None and fmt != "mp3":
+        raise ValueError(f"a bitrate applies to mp3 only, the format is {fmt!r}")
     clipped = np.clip(wav, -1.0, 1.0)
     if fmt == "pcm":
         return (clipped * 32767.0).round().astype("<i2").tobytes()
     if fmt not in _SOUNDFILE:
         raise ValueError(f"unknown audio format {fmt!r}; one of {['pcm', *_SOUNDFILE]}")
     container, subtype = _SOUNDFILE[fmt]
+    options = {}
+    if bitrate is not None:
+        if problem := mp3_bitrate_problem(bitrate, sample_rate):
+            raise ValueError(problem)
+        options = {"compression_level": _compression_level(bitrate, sample_rate), "bitrate_mode": "CONSTANT"}
     buffer = io.BytesIO()
-    sf.write(buffer, clipped, sample_rate, format=container, subtype=subtype)
+    sf.write(buffer, clipped, sample_rate, format=container, subtype=subtype, **options)
     return buffer.getvalue()
 
 
-def write(path: str | Path, wav: np.ndarray, sample_rate: int, fmt: str) -> Path:
+def write(path: str | Path, wav: np.ndarray, sample_rate: int, fmt: str, bitrate: int | None = None) -> Path:
     """Writes :func:`encode` 's bytes to ``path`` (parents created) through a temporary file, so an
     interrupted run never leaves a truncated file under the final name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(encode(wav, sample_rate, fmt))
+    tmp.write_bytes(encode(wav, sample_rate, fmt, bitrate))
     tmp.replace(path)
     return path

@@ -62,9 +62,9 @@ class VoiceSetting:
     """Speech-02 ``voice_setting``.
 
     Attributes:
-        speed: Speaking rate in [0.5, 2]; only 1.0 is implemented.
+        speed: Speaking rate in [0.5, 2] (2: half the duration), pitch kept (``speech.inference.prosody``).
         volume: Gain factor in (0, 10]; 1.0 leaves the model's level.
-        pitch: Semitones, integer in [-12, 12]; only 0 is implemented.
+        pitch: Semitones, integer in [-12, 12], duration kept.
         emotion: One of ``EMOTIONS`` or ``None`` (the model's own choice); only ``None`` is implemented.
     """
 
@@ -92,10 +92,6 @@ class VoiceSetting:
             )
 
     def check_implemented(self) -> None:
-        if self.speed != 1.0:
-            raise _not_implemented("voice.speed", f"got {self.speed}, only 1.0 is supported")
-        if self.pitch != 0:
-            raise _not_implemented("voice.pitch", f"got {self.pitch}, only 0 is supported")
         if self.emotion is not None:
             raise _not_implemented("voice.emotion", f"got {self.emotion!r}, only None is supported")
 
@@ -107,7 +103,8 @@ class AudioSetting:
     Attributes:
         sample_rate: Output rate in Hz, one of ``SAMPLE_RATES``, or ``None`` for the model's own rate.
         format: ``wav``, ``flac``, ``pcm`` (raw 16-bit little-endian) or ``mp3``.
-        bitrate: mp3 bitrate in bit/s (``BITRATES``); only ``None`` (libsndfile's default) is implemented.
+        bitrate: mp3 constant bitrate in bit/s (``BITRATES``; those a rate can carry:
+            ``audio_output.mp3_bitrates``), or ``None`` for libsndfile's default.
         channel: 1 (mono) or 2 (the mono signal on both channels).
     """
 
@@ -129,12 +126,17 @@ class AudioSetting:
             )
         if self.bitrate is not None and self.format != "mp3":
             raise RequestError("audio.bitrate", f"applies to mp3 only, the format is {self.format!r}")
+        if self.bitrate is not None and self.sample_rate is not None:
+            # Imported here: audio_output imports this module. Without a sample_rate, encoding checks it.
+            from speech.inference.audio_output import mp3_bitrate_problem
+
+            if problem := mp3_bitrate_problem(self.bitrate, self.sample_rate):
+                raise RequestError("audio.bitrate", problem)
         if self.channel not in CHANNELS:
             raise RequestError("audio.channel", f"must be one of {list(CHANNELS)}, got {self.channel!r}")
 
     def check_implemented(self) -> None:
-        if self.bitrate is not None:
-            raise _not_implemented("audio.bitrate", "mp3 is written at libsndfile's default bitrate")
+        """Every audio option is implemented."""
 
 
 AR_OPTIONS = ("temperature", "top_k", "top_p", "ras_window", "ras_threshold", "max_tokens")
@@ -225,7 +227,8 @@ class SynthesisRequest:
             Speech-02 style ``["word/spoken form", ...]``.
         timbre_weights: Up to 4 voices mixed by weight (their speaker vectors are averaged); replaces
             ``reference`` and cannot be combined with one-shot ``prompt_text``.
-        stream: Chunked streaming output; not implemented yet.
+        stream: Chunked output: such a request goes to ``Synthesizer.stream``, which yields the audio as it
+            is made; ``Synthesizer.synthesize`` refuses it.
     """
 
     text: str
@@ -257,10 +260,10 @@ class SynthesisRequest:
         self.audio.validate()
         self.sampling.validate()
         self.pronunciations()
+        if not isinstance(self.stream, bool):
+            raise RequestError("stream", f"must be True or False, got {self.stream!r}")
         self.voice.check_implemented()
         self.audio.check_implemented()
-        if self.stream:
-            raise _not_implemented("stream", "the whole utterance is returned at once")
 
     def _validate_text(self) -> None:
         if not isinstance(self.text, str) or not self.text.strip():

@@ -30,13 +30,15 @@ from torch import nn
 
 from speech.audio.io import AudioError
 from speech.data.collate import pad_sequences
-from speech.inference import audio_output
+from speech.inference import audio_output, prosody, streaming
 from speech.inference.loading import load_pipeline
-from speech.inference.request import RequestError, SynthesisRequest
+from speech.inference.request import RequestError, SamplingSetting, SynthesisRequest
 from speech.inference.text_frontend import Segment, encode_text, split_text
 from speech.inference.voice import Prompt, VoiceEncoder, load_reference
 from speech.text.bpe import TextTokenizer
 from speech.text.pauses import Pause
+
+STREAM_CHUNK_TOKENS = 25  # audio tokens per streamed chunk: 1 s of speech at 25 Hz
 
 
 @dataclass
@@ -49,6 +51,7 @@ class SynthesisResult:
         format: The requested file format; :meth:`to_bytes` encodes it.
         token_counts: New audio tokens generated for each text segment.
         model_samples: Length of the speech at the model's rate, pauses included.
+        bitrate: mp3 bitrate in bit/s (``None``: libsndfile's default).
     """
 
     audio: np.ndarray
@@ -56,6 +59,7 @@ class SynthesisResult:
     format: str
     token_counts: list[int] = field(default_factory=list)
     model_samples: int = 0
+    bitrate: int | None = None
 
     @property
     def duration(self) -> float:
@@ -64,11 +68,11 @@ class SynthesisResult:
 
     def to_bytes(self) -> bytes:
         """The audio as a file in ``format``."""
-        return audio_output.encode(self.audio, self.sample_rate, self.format)
+        return audio_output.encode(self.audio, self.sample_rate, self.format, self.bitrate)
 
     def save(self, path: str | Path) -> None:
         """Writes :meth:`to_bytes` to ``path`` (atomically)."""
-        audio_output.write(path, self.audio, self.sample_rate, self.format)
+        audio_output.write(path, self.audio, self.sample_rate, self.format, self.bitrate)
 
 
 @dataclass
@@ -121,6 +125,7 @@ class Synthesizer:
             frames_per_token=flow_matching.frames_per_token,
             max_reference_seconds=max_reference_seconds,
         )
+        self._context: int | None = None  # the streaming decoder's, see _decoder_context
 
     @classmethod
     def from_checkpoints(
@@ -174,11 +179,54 @@ class Synthesizer:
             self._generate(batch, batch[0][0].request.sampling)
         return [self._assemble(job) for job in jobs]
 
+    def stream(
+        self, request: SynthesisRequest, chunk_tokens: int = STREAM_CHUNK_TOKENS
+    ) -> Iterator[np.ndarray]:
+        """Yields one request's audio in chunks while it is being generated.
+
+        Every ``chunk_tokens`` audio tokens of a text segment (25 = 1 s of speech), flow matching renders the
+        new tokens, continuing the latents of the earlier chunks the way it continues a one-shot prompt; the
+        decoder runs on a window that gives exactly the samples of decoding everything at once
+        (``streaming.IncrementalDecoder``); pitch, volume, rate and channels are applied with streaming
+        resamplers. The request's fields mean what they mean for :meth:`synthesize` (``stream`` may be
+        either); the audio differs from :meth:`synthesize` 's because flow matching sees the tokens chunk
+        by chunk.
+
+        Yields:
+            Non-empty ``(t,)`` (mono) or ``(t, 2)`` float32 chunks at the output rate (``audio.sample_rate``
+            or the model's), volume applied, not clipped; joined they are the whole utterance.
+
+        Raises:
+            RequestError, NotImplementedError: as :meth:`synthesize_batch`, before the first chunk.
+        """
+        if isinstance(chunk_tokens, bool) or not isinstance(chunk_tokens, int) or chunk_tokens < 1:
+            raise ValueError(f"chunk_tokens must be an integer >= 1, got {chunk_tokens!r}")
+        job = self._prepare(0, request, streaming=True)
+        self._condition([job])
+        render = audio_output.ChunkRenderer(self.sample_rate, request.voice, request.audio)
+        for i, part in enumerate(job.parts):
+            if isinstance(part, Pause):
+                pieces = [audio_output.silence(part.seconds, self.sample_rate)]
+            else:
+                pieces = self._stream_segment(job, i, chunk_tokens)
+            for wav in pieces:
+                out = render(wav)
+                if out.size:
+                    yield out
+        tail = render(np.zeros(0, dtype=np.float32), last=True)
+        if tail.size:
+            yield tail
+
     # ------------------------------------------------------------------------------------------ steps
-    def _prepare(self, index: int, request: SynthesisRequest) -> _Job:
+    def _prepare(self, index: int, request: SynthesisRequest, streaming: bool = False) -> _Job:
         """Validates one request and turns its text and references into model inputs."""
         try:
+            if request.stream and not streaming:
+                raise RequestError(
+                    "stream", "synthesize() returns whole utterances; stream with Synthesizer.stream(request)"
+                )
             request.validate()
+            self._check_bitrate(request)
             parts, prompt_text = self._encode_texts(request)
             voices = [(self._load(ref, request), w) for ref, w in request.voices()]
         except RequestError as err:
@@ -186,6 +234,13 @@ class Synthesizer:
         except NotImplementedError as err:
             raise NotImplementedError(f"requests[{index}]: {err}") from err
         return _Job(request, parts, voices, prompt_text)
+
+    def _check_bitrate(self, request: SynthesisRequest) -> None:
+        """An mp3 bitrate at the model's own rate (``validate`` checks it where the rate is given)."""
+        bitrate, rate = request.audio.bitrate, request.audio.sample_rate or self.sample_rate
+        problem = None if bitrate is None else audio_output.mp3_bitrate_problem(bitrate, rate)
+        if problem:
+            raise RequestError("audio.bitrate", f"{problem} (the model's rate; set audio.sample_rate)")
 
     def _load(self, reference, request: SynthesisRequest) -> np.ndarray:
         try:
@@ -232,52 +287,129 @@ class Synthesizer:
             ):
                 job.prompt = prompt
 
-    def _generate(self, batch: list[tuple[_Job, int]], sampling) -> None:
+    def _generate(self, batch: list[tuple[_Job, int]], sampling: SamplingSetting) -> None:
         """AR tokens -> FM latents -> audio for one batch of segments; stores them in their jobs."""
-        device = self.device
-        generator = None
-        if sampling.seed is not None:
-            generator = torch.Generator(device=device).manual_seed(sampling.seed)
+        generator = self._generator(sampling)
         jobs = [job for job, _ in batch]
-        text, text_lens = _pad_ids([job.parts[i].tokens for job, i in batch], device)
-        ar_prompt = _ar_prompt(jobs, device) if jobs[0].request.one_shot else {}
         tokens, token_lens = self.ar.generate(
-            speaker=torch.stack([job.speakers[0] for job in jobs]),
-            text=text,
-            text_lens=text_lens,
-            **ar_prompt,
-            **sampling.ar_options(),
-            generator=generator,
+            **self._ar_inputs(batch), **sampling.ar_options(), generator=generator
         )
-        audio, audio_lens = self._tokens_to_audio(tokens, token_lens, jobs, sampling, generator)
+        rows = [new[:n] for new, n in zip(tokens, token_lens.tolist(), strict=True)]
+        if jobs[0].request.one_shot:
+            rows = [torch.cat([job.prompt.tokens, row]) for job, row in zip(jobs, rows, strict=True)]
+        previous = [job.prompt.latents if job.request.one_shot else None for job in jobs]
+        latents, latent_lens = self._latents(jobs, rows, previous, sampling, generator)
+        factors = [_stretch(job) for job in jobs]
+        if any(f != 1.0 for f in factors):
+            latents, latent_lens = prosody.stretch_latents(latents, latent_lens, factors)
+        audio, audio_lens = self._decode(latents, latent_lens)
         for row, (job, i) in enumerate(batch):
             job.tokens[i] = int(token_lens[row])
-            job.audio[i] = audio[row, : int(audio_lens[row])].float().cpu().numpy()
+            wav = audio[row, : int(audio_lens[row])].float().cpu().numpy()
+            job.audio[i] = prosody.shift_pitch(wav, self.sample_rate, _pitch(job))
 
-    def _tokens_to_audio(self, tokens, token_lens, jobs, sampling, generator):
-        """New tokens ``(b, k)`` -> waveform ``(b, t)`` and ``audio_lens (b,)`` of the new speech only.
-
-        One-shot jobs put their prompt's tokens before the new ones and give its latents as the prompt.
-        """
-        speaker = torch.stack([job.speakers[1] for job in jobs])
-        prompt = {}
-        if jobs[0].request.one_shot:
-            pairs = zip([job.prompt.tokens for job in jobs], tokens, token_lens.tolist(), strict=True)
-            rows = [torch.cat([p, new[:n]]) for p, new, n in pairs]
-            tokens, token_lens = _pad_ids(rows, tokens.device)
-            latents, latent_lens, _ = pad_sequences([job.prompt.latents.cpu() for job in jobs])
-            prompt = {
-                "prompt_latents": latents.to(tokens.device),
-                "prompt_lens": latent_lens.to(tokens.device),
-            }
-        latents, latent_lens = self.fm.sample(
-            tokens=tokens,
-            token_lens=token_lens,
-            speaker=speaker,
-            **prompt,
-            **sampling.fm_options(),
-            generator=generator,
+    def _stream_segment(self, job: _Job, index: int, chunk_tokens: int) -> Iterator[np.ndarray]:
+        """Segment ``index`` of a job as waveform chunks ``(t,)`` at the model's rate (pitch applied)."""
+        sampling = job.request.sampling
+        generator = self._generator(sampling)
+        steps = self.ar.generate_stream(
+            **self._ar_inputs([(job, index)]), **sampling.ar_options(), generator=generator
         )
+        decoder = streaming.IncrementalDecoder(self.flow_vae, self._decoder_context())
+        pitch = None if _pitch(job) == 1.0 else prosody.pitch_stream(self.sample_rate, _pitch(job))
+        one_shot = job.request.one_shot
+        tokens = [job.prompt.tokens] if one_shot else []  # everything flow matching has rendered, + new
+        latents = [job.prompt.latents] if one_shot else []  # what it made of them
+        new: list[torch.Tensor] = []
+
+        def chunk(last: bool) -> np.ndarray:
+            nonlocal new
+            frames = self.fm.in_proj.weight.new_zeros(0, self.fm.latent_dim)
+            if new:
+                rows, previous = [torch.cat(tokens + new)], [torch.cat(latents)] if latents else [None]
+                out, lens = self._latents([job], rows, previous, sampling, generator)
+                frames = out[0, : int(lens[0])]
+                tokens.extend(new)
+                latents.append(frames)
+                new = []
+                stretched, lens = prosody.stretch_latents(frames[None], lens[:1], [_stretch(job)])
+                frames = stretched[0, : int(lens[0])]
+            wav = decoder.push(frames, last=last)
+            return wav if pitch is None else pitch.resample_chunk(wav, last=last)
+
+        for token in steps:
+            if int(token[0]) == self.ar.eos_id:
+                break
+            new.append(token)
+            if len(new) == chunk_tokens:
+                yield chunk(last=False)
+        yield chunk(last=True)
+
+    def _decoder_context(self) -> int:
+        """Latent frames of context the streaming decoder keeps (measured once per synthesizer)."""
+        if self._context is None:
+            self._context = streaming.receptive_radius(self.flow_vae)
+        return self._context
+
+    def _generator(self, sampling: SamplingSetting) -> torch.Generator | None:
+        if sampling.seed is None:
+            return None
+        return torch.Generator(device=self.device).manual_seed(sampling.seed)
+
+    def _ar_inputs(self, batch: list[tuple[_Job, int]]) -> dict[str, torch.Tensor]:
+        """The AR model's conditioning for segments: speaker vectors, text and the one-shot prompt."""
+        jobs = [job for job, _ in batch]
+        text, text_lens = _pad_ids([job.parts[i].tokens for job, i in batch], self.device)
+        inputs = {
+            "speaker": torch.stack([job.speakers[0] for job in jobs]),
+            "text": text,
+            "text_lens": text_lens,
+        }
+        if jobs[0].request.one_shot:
+            inputs["prompt_text"], inputs["prompt_text_lens"] = _pad_ids(
+                [j.prompt_text for j in jobs], self.device
+            )
+            inputs["prompt_tokens"], inputs["prompt_lens"] = _pad_ids(
+                [j.prompt.tokens for j in jobs], self.device
+            )
+        return inputs
+
+    def _latents(
+        self,
+        jobs: list[_Job],
+        token_rows: list[torch.Tensor],
+        previous: list[torch.Tensor | None],
+        sampling: SamplingSetting,
+        generator: torch.Generator | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flow matching that continues known latents.
+
+        Args:
+            jobs: One per row (speaker vectors, voice settings).
+            token_rows: ``(k_i,)`` tokens per row: those behind ``previous`` first, then the new ones.
+            previous: Per row, the ``(p_i, d)`` latents already known (a one-shot prompt; when streaming,
+                also the latents of earlier chunks), ``p_i = frames_per_token * (their tokens)``; or
+                ``None``.
+            sampling, generator: Flow-matching knobs and noise source.
+
+        Returns:
+            ``(latents (b, f, d), lens (b,))`` of the new frames only.
+        """
+        tokens, token_lens = _pad_ids(token_rows, self.device)
+        prompt = {}
+        if any(p is not None for p in previous):
+            empty = jobs[0].speakers[1].new_zeros(0, self.fm.latent_dim)
+            latents, lens, _ = pad_sequences([empty if p is None else p for p in previous])
+            prompt = {"prompt_latents": latents, "prompt_lens": lens}
+        speaker = torch.stack([job.speakers[1] for job in jobs])
+        latents, latent_lens = self.fm.sample(
+            tokens=tokens, token_lens=token_lens, speaker=speaker, **prompt, **sampling.fm_options(),
+            generator=generator,
+        )  # fmt: skip
+        return latents, latent_lens
+
+    def _decode(self, latents: torch.Tensor, latent_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latents ``(b, f, d)`` -> waveform ``(b, t)`` and ``audio_lens (b,)``."""
         if latents.shape[1] == 0:  # every row ended at once: nothing to decode
             return latents.new_zeros(latents.shape[0], 0), latent_lens * 0
         with torch.inference_mode():
@@ -294,22 +426,18 @@ class Synthesizer:
         request = job.request
         out, rate = audio_output.render(wav, self.sample_rate, request.voice, request.audio)
         counts = [job.tokens[i] for i, part in enumerate(job.parts) if isinstance(part, Segment)]
-        return SynthesisResult(out, rate, request.audio.format, counts, wav.shape[0])
+        return SynthesisResult(out, rate, request.audio.format, counts, wav.shape[0], request.audio.bitrate)
+
+
+def _pitch(job: _Job) -> float:
+    return prosody.pitch_factor(job.request.voice.pitch)
+
+
+def _stretch(job: _Job) -> float:
+    return prosody.stretch_factor(job.request.voice.speed, job.request.voice.pitch)
 
 
 def _pad_ids(rows: Sequence, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Id lists or 1-D tensors -> ``(ids (b, n) int64 padded with 0, lens (b,))`` on ``device``."""
     ids, lens, _ = pad_sequences([torch.as_tensor(r, dtype=torch.long).cpu() for r in rows], pad_value=0)
     return ids.to(device), lens.to(device)
-
-
-def _ar_prompt(jobs: list[_Job], device: torch.device) -> dict[str, torch.Tensor]:
-    """The one-shot prompt of the AR model: the reference's transcript and its audio tokens."""
-    prompt_text, prompt_text_lens = _pad_ids([job.prompt_text for job in jobs], device)
-    prompt_tokens, prompt_lens = _pad_ids([job.prompt.tokens for job in jobs], device)
-    return {
-        "prompt_text": prompt_text,
-        "prompt_text_lens": prompt_text_lens,
-        "prompt_tokens": prompt_tokens,
-        "prompt_lens": prompt_lens,
-    }

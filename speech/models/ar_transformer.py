@@ -19,6 +19,7 @@ static KV cache and then decodes one token per step for the whole batch; every r
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from contextlib import contextmanager
 from typing import NamedTuple
 
@@ -365,6 +366,45 @@ class ARTransformer(nn.Module):
         Returns:
             ``(tokens (b, k) int64, token_lens (b,))``: only the new tokens (no prompt, no EOS), 0-padded.
         """
+        stream = self.generate_stream(
+            speaker=speaker, text=text, text_lens=text_lens, prompt_text=prompt_text,
+            prompt_text_lens=prompt_text_lens, prompt_tokens=prompt_tokens, prompt_lens=prompt_lens,
+            temperature=temperature, top_k=top_k, top_p=top_p, ras_window=ras_window,
+            ras_threshold=ras_threshold, min_tokens_per_text=min_tokens_per_text,
+            max_tokens_per_text=max_tokens_per_text, max_tokens=max_tokens, generator=generator,
+        )  # fmt: skip
+        while True:
+            try:
+                next(stream)
+            except StopIteration as end:
+                return end.value
+
+    @torch.inference_mode()
+    def generate_stream(
+        self,
+        *,
+        speaker: torch.Tensor,
+        text: torch.Tensor,
+        text_lens: torch.Tensor,
+        prompt_text: torch.Tensor | None = None,
+        prompt_text_lens: torch.Tensor | None = None,
+        prompt_tokens: torch.Tensor | None = None,
+        prompt_lens: torch.Tensor | None = None,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        ras_window: int = 10,
+        ras_threshold: float = 0.1,
+        min_tokens_per_text: float = MIN_TOKENS_PER_TEXT,
+        max_tokens_per_text: float = MAX_TOKENS_PER_TEXT,
+        max_tokens: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Generator[torch.Tensor, None, tuple[torch.Tensor, torch.Tensor]]:
+        """:meth:`generate` one step at a time, for streaming: yields each step's tokens ``(b,)``.
+
+        A row's tokens after its first EOS are meaningless. Takes :meth:`generate`'s arguments, and returns
+        (as the generator's ``StopIteration.value``) what :meth:`generate` returns.
+        """
         prefix = self._prefix(speaker, text, text_lens, prompt_text, prompt_text_lens, prompt_tokens,
                               prompt_lens)  # fmt: skip
         x, lens, _ = pack(prefix, left_pad=True)
@@ -401,6 +441,7 @@ class ARTransformer(nn.Module):
             if i >= first_cap:
                 token = token.masked_fill(max_new <= i, self.eos_id)
             out[:, i] = token
+            yield token
             done |= token == self.eos_id
             if i == steps - 1 or bool(done.all()):
                 break

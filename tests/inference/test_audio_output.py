@@ -1,15 +1,40 @@
 """Rendering and encoding the output audio: volume, sample rate, channels, wav/flac/pcm/mp3 bytes."""
 
 import io
+import re
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 from speech.inference import audio_output
-from speech.inference.request import AudioSetting, VoiceSetting
+from speech.inference.request import BITRATES, SAMPLE_RATES, AudioSetting, RequestError, VoiceSetting
 
 SR = 16000
+
+# ISO 11172-3 / 13818-3 layer III tables: kbps by bitrate index, Hz by sample-rate index, per MPEG version
+# (the header's 2 version bits: 3 = MPEG-1, 2 = MPEG-2, 0 = MPEG-2.5).
+_KBPS = {
+    3: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    2: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+}
+_KBPS[0] = _KBPS[2]
+_HZ = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+# Which Speech-02 bitrates each output rate carries (MPEG-1 up to 320 kbps, MPEG-2 160, MPEG-2.5 64).
+CARRIED = {8000: (32000, 64000), 16000: (32000, 64000, 128000), 22050: (32000, 64000, 128000)}
+CARRIED |= {24000: CARRIED[16000], 32000: BITRATES, 44100: BITRATES}
+
+
+def mp3_frames(data: bytes) -> list[tuple[int, int]]:
+    """``(sample_rate Hz, bitrate bit/s)`` of each layer III frame, walked from the first frame header."""
+    is_header = lambda i: i + 4 <= len(data) and data[i] == 0xFF and data[i + 1] & 0xE6 == 0xE2  # sync, III
+    i, frames = next(i for i in range(len(data)) if is_header(i)), []
+    while is_header(i):
+        version, kbps_index, hz_index = (data[i + 1] >> 3) & 3, data[i + 2] >> 4, (data[i + 2] >> 2) & 3
+        kbps, hz = _KBPS[version][kbps_index], _HZ[version][hz_index]
+        frames.append((hz, kbps * 1000))
+        i += (144 if version == 3 else 72) * kbps * 1000 // hz + ((data[i + 2] >> 1) & 1)  # + padding byte
+    return frames
 
 
 @pytest.fixture
@@ -51,6 +76,55 @@ def test_mp3_encodes(tone):
     wav, rate = sf.read(io.BytesIO(data), dtype="float32")
     assert rate == SR and abs(len(wav) - len(tone)) < 2000  # the codec adds encoder delay/padding
     assert np.sqrt(np.mean(wav**2)) == pytest.approx(0.25 / np.sqrt(2), rel=0.1)
+
+
+def test_mp3_bitrates_per_rate():
+    assert {rate: audio_output.mp3_bitrates(rate) for rate in SAMPLE_RATES} == CARRIED
+
+
+@pytest.mark.parametrize(
+    ("rate", "bitrate"), [(rate, bitrate) for rate, bitrates in CARRIED.items() for bitrate in bitrates]
+)
+def test_mp3_bitrate_is_written_exactly(rate, bitrate):
+    tone = (0.25 * np.sin(2 * np.pi * 220 * np.arange(rate) / rate)).astype(np.float32)
+    data = audio_output.encode(tone, rate, "mp3", bitrate=bitrate)
+    frames = mp3_frames(data)
+    # Constant bitrate: every frame of the whole 1 s stream (1152 samples a frame in MPEG-1, 576 else).
+    assert set(frames) == {(rate, bitrate)} and len(frames) * (1152 if rate >= 32000 else 576) >= rate
+    wav, decoded_rate = sf.read(io.BytesIO(data), dtype="float32")
+    assert decoded_rate == rate and abs(len(wav) - rate) < 2500
+    assert np.sqrt(np.mean(wav**2)) == pytest.approx(0.25 / np.sqrt(2), rel=0.1)
+
+
+def test_mp3_bitrate_reaches_a_file(tmp_path, tone):
+    stereo = np.stack([tone, tone], axis=1)
+    path = audio_output.write(tmp_path / "out.mp3", stereo, SR, "mp3", bitrate=64000)
+    assert set(mp3_frames(path.read_bytes())) == {(SR, 64000)} and sf.info(path).channels == 2
+
+
+@pytest.mark.parametrize(
+    ("rate", "bitrate", "allowed", "carriers"),
+    [
+        (24000, 256000, "[32000, 64000, 128000]", "[32000, 44100]"),
+        (8000, 128000, "[32000, 64000]", "[16000, 22050, 24000, 32000, 44100]"),
+    ],
+)
+def test_mp3_bitrate_the_rate_cannot_carry(rate, bitrate, allowed, carriers):
+    message = f"mp3 at {rate} Hz cannot carry {bitrate} bit/s: allowed there {allowed}; {bitrate} bit/s needs"
+    with pytest.raises(ValueError, match=re.escape(f"{message} a sample rate in {carriers}")):
+        audio_output.encode(np.zeros(rate, np.float32), rate, "mp3", bitrate=bitrate)
+    with pytest.raises(RequestError, match=re.escape(f"audio.bitrate: {message}")):
+        AudioSetting(sample_rate=rate, format="mp3", bitrate=bitrate).validate()
+
+
+def test_bitrate_is_refused_off_mp3_and_off_the_list(tone):
+    with pytest.raises(ValueError, match="a bitrate applies to mp3 only, the format is 'wav'"):
+        audio_output.encode(tone, SR, "wav", bitrate=128000)
+    with pytest.raises(ValueError, match=r"one of \[32000, 64000, 128000, 256000\] bit/s, got 96000"):
+        audio_output.encode(tone, SR, "mp3", bitrate=96000)
+    # Without a sample_rate the pair is checked when encoding at the model's rate; with one, up front.
+    AudioSetting(format="mp3", bitrate=256000).validate()
+    AudioSetting(sample_rate=44100, format="mp3", bitrate=256000).validate()
 
 
 def test_write_stereo_wav(tmp_path, tone):

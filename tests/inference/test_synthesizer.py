@@ -150,8 +150,8 @@ def test_errors_name_the_request(synth, references):
     requests = [req("alpha", references[0]), req("beta", references[0], voice=VoiceSetting(volume=20))]
     with pytest.raises(RequestError, match=r"^requests\[1\]\.voice\.volume: must be a number in \(0, 10\]"):
         synth.synthesize_batch(requests)
-    with pytest.raises(NotImplementedError, match=r"^requests\[0\]: voice.speed is not implemented yet"):
-        synth.synthesize(req("alpha", references[0], voice=VoiceSetting(speed=0.8)))
+    with pytest.raises(NotImplementedError, match=r"^requests\[0\]: voice.emotion is not implemented yet"):
+        synth.synthesize(req("alpha", references[0], voice=VoiceSetting(emotion="sad")))
     with pytest.raises(RequestError, match=r"^requests\[0\]\.text: .*nothing to speak"):
         synth.synthesize(req("alpha<#1#>...", references[0]))
     with pytest.raises(
@@ -160,3 +160,89 @@ def test_errors_name_the_request(synth, references):
         synth.synthesize(req("alpha", references[0], prompt_text="\u200b"))  # zero-width space
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         synth.synthesize_batch(requests, batch_size=0)
+
+
+@pytest.mark.parametrize(("speed", "pitch"), [(2.0, 0), (0.5, 0), (1.0, 12), (1.0, -5), (0.8, 3)])
+@pytest.mark.parametrize("prompt_text", [None, "gamma delta"])
+def test_speed_sets_the_duration_and_pitch_keeps_it(synth, references, speed, pitch, prompt_text):
+    plain = synth.synthesize(req("alpha beta gamma", references[2], prompt_text=prompt_text))
+    voice = VoiceSetting(speed=speed, pitch=pitch)
+    result = synth.synthesize(req("alpha beta gamma", references[2], prompt_text=prompt_text, voice=voice))
+    assert (
+        result.token_counts == plain.token_counts
+    )  # the same tokens: speed and pitch act after the AR model
+    frames = round(plain.token_counts[0] * FRAMES_PER_TOKEN * 2 ** (pitch / 12) / speed)
+    assert result.model_samples == pytest.approx(frames * HOP / 2 ** (pitch / 12), abs=1)
+    assert np.isfinite(result.audio).all() and np.abs(result.audio).max() > 0
+
+
+def test_speed_and_pitch_can_differ_within_a_batch(synth, references):
+    requests = [
+        req("alpha beta", references[0], voice=VoiceSetting(speed=2.0)),
+        req("gamma delta", references[1], voice=VoiceSetting(pitch=7)),
+        req("epsilon zeta", references[2]),
+    ]
+    for together, request in zip(synth.synthesize_batch(requests), requests, strict=True):
+        np.testing.assert_allclose(together.audio, synth.synthesize(request).audio, atol=1e-4)
+
+
+def test_mp3_bitrate_reaches_the_bytes(synth, references):
+    result = synth.synthesize(req("alpha", references[0], audio=AudioSetting(format="mp3", bitrate=32000)))
+    data = result.to_bytes()
+    assert data[:2] in (b"\xff\xf3", b"\xff\xe3") or b"\xff\xf3" in data[:4096]  # MPEG-2 frames at 16 kHz
+    header = data[data.index(b"\xff\xf3") :][:4]
+    assert header[2] >> 4 == 4  # MPEG-2 layer III bitrate index 4 = 32 kbps
+    with pytest.raises(RequestError, match=r"^requests\[0\]\.audio\.bitrate: mp3 at 16000 Hz cannot carry"):
+        synth.synthesize(req("alpha", references[0], audio=AudioSetting(format="mp3", bitrate=256000)))
+
+
+def stream_chunks(synth, request, chunk_tokens):
+    return list(synth.stream(request, chunk_tokens=chunk_tokens))
+
+
+@pytest.mark.parametrize("prompt_text", [None, "gamma delta"])
+def test_stream_yields_the_utterance_in_chunks(synth, references, prompt_text):
+    request = req("alpha beta gamma delta epsilon", references[2], prompt_text=prompt_text)
+    (n,) = synth.synthesize(request).token_counts  # greedy: the stream's AR makes the same tokens
+    chunks = stream_chunks(synth, request, chunk_tokens=4)
+    assert len(chunks) >= n // 4 and all(c.dtype == np.float32 and c.size for c in chunks)
+    audio = np.concatenate(chunks)
+    assert audio.shape == (n * SAMPLES_PER_TOKEN,) and np.isfinite(audio).all()
+    # One chunk of every token: flow matching sees all tokens at once, as synthesize's does.
+    (once,) = stream_chunks(synth, request, chunk_tokens=10_000)
+    np.testing.assert_allclose(once, synth.synthesize(request).audio, atol=1e-4)
+
+
+def test_stream_starts_before_generation_ends(synth, references, monkeypatch):
+    steps = []
+    original = synth.ar._step
+    monkeypatch.setattr(synth.ar, "_step", lambda *a, **k: steps.append(1) or original(*a, **k))
+    chunks = synth.stream(req("alpha beta gamma delta epsilon zeta", references[0]), chunk_tokens=3)
+    next(chunks)
+    at_first_chunk = len(steps)
+    rest = list(chunks)
+    assert rest and at_first_chunk < len(steps)
+
+
+def test_stream_renders_pauses_speed_pitch_and_the_output_format(synth, references):
+    voice, audio = VoiceSetting(speed=2.0, pitch=12, volume=0.5), AudioSetting(sample_rate=8000, channel=2)
+    request = req("alpha beta gamma<#0.5#>delta", references[1], voice=voice, audio=audio)
+    whole = synth.synthesize(request)
+    streamed = np.concatenate(stream_chunks(synth, request, chunk_tokens=3))
+    assert streamed.shape[1] == 2 and streamed.shape[0] == pytest.approx(whole.audio.shape[0], abs=2)
+    # The pause is there: half a second of exact silence at 8 kHz somewhere in the middle.
+    silent = np.flatnonzero(np.abs(streamed[:, 0]) < 1e-4)
+    runs = np.split(silent, np.flatnonzero(np.diff(silent) != 1) + 1)
+    assert max(len(r) for r in runs) >= 0.5 * 8000 - 120  # the resampler rings into its edges
+
+
+def test_stream_errors(synth, references):
+    with pytest.raises(
+        RequestError, match=r"^requests\[0\]\.stream: synthesize\(\) returns whole utterances"
+    ):
+        synth.synthesize(req("alpha", references[0], stream=True))
+    assert stream_chunks(synth, req("alpha", references[0], stream=True), chunk_tokens=5)
+    with pytest.raises(ValueError, match="chunk_tokens must be an integer >= 1, got 0"):
+        next(synth.stream(req("alpha", references[0]), chunk_tokens=0))
+    with pytest.raises(RequestError, match=r"^requests\[0\]\.voice\.speed"):
+        next(synth.stream(req("alpha", references[0], voice=VoiceSetting(speed=3.0))))
