@@ -1,6 +1,7 @@
 """Speech from trained checkpoints: one utterance, or a whole Seed-TTS meta.lst (configs/infer.yaml).
 
 python infer.py ar_ckpt=A.ckpt fm_ckpt=F.ckpt text="Hello there." ref_wav=ref.wav out=out.wav
+python infer.py ar_ckpt=A.ckpt fm_ckpt=F.ckpt text="Hello there." ref_wav=ref.wav out=out.wav stream=true
 python infer.py ar_ckpt=A.ckpt fm_ckpt=F.ckpt meta=seedtts/en/meta.lst out_dir=out/en mode=one_shot
 """
 
@@ -11,11 +12,12 @@ import time
 from pathlib import Path
 
 import hydra
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from speech.inference import SynthesisRequest, Synthesizer
+from speech.inference import SynthesisRequest, Synthesizer, audio_output
 from speech.inference.batch_runner import MODES, run_meta
 from speech.inference.request import FORMATS
 
@@ -38,12 +40,27 @@ def request_factory(cfg: DictConfig) -> functools.partial:
 def synthesize_one(synth: Synthesizer, cfg: DictConfig, make: functools.partial) -> dict[str, float]:
     """``text`` (+ ``ref_wav``, optional ``prompt_text``) -> ``out``; prints and returns the RTF."""
     out = Path(cfg.out)
+    request = make(text=cfg.text, reference=cfg.ref_wav, prompt_text=cfg.prompt_text, stream=cfg.stream)
     start = time.perf_counter()
-    result = synth.synthesize(make(text=cfg.text, reference=cfg.ref_wav, prompt_text=cfg.prompt_text))
-    wall = time.perf_counter() - start
-    result.save(out)
-    print(f"wrote {out}: {result.duration:.2f} s of audio in {wall:.2f} s, RTF {wall / result.duration:.3f}")
-    return {"audio_seconds": result.duration, "wall_seconds": wall, "rtf": wall / result.duration}
+    if not cfg.stream:
+        result = synth.synthesize(request)
+        wall = time.perf_counter() - start
+        result.save(out)
+        audio_seconds, extra = result.duration, {}
+    else:
+        chunks, first = [], None
+        for chunk in synth.stream(request, chunk_tokens=cfg.chunk_tokens):
+            first = time.perf_counter() - start if first is None else first
+            chunks.append(chunk)
+        wall = time.perf_counter() - start
+        rate = request.audio.sample_rate or synth.sample_rate
+        audio = np.concatenate(chunks)
+        audio_output.write(out, audio, rate, request.audio.format, request.audio.bitrate)
+        audio_seconds, extra = len(audio) / rate, {"first_chunk_seconds": first, "chunks": len(chunks)}
+        print(f"streamed {len(chunks)} chunks, the first after {first:.2f} s")
+    rtf = wall / audio_seconds
+    print(f"wrote {out}: {audio_seconds:.2f} s of audio in {wall:.2f} s, RTF {rtf:.3f}")
+    return {"audio_seconds": audio_seconds, "wall_seconds": wall, "rtf": rtf, **extra}
 
 
 def check_args(cfg: DictConfig) -> None:
@@ -53,6 +70,8 @@ def check_args(cfg: DictConfig) -> None:
             raise ValueError("meta=... needs out_dir=... (where the <utt>.wav files go)")
         if cfg.mode not in MODES:
             raise ValueError(f"mode must be one of {list(MODES)}, got {cfg.mode!r}")
+        if cfg.stream:
+            raise ValueError("stream=true streams one utterance (text=...), not a meta.lst")
         return
     if cfg.text is None or cfg.ref_wav is None:
         raise ValueError(
@@ -68,7 +87,13 @@ def main(cfg: DictConfig) -> dict[str, float]:
     check_args(cfg)
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     synth = Synthesizer.from_checkpoints(
-        cfg.ar_ckpt, cfg.fm_ckpt, cfg.tokenizer_ckpt, cfg.flow_vae_ckpt, device=device, use_ema=cfg.use_ema
+        cfg.ar_ckpt,
+        cfg.fm_ckpt,
+        cfg.tokenizer_ckpt,
+        cfg.flow_vae_ckpt,
+        device=device,
+        use_ema=cfg.use_ema,
+        max_segment_tokens=cfg.max_segment_tokens,
     )
     make = request_factory(cfg)
     if cfg.meta is None:

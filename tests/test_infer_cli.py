@@ -66,6 +66,18 @@ def test_single_utterance_zero_and_one_shot(setup, monkeypatch, capsys):
         run(monkeypatch, *setup["common"], f"meta={setup['meta']}", f"out_dir={root}", "mode=two_shot")
 
 
+def test_single_utterance_streamed_at_speed_as_mp3(setup, monkeypatch, capsys):
+    root, ref = setup["root"], setup["refs"][0]
+    run(monkeypatch, *setup["common"], "text=alpha beta gamma delta", f"ref_wav={ref}", "prompt_text=mu",
+        f"out={root / 's.mp3'}", "audio.format=mp3", "audio.bitrate=64000", "stream=true", "chunk_tokens=4",
+        "voice.speed=2.0", "voice.pitch=-3")  # fmt: skip
+    out = capsys.readouterr().out
+    assert "the first after" in out and "RTF" in out
+    assert sf.info(root / "s.mp3").format == "MP3" and sf.info(root / "s.mp3").samplerate == 16000
+    with pytest.raises(ValueError, match="stream=true streams one utterance"):
+        run(monkeypatch, *setup["common"], f"meta={setup['meta']}", f"out_dir={root}", "stream=true")
+
+
 @pytest.mark.parametrize("mode", ["zero_shot", "one_shot"])
 def test_meta_list_batched_and_resumable(setup, monkeypatch, capsys, mode):
     out = setup["root"] / f"out_{mode}"

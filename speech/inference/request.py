@@ -1,9 +1,9 @@
 """What one synthesis asks for, shaped after the Speech-02 T2A request (docs/inference.md).
 
-The Speech-02 options are grouped as in its API (``voice_setting``, ``audio_setting``, ...), so options still
-to come (speed, pitch, emotion, streaming, mp3 bitrate) get an implementation without reshaping the API.
-Until then such an option raises ``NotImplementedError`` naming it when set to anything but its neutral
-value; nothing is silently ignored. docs/inference.md lists what is implemented.
+The Speech-02 options are grouped as in its API (``voice_setting``, ``audio_setting``, ...). All of them
+are implemented except ``emotion``, which needs per-emotion LoRA adapters on the AR model (MiniMax-Speech
+section 4.1) that this implementation does not have yet: any value but ``None`` raises
+``NotImplementedError`` naming it; nothing is silently ignored.
 
 ``validate()`` checks every field and raises ``RequestError`` naming the field and what it allows.
 """
@@ -65,7 +65,8 @@ class VoiceSetting:
         speed: Speaking rate in [0.5, 2] (2: half the duration), pitch kept (``speech.inference.prosody``).
         volume: Gain factor in (0, 10]; 1.0 leaves the model's level.
         pitch: Semitones, integer in [-12, 12], duration kept.
-        emotion: One of ``EMOTIONS`` or ``None`` (the model's own choice); only ``None`` is implemented.
+        emotion: One of ``EMOTIONS`` or ``None`` (the model's own choice); only ``None`` is implemented
+            (see the module docstring).
     """
 
     speed: float = 1.0
@@ -93,7 +94,10 @@ class VoiceSetting:
 
     def check_implemented(self) -> None:
         if self.emotion is not None:
-            raise _not_implemented("voice.emotion", f"got {self.emotion!r}, only None is supported")
+            raise _not_implemented(
+                "voice.emotion",
+                f"got {self.emotion!r}: it needs per-emotion LoRA adapters on the AR model (paper, 4.1)",
+            )
 
 
 @dataclass
@@ -134,9 +138,6 @@ class AudioSetting:
                 raise RequestError("audio.bitrate", problem)
         if self.channel not in CHANNELS:
             raise RequestError("audio.channel", f"must be one of {list(CHANNELS)}, got {self.channel!r}")
-
-    def check_implemented(self) -> None:
-        """Every audio option is implemented."""
 
 
 AR_OPTIONS = ("temperature", "top_k", "top_p", "ras_window", "ras_threshold", "max_tokens")
@@ -263,7 +264,6 @@ class SynthesisRequest:
         if not isinstance(self.stream, bool):
             raise RequestError("stream", f"must be True or False, got {self.stream!r}")
         self.voice.check_implemented()
-        self.audio.check_implemented()
 
     def _validate_text(self) -> None:
         if not isinstance(self.text, str) or not self.text.strip():

@@ -35,10 +35,17 @@ from speech.inference.loading import load_pipeline
 from speech.inference.request import RequestError, SamplingSetting, SynthesisRequest
 from speech.inference.text_frontend import Segment, encode_text, split_text
 from speech.inference.voice import Prompt, VoiceEncoder, load_reference
+from speech.models.ar_transformer import MAX_TOKENS_PER_TEXT
 from speech.text.bpe import TextTokenizer
 from speech.text.pauses import Pause
 
 STREAM_CHUNK_TOKENS = 25  # audio tokens per streamed chunk: 1 s of speech at 25 Hz
+
+
+def default_segment_tokens(max_len: int) -> int:
+    """The longest text segment (BPE tokens) whose speech surely fits the AR model's ``max_len`` positions
+    with room for a one-shot prompt as long again: ``max_len / (2 (1 + MAX_TOKENS_PER_TEXT))``."""
+    return max(1, int(max_len // (2 * (1 + MAX_TOKENS_PER_TEXT))))
 
 
 @dataclass
@@ -101,6 +108,9 @@ class Synthesizer:
         mel: The log-mel front end every model was trained with.
         max_reference_seconds: ``(AR, flow matching)``: seconds of a reference each speaker encoder reads
             (``None``: all of it).
+        max_segment_tokens: Longer text (between pauses) is cut into segments of at most this many BPE
+            tokens at sentence, clause and word boundaries (``text_frontend.split_text``), generated as
+            separate rows and joined. ``None``: ``default_segment_tokens(ar.max_len)``.
     """
 
     def __init__(
@@ -113,6 +123,7 @@ class Synthesizer:
         mel: nn.Module,
         *,
         max_reference_seconds: tuple[float | None, float | None] = (None, None),
+        max_segment_tokens: int | None = None,
     ) -> None:
         self.ar, self.fm, self.flow_vae = ar.eval(), flow_matching.eval(), flow_vae.eval()
         self.text_tokenizer, self.mel = text_tokenizer, mel
@@ -125,6 +136,15 @@ class Synthesizer:
             frames_per_token=flow_matching.frames_per_token,
             max_reference_seconds=max_reference_seconds,
         )
+        if max_segment_tokens is None:
+            max_segment_tokens = default_segment_tokens(ar.max_len)
+        if (
+            isinstance(max_segment_tokens, bool)
+            or not isinstance(max_segment_tokens, int)
+            or max_segment_tokens < 1
+        ):
+            raise ValueError(f"max_segment_tokens must be None or an int >= 1, got {max_segment_tokens!r}")
+        self.max_segment_tokens = max_segment_tokens
         self._context: int | None = None  # the streaming decoder's, see _decoder_context
 
     @classmethod
@@ -137,6 +157,7 @@ class Synthesizer:
         *,
         device: str | torch.device = "cpu",
         use_ema: bool = True,
+        max_segment_tokens: int | None = None,
     ) -> Synthesizer:
         """Rebuilds every model from checkpoint files alone (``speech.inference.loading.load_pipeline``).
 
@@ -146,8 +167,10 @@ class Synthesizer:
                 AR / flow-matching configs.
             device: Where the models run.
             use_ema: Use a checkpoint's EMA weights when it has them.
+            max_segment_tokens: See the class.
         """
-        return cls(**load_pipeline(ar, flow_matching, tokenizer, flow_vae, device=device, use_ema=use_ema))
+        models = load_pipeline(ar, flow_matching, tokenizer, flow_vae, device=device, use_ema=use_ema)
+        return cls(**models, max_segment_tokens=max_segment_tokens)
 
     @property
     def sample_rate(self) -> int:
@@ -251,7 +274,13 @@ class Synthesizer:
     def _encode_texts(self, request: SynthesisRequest) -> tuple[list[Segment | Pause], list[int] | None]:
         """The text's segments and pauses, and the one-shot prompt text's BPE ids (``None``: zero-shot)."""
         try:
-            parts = split_text(request.text, request.language, self.text_tokenizer, request.pronunciations())
+            parts = split_text(
+                request.text,
+                request.language,
+                self.text_tokenizer,
+                request.pronunciations(),
+                max_tokens=self.max_segment_tokens,
+            )
         except ValueError as err:
             raise RequestError("text", str(err)) from err
         if not request.one_shot:

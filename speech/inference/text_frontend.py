@@ -1,7 +1,8 @@
-"""Request text -> what the AR model reads: pronunciation substitutions, pauses, normalization, BPE.
+"""Request text -> what the AR model reads: substitutions, pauses, long-text cuts, normalization, BPE.
 
 The order matters: substitutions apply to the text as the user wrote it (so an entry for "Dr." matches
-before "Dr." becomes "Doctor"); pause markers then split the text; each piece is normalized the way the
+before "Dr." becomes "Doctor"); pause markers then split the text; a piece too long for the AR model is cut
+into sentence-sized chunks of raw text (``max_tokens``); each piece or chunk is normalized the way the
 data pipeline normalizes transcripts (``normalize_text(text, language)``, speech/data/manifest.py) and
 encoded with the text BPE without special tokens, as the training batches are (speech/data/dataset.py).
 """
@@ -10,10 +11,24 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import pairwise
 
 from speech.text.bpe import TextTokenizer
 from speech.text.normalize import normalize_text
 from speech.text.pauses import Pause, parse_pauses
+
+_CLOSERS = "\"'”’)\\]」』）"
+# A full stop after an abbreviation that normalize_text expands ("Dr. Smith") ends no sentence.
+_ABBREVIATION = r"(?<!\b(?:Mr|Ms|Dr|Jr|Sr|St|Mt|No|vs))(?<!\b(?:Mrs|e\.g|i\.e))(?<!\bProf)"
+# Where long text may be cut, coarsest first: sentence ends and line breaks, clause punctuation, spaces,
+# after any CJK character. A cut falls at the end of a match, so punctuation and the whitespace after it
+# stay with the text before the cut; ASCII punctuation cuts only before whitespace (not in "3.14", "1,000").
+_CUTS = (
+    re.compile(rf"{_ABBREVIATION}[.!?;]+[{_CLOSERS}]*(?:\s+|$)|[…。！？；]+[{_CLOSERS}]*\s*|\n\s*"),
+    re.compile(rf"[,:]+[{_CLOSERS}]*\s+|[，、：][{_CLOSERS}]*\s*|\s*(?:[—–]+|--+)\s*"),
+    re.compile(r"\s+"),
+    re.compile(r"[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff01-\uff60]"),
+)
 
 
 @dataclass(frozen=True)
@@ -22,6 +37,18 @@ class Segment:
 
     text: str
     tokens: list[int]
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """Raw text, the BPE length of its normalization and whether that has a letter, digit or CJK character."""
+
+    raw: str
+    length: int
+    speakable: bool
+
+    def __add__(self, other: _Chunk) -> _Chunk:
+        return _Chunk(self.raw + other.raw, self.length + other.length, self.speakable or other.speakable)
 
 
 def apply_pronunciations(text: str, pairs: list[tuple[str, str]]) -> str:
@@ -52,18 +79,122 @@ def encode_text(text: str, language: str, tokenizer: TextTokenizer) -> Segment:
 
 
 def split_text(
-    text: str, language: str, tokenizer: TextTokenizer, pairs: list[tuple[str, str]] = ()
+    text: str,
+    language: str,
+    tokenizer: TextTokenizer,
+    pairs: list[tuple[str, str]] = (),
+    max_tokens: int | None = None,
 ) -> list[Segment | Pause]:
     """The request text as segments to synthesize and pauses between them.
+
+    A piece between pause markers longer than ``max_tokens`` BPE tokens (counted after normalization) is
+    cut into consecutive segments of its raw text: whole sentences packed greedily; a sentence too long
+    alone is cut at clause punctuation, its clauses packed; a clause too long between words; a word too
+    long after each CJK character. A chunk with nothing to speak (only punctuation) joins its neighbour.
+    Every segment holds at most ``max_tokens`` tokens, except a single word longer than that with its
+    punctuation (text is never cut inside a word or a number, nor inside Latin text within CJK text).
+    Each segment is normalized alone, so a rule that reads across a word cut ("$5 million") may differ.
 
     Args:
         text: Raw text, possibly with ``<#x#>`` pause markers.
         language: Language code for normalization.
         tokenizer: The AR model's text BPE.
         pairs: Pronunciation substitutions (``SynthesisRequest.pronunciations()``).
+        max_tokens: Longest segment in BPE tokens, at least 1; ``None`` keeps each piece between pause
+            markers whole.
 
     Returns:
-        ``Segment`` s alternating with ``Pause`` s, starting and ending with a segment.
+        ``Segment`` s and ``Pause`` s in text order, starting and ending with a segment; a pause stands
+        exactly where each marker was, and consecutive segments are the cuts of one long piece.
+
+    Raises:
+        ValueError: ``max_tokens`` is not ``None`` or an int >= 1, the text is empty, a piece normalizes
+            to nothing to speak, or a pause marker is malformed or misplaced (``PauseMarkerError``).
     """
-    parts = parse_pauses(apply_pronunciations(text, list(pairs)))
-    return [p if isinstance(p, Pause) else encode_text(p.text, language, tokenizer) for p in parts]
+    if max_tokens is not None and (
+        not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1
+    ):
+        raise ValueError(f"max_tokens must be None (no cutting) or an int >= 1, got {max_tokens!r}")
+    parts: list[Segment | Pause] = []
+    for part in parse_pauses(apply_pronunciations(text, list(pairs))):
+        if isinstance(part, Pause):
+            parts.append(part)
+        elif max_tokens is None:
+            parts.append(encode_text(part.text, language, tokenizer))
+        else:
+            parts += _cut_long(part.text, language, tokenizer, max_tokens)
+    return parts
+
+
+def _cut_long(text: str, language: str, tokenizer: TextTokenizer, max_tokens: int) -> list[Segment]:
+    """``text`` as segments of at most ``max_tokens`` tokens where possible (see ``split_text``)."""
+
+    def measure(raw: str) -> _Chunk:
+        normalized = normalize_text(raw, language)
+        return _Chunk(raw, len(tokenizer.encode(normalized)), any(ch.isalnum() for ch in normalized))
+
+    def cut(raw: str, level: int) -> list[Segment]:
+        """``raw`` cut at ``_CUTS[level]``: runs of pieces that fit are packed, longer pieces cut finer."""
+        segments: list[Segment] = []
+        run: list[_Chunk] = []
+        for chunk in _merge_unspeakable([measure(piece) for piece in _pieces(raw, _CUTS[level])]):
+            if chunk.length <= max_tokens or level + 1 == len(_CUTS):
+                run.append(chunk)
+            else:
+                segments += _pack(run, language, tokenizer, max_tokens) + cut(chunk.raw, level + 1)
+                run = []
+        return segments + _pack(run, language, tokenizer, max_tokens)
+
+    if measure(text).length <= max_tokens:
+        return [encode_text(text, language, tokenizer)]
+    return cut(text, 0)
+
+
+def _pieces(text: str, pattern: re.Pattern) -> list[str]:
+    """``text`` cut after every match of ``pattern``; the pieces join back to ``text``."""
+    bounds = [0, *(m.end() for m in pattern.finditer(text)), len(text)]
+    return [text[a:b] for a, b in pairwise(bounds) if a < b]
+
+
+def _merge_unspeakable(chunks: list[_Chunk]) -> list[_Chunk]:
+    """Joins each chunk with nothing to speak to the chunk before it (the first one: the chunk after)."""
+    merged: list[_Chunk] = []
+    for chunk in chunks:
+        if merged and not (chunk.speakable and merged[-1].speakable):
+            merged[-1] += chunk
+        else:
+            merged.append(chunk)
+    return merged
+
+
+def _pack(chunks: list[_Chunk], language: str, tokenizer: TextTokenizer, max_tokens: int) -> list[Segment]:
+    """Consecutive chunks packed greedily by their summed lengths into segments of at most ``max_tokens``.
+
+    A pack is encoded as one text, which can take more tokens than its chunks apart (a space before a word
+    is a token of its own when the BPE has not merged it); a pack over the limit is shortened to the most
+    chunks that fit, found by bisection, or to its first chunk.
+    """
+
+    def encode(start: int, end: int) -> Segment:
+        return encode_text("".join(c.raw for c in chunks[start:end]), language, tokenizer)
+
+    segments: list[Segment] = []
+    start = 0
+    while start < len(chunks):
+        end, length = start + 1, chunks[start].length
+        while end < len(chunks) and length + chunks[end].length <= max_tokens:
+            length += chunks[end].length
+            end += 1
+        segment = encode(start, end)
+        if len(segment.tokens) > max_tokens:
+            fits, too_long = start + 1, end  # ends of packs: one chunk always goes, ``end`` is too long
+            while too_long - fits > 1:
+                middle = (fits + too_long) // 2
+                if len(encode(start, middle).tokens) <= max_tokens:
+                    fits = middle
+                else:
+                    too_long = middle
+            end, segment = fits, encode(start, fits)
+        segments.append(segment)
+        start = end
+    return segments

@@ -246,3 +246,21 @@ def test_stream_errors(synth, references):
         next(synth.stream(req("alpha", references[0]), chunk_tokens=0))
     with pytest.raises(RequestError, match=r"^requests\[0\]\.voice\.speed"):
         next(synth.stream(req("alpha", references[0], voice=VoiceSetting(speed=3.0))))
+
+
+def test_long_text_is_cut_into_segments(checkpoints, references):
+    synth = Synthesizer.from_checkpoints(checkpoints["ar"], checkpoints["fm"], max_segment_tokens=12)
+    text = "alpha beta gamma. delta epsilon zeta eta, theta iota kappa. lambda mu alpha beta gamma delta."
+    result = synth.synthesize(req(text, references[0]))
+    segments = [s.text for s in synth._encode_texts(req(text, references[0]))[0]]
+    assert len(result.token_counts) == len(segments) > 1
+    assert all(len(synth.text_tokenizer.encode(s)) <= 12 for s in segments)
+    assert result.audio.shape == (sum(result.token_counts) * SAMPLES_PER_TOKEN,)  # joined without gaps
+    # Each segment is generated as if it had been its own request.
+    first = synth.synthesize(req(segments[0], references[0]))
+    assert first.token_counts[0] == result.token_counts[0]
+    streamed = np.concatenate(stream_chunks(synth, req(text, references[0]), chunk_tokens=1000))
+    np.testing.assert_allclose(streamed, result.audio, atol=1e-4)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match=f"max_segment_tokens must be None or an int >= 1, got {bad!r}"):
+            Synthesizer.from_checkpoints(checkpoints["ar"], checkpoints["fm"], max_segment_tokens=bad)
