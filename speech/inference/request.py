@@ -153,8 +153,9 @@ class SamplingSetting:
         ras_window, ras_threshold: Repetition-aware sampling of the AR model.
         max_tokens: Upper bound on new audio tokens per text segment (``None``: the model's rule).
         steps, solver, cfg_scale, noise_scale: Flow-matching ODE steps, solver, guidance, initial noise.
-        seed: Seeds generation; requests batched together share one generator, so a seed reproduces a
-            result for the same batch (a batch of one: per request).
+        seed: Seeds generation (the AR model and flow matching each get a generator from it); requests
+            batched together share them, so a seed reproduces a result for the same batch (a batch of one:
+            per request, streamed or not as far as the AR tokens go).
     """
 
     temperature: float = 1.0

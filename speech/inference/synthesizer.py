@@ -40,6 +40,8 @@ from speech.text.bpe import TextTokenizer
 from speech.text.pauses import Pause
 
 STREAM_CHUNK_TOKENS = 25  # audio tokens per streamed chunk: 1 s of speech at 25 Hz
+STREAM_CONTEXT_TOKENS = 50  # earlier tokens (2 s) whose latents prompt each streamed chunk's flow matching
+FM_SEED_OFFSET = 1 << 32  # flow matching's generator is seeded with seed + this
 
 
 def default_segment_tokens(max_len: int) -> int:
@@ -203,12 +205,17 @@ class Synthesizer:
         return [self._assemble(job) for job in jobs]
 
     def stream(
-        self, request: SynthesisRequest, chunk_tokens: int = STREAM_CHUNK_TOKENS
+        self,
+        request: SynthesisRequest,
+        chunk_tokens: int = STREAM_CHUNK_TOKENS,
+        context_tokens: int = STREAM_CONTEXT_TOKENS,
     ) -> Iterator[np.ndarray]:
         """Yields one request's audio in chunks while it is being generated.
 
         Every ``chunk_tokens`` audio tokens of a text segment (25 = 1 s of speech), flow matching renders the
-        new tokens, continuing the latents of the earlier chunks the way it continues a one-shot prompt; the
+        new tokens, continuing the latents of the last ``context_tokens`` tokens it rendered the way it
+        continues a one-shot prompt (after the one-shot prompt itself, if any), so a chunk costs the same
+        late in a long segment as early; the
         decoder runs on a window that gives exactly the samples of decoding everything at once
         (``streaming.IncrementalDecoder``); pitch, volume, rate and channels are applied with streaming
         resamplers. The request's fields mean what they mean for :meth:`synthesize` (``stream`` may be
@@ -222,8 +229,9 @@ class Synthesizer:
         Raises:
             RequestError, NotImplementedError: as :meth:`synthesize_batch`, before the first chunk.
         """
-        if isinstance(chunk_tokens, bool) or not isinstance(chunk_tokens, int) or chunk_tokens < 1:
-            raise ValueError(f"chunk_tokens must be an integer >= 1, got {chunk_tokens!r}")
+        for name, value, least in (("chunk_tokens", chunk_tokens, 1), ("context_tokens", context_tokens, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
         job = self._prepare(0, request, streaming=True)
         self._condition([job])
         render = audio_output.ChunkRenderer(self.sample_rate, request.voice, request.audio)
@@ -231,7 +239,7 @@ class Synthesizer:
             if isinstance(part, Pause):
                 pieces = [audio_output.silence(part.seconds, self.sample_rate)]
             else:
-                pieces = self._stream_segment(job, i, chunk_tokens)
+                pieces = self._stream_segment(job, i, chunk_tokens, context_tokens)
             for wav in pieces:
                 out = render(wav)
                 if out.size:
@@ -318,16 +326,16 @@ class Synthesizer:
 
     def _generate(self, batch: list[tuple[_Job, int]], sampling: SamplingSetting) -> None:
         """AR tokens -> FM latents -> audio for one batch of segments; stores them in their jobs."""
-        generator = self._generator(sampling)
+        ar_noise, fm_noise = self._generators(sampling)
         jobs = [job for job, _ in batch]
         tokens, token_lens = self.ar.generate(
-            **self._ar_inputs(batch), **sampling.ar_options(), generator=generator
+            **self._ar_inputs(batch), **sampling.ar_options(), generator=ar_noise
         )
         rows = [new[:n] for new, n in zip(tokens, token_lens.tolist(), strict=True)]
         if jobs[0].request.one_shot:
             rows = [torch.cat([job.prompt.tokens, row]) for job, row in zip(jobs, rows, strict=True)]
         previous = [job.prompt.latents if job.request.one_shot else None for job in jobs]
-        latents, latent_lens = self._latents(jobs, rows, previous, sampling, generator)
+        latents, latent_lens = self._latents(jobs, rows, previous, sampling, fm_noise)
         factors = [_stretch(job) for job in jobs]
         if any(f != 1.0 for f in factors):
             latents, latent_lens = prosody.stretch_latents(latents, latent_lens, factors)
@@ -337,29 +345,42 @@ class Synthesizer:
             wav = audio[row, : int(audio_lens[row])].float().cpu().numpy()
             job.audio[i] = prosody.shift_pitch(wav, self.sample_rate, _pitch(job))
 
-    def _stream_segment(self, job: _Job, index: int, chunk_tokens: int) -> Iterator[np.ndarray]:
+    def _stream_segment(
+        self, job: _Job, index: int, chunk_tokens: int, context_tokens: int
+    ) -> Iterator[np.ndarray]:
         """Segment ``index`` of a job as waveform chunks ``(t,)`` at the model's rate (pitch applied)."""
         sampling = job.request.sampling
-        generator = self._generator(sampling)
+        ar_noise, fm_noise = self._generators(sampling)
         steps = self.ar.generate_stream(
-            **self._ar_inputs([(job, index)]), **sampling.ar_options(), generator=generator
+            **self._ar_inputs([(job, index)]), **sampling.ar_options(), generator=ar_noise
         )
         decoder = streaming.IncrementalDecoder(self.flow_vae, self._decoder_context())
         pitch = None if _pitch(job) == 1.0 else prosody.pitch_stream(self.sample_rate, _pitch(job))
-        one_shot = job.request.one_shot
-        tokens = [job.prompt.tokens] if one_shot else []  # everything flow matching has rendered, + new
-        latents = [job.prompt.latents] if one_shot else []  # what it made of them
+        fpt = self.fm.frames_per_token
+        prompt = (job.prompt.tokens, job.prompt.latents) if job.request.one_shot else None
+        done_tokens = torch.zeros(0, dtype=torch.long, device=self.device)  # rendered so far
+        done_latents = self.fm.in_proj.weight.new_zeros(0, self.fm.latent_dim)  # (fpt * rendered, d)
         new: list[torch.Tensor] = []
 
         def chunk(last: bool) -> np.ndarray:
-            nonlocal new
-            frames = self.fm.in_proj.weight.new_zeros(0, self.fm.latent_dim)
+            nonlocal new, done_tokens, done_latents
+            frames = done_latents[:0]
             if new:
-                rows, previous = [torch.cat(tokens + new)], [torch.cat(latents)] if latents else [None]
-                out, lens = self._latents([job], rows, previous, sampling, generator)
+                # flow matching continues the last context_tokens it rendered (after a one-shot prompt)
+                keep = min(context_tokens, done_tokens.shape[0])
+                known = (
+                    done_tokens[len(done_tokens) - keep :],
+                    done_latents[len(done_latents) - fpt * keep :],
+                )
+                if prompt is not None:
+                    known = tuple(torch.cat(pair) for pair in zip(prompt, known, strict=True))
+                added = torch.cat(new)
+                previous = known[1] if len(known[1]) else None
+                out, lens = self._latents(
+                    [job], [torch.cat([known[0], added])], [previous], sampling, fm_noise
+                )
                 frames = out[0, : int(lens[0])]
-                tokens.extend(new)
-                latents.append(frames)
+                done_tokens, done_latents = torch.cat([done_tokens, added]), torch.cat([done_latents, frames])
                 new = []
                 stretched, lens = prosody.stretch_latents(frames[None], lens[:1], [_stretch(job)])
                 frames = stretched[0, : int(lens[0])]
@@ -380,10 +401,15 @@ class Synthesizer:
             self._context = streaming.receptive_radius(self.flow_vae)
         return self._context
 
-    def _generator(self, sampling: SamplingSetting) -> torch.Generator | None:
+    def _generators(self, sampling: SamplingSetting) -> tuple[torch.Generator | None, torch.Generator | None]:
+        """Noise sources of the AR model and of flow matching, apart so that the AR tokens of a seed do not
+        depend on when flow matching draws its noise (streaming draws it between AR steps)."""
         if sampling.seed is None:
-            return None
-        return torch.Generator(device=self.device).manual_seed(sampling.seed)
+            return None, None
+        return tuple(
+            torch.Generator(device=self.device).manual_seed(sampling.seed + offset)
+            for offset in (0, FM_SEED_OFFSET)
+        )
 
     def _ar_inputs(self, batch: list[tuple[_Job, int]]) -> dict[str, torch.Tensor]:
         """The AR model's conditioning for segments: speaker vectors, text and the one-shot prompt."""

@@ -213,6 +213,14 @@ def test_stream_yields_the_utterance_in_chunks(synth, references, prompt_text):
     np.testing.assert_allclose(once, synth.synthesize(request).audio, atol=1e-4)
 
 
+@pytest.mark.parametrize("chunk_tokens", [3, 1000])
+def test_a_seed_gives_the_same_tokens_streamed_or_not(synth, references, chunk_tokens):
+    sampling = SamplingSetting(temperature=1.0, seed=7)
+    request = req("alpha beta gamma delta", references[1], sampling=sampling)
+    (n,) = synth.synthesize(request).token_counts
+    assert len(np.concatenate(stream_chunks(synth, request, chunk_tokens))) == n * SAMPLES_PER_TOKEN
+
+
 def test_stream_starts_before_generation_ends(synth, references, monkeypatch):
     steps = []
     original = synth.ar._step
@@ -264,3 +272,18 @@ def test_long_text_is_cut_into_segments(checkpoints, references):
     for bad in (0, 2.5, True):
         with pytest.raises(ValueError, match=f"max_segment_tokens must be None or an int >= 1, got {bad!r}"):
             Synthesizer.from_checkpoints(checkpoints["ar"], checkpoints["fm"], max_segment_tokens=bad)
+
+
+def test_stream_flow_matching_sees_a_bounded_context(synth, references, monkeypatch):
+    widths, original = [], synth.fm.sample
+    monkeypatch.setattr(
+        synth.fm, "sample", lambda **kw: widths.append(kw["tokens"].shape[1]) or original(**kw)
+    )
+    request = req("alpha beta gamma delta epsilon zeta", references[0])
+    (n,) = synth.synthesize(request).token_counts
+    widths.clear()
+    audio = np.concatenate(list(synth.stream(request, chunk_tokens=3, context_tokens=4)))
+    assert audio.shape == (n * SAMPLES_PER_TOKEN,)
+    assert len(widths) == -(-n // 3) and widths[0] == 3 and max(widths) == 4 + 3  # never the whole history
+    with pytest.raises(ValueError, match="context_tokens must be an integer >= 0, got -1"):
+        next(synth.stream(request, context_tokens=-1))
