@@ -329,50 +329,13 @@ class ARTransformer(nn.Module):
         min_new = torch.ceil(text_lens.float() * min_per_text).long().clamp(max=max_new)
         return min_new.clamp(min=0), max_new
 
-    @torch.inference_mode()
-    def generate(
-        self,
-        *,
-        speaker: torch.Tensor,
-        text: torch.Tensor,
-        text_lens: torch.Tensor,
-        prompt_text: torch.Tensor | None = None,
-        prompt_text_lens: torch.Tensor | None = None,
-        prompt_tokens: torch.Tensor | None = None,
-        prompt_lens: torch.Tensor | None = None,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        ras_window: int = 10,
-        ras_threshold: float = 0.1,
-        min_tokens_per_text: float = MIN_TOKENS_PER_TEXT,
-        max_tokens_per_text: float = MAX_TOKENS_PER_TEXT,
-        max_tokens: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decodes audio tokens for a batch (call in eval mode); each row stops at its own EOS.
+    def generate(self, **options) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decodes audio tokens for a batch (call in eval mode): :meth:`generate_stream` run to its end.
 
-        Each row makes at least ``ceil(min_tokens_per_text * text_lens)`` tokens (EOS is masked before) and
-        at most ``ceil(max_tokens_per_text * text_lens)`` (capped by ``max_tokens``), so decoding always ends.
-
-        Args:
-            speaker, text, text_lens, prompt_*: As in ``forward`` (no target audio).
-            temperature: Softmax temperature; ``0`` = greedy (ignores ``generator``).
-            top_k, top_p: Filters of the nucleus draw (``0`` / ``1.0`` = off).
-            ras_window, ras_threshold: Repetition-aware sampling (``speech.modules.sampling.ras_next``).
-            min_tokens_per_text, max_tokens_per_text, max_tokens: Length limits, see above.
-            generator: Source of randomness.
-
-        Returns:
-            ``(tokens (b, k) int64, token_lens (b,))``: only the new tokens (no prompt, no EOS), 0-padded.
+        Takes :meth:`generate_stream`'s keyword arguments and returns
+        ``(tokens (b, k) int64, token_lens (b,))``: only the new tokens (no prompt, no EOS), 0-padded.
         """
-        stream = self.generate_stream(
-            speaker=speaker, text=text, text_lens=text_lens, prompt_text=prompt_text,
-            prompt_text_lens=prompt_text_lens, prompt_tokens=prompt_tokens, prompt_lens=prompt_lens,
-            temperature=temperature, top_k=top_k, top_p=top_p, ras_window=ras_window,
-            ras_threshold=ras_threshold, min_tokens_per_text=min_tokens_per_text,
-            max_tokens_per_text=max_tokens_per_text, max_tokens=max_tokens, generator=generator,
-        )  # fmt: skip
+        stream = self.generate_stream(**options)
         while True:
             try:
                 next(stream)
@@ -400,10 +363,24 @@ class ARTransformer(nn.Module):
         max_tokens: int | None = None,
         generator: torch.Generator | None = None,
     ) -> Generator[torch.Tensor, None, tuple[torch.Tensor, torch.Tensor]]:
-        """:meth:`generate` one step at a time, for streaming: yields each step's tokens ``(b,)``.
+        """Decodes audio tokens for a batch one step at a time (call in eval mode), yielding each step's
+        tokens ``(b,)`` (for streaming; a row's tokens after its first EOS mean nothing). Each row stops at
+        its own EOS; the batch ends when every row has.
 
-        A row's tokens after its first EOS are meaningless. Takes :meth:`generate`'s arguments, and returns
-        (as the generator's ``StopIteration.value``) what :meth:`generate` returns.
+        Each row makes at least ``ceil(min_tokens_per_text * text_lens)`` tokens (EOS is masked before) and
+        at most ``ceil(max_tokens_per_text * text_lens)`` (capped by ``max_tokens``), so decoding always ends.
+
+        Args:
+            speaker, text, text_lens, prompt_*: As in ``forward`` (no target audio).
+            temperature: Softmax temperature; ``0`` = greedy (ignores ``generator``).
+            top_k, top_p: Filters of the nucleus draw (``0`` / ``1.0`` = off).
+            ras_window, ras_threshold: Repetition-aware sampling (``speech.modules.sampling.ras_next``).
+            min_tokens_per_text, max_tokens_per_text, max_tokens: Length limits, see above.
+            generator: Source of randomness.
+
+        Returns:
+            As the generator's ``StopIteration.value``: ``(tokens (b, k) int64, token_lens (b,))``, only the
+            new tokens (no prompt, no EOS), 0-padded.
         """
         prefix = self._prefix(speaker, text, text_lens, prompt_text, prompt_text_lens, prompt_tokens,
                               prompt_lens)  # fmt: skip

@@ -123,7 +123,7 @@ def test_pronunciations_substitute_once_longest_first():
 def test_sampling_options_cover_every_knob_and_match_the_model_signatures():
     fields = {f.name for f in dataclasses.fields(SamplingSetting)}
     assert set(AR_OPTIONS) | set(FM_OPTIONS) | {"seed"} == fields  # a new knob must be routed somewhere
-    assert set(AR_OPTIONS) <= set(inspect.signature(ARTransformer.generate).parameters)
+    assert set(AR_OPTIONS) <= set(inspect.signature(ARTransformer.generate_stream).parameters)
     assert set(FM_OPTIONS) <= set(inspect.signature(FlowMatching.sample).parameters)
     setting = SamplingSetting(temperature=0.5, steps=3)
     assert setting.ar_options()["temperature"] == 0.5 and setting.fm_options()["steps"] == 3
