@@ -334,7 +334,7 @@ class Synthesizer:
         rows = [new[:n] for new, n in zip(tokens, token_lens.tolist(), strict=True)]
         if jobs[0].request.one_shot:
             rows = [torch.cat([job.prompt.tokens, row]) for job, row in zip(jobs, rows, strict=True)]
-        previous = [job.prompt.latents if job.request.one_shot else None for job in jobs]
+        previous = [job.prompt.latents for job in jobs] if jobs[0].request.one_shot else None
         latents, latent_lens = self._latents(jobs, rows, previous, sampling, fm_noise)
         factors = [_stretch(job) for job in jobs]
         if any(f != 1.0 for f in factors):
@@ -375,10 +375,8 @@ class Synthesizer:
                 if prompt is not None:
                     known = tuple(torch.cat(pair) for pair in zip(prompt, known, strict=True))
                 added = torch.cat(new)
-                previous = known[1] if len(known[1]) else None
-                out, lens = self._latents(
-                    [job], [torch.cat([known[0], added])], [previous], sampling, fm_noise
-                )
+                previous = [known[1]] if len(known[1]) else None
+                out, lens = self._latents([job], [torch.cat([known[0], added])], previous, sampling, fm_noise)
                 frames = out[0, : int(lens[0])]
                 done_tokens, done_latents = torch.cat([done_tokens, added]), torch.cat([done_latents, frames])
                 new = []
@@ -433,7 +431,7 @@ class Synthesizer:
         self,
         jobs: list[_Job],
         token_rows: list[torch.Tensor],
-        previous: list[torch.Tensor | None],
+        previous: list[torch.Tensor] | None,
         sampling: SamplingSetting,
         generator: torch.Generator | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -443,8 +441,8 @@ class Synthesizer:
             jobs: One per row (speaker vectors, voice settings).
             token_rows: ``(k_i,)`` tokens per row: those behind ``previous`` first, then the new ones.
             previous: Per row, the ``(p_i, d)`` latents already known (a one-shot prompt; when streaming,
-                also the latents of earlier chunks), ``p_i = frames_per_token * (their tokens)``; or
-                ``None``.
+                also the latents of earlier chunks), ``p_i = frames_per_token * (their tokens)``; ``None``
+                when no row has any.
             sampling, generator: Flow-matching knobs and noise source.
 
         Returns:
@@ -452,9 +450,8 @@ class Synthesizer:
         """
         tokens, token_lens = _pad_ids(token_rows, self.device)
         prompt = {}
-        if any(p is not None for p in previous):
-            empty = jobs[0].speakers[1].new_zeros(0, self.fm.latent_dim)
-            latents, lens, _ = pad_sequences([empty if p is None else p for p in previous])
+        if previous is not None:
+            latents, lens, _ = pad_sequences(previous)
             prompt = {"prompt_latents": latents, "prompt_lens": lens}
         speaker = torch.stack([job.speakers[1] for job in jobs])
         latents, latent_lens = self.fm.sample(

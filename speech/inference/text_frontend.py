@@ -15,7 +15,7 @@ from itertools import pairwise
 
 from speech.text.bpe import TextTokenizer
 from speech.text.normalize import normalize_text
-from speech.text.pauses import Pause, parse_pauses
+from speech.text.pauses import Pause, parse_pauses, speakable
 
 _CLOSERS = "\"'”’)\\]」』）"
 # A full stop after an abbreviation that normalize_text expands ("Dr. Smith") ends no sentence.
@@ -131,7 +131,7 @@ def _cut_long(text: str, language: str, tokenizer: TextTokenizer, max_tokens: in
 
     def measure(raw: str) -> _Chunk:
         normalized = normalize_text(raw, language)
-        return _Chunk(raw, len(tokenizer.encode(normalized)), any(ch.isalnum() for ch in normalized))
+        return _Chunk(raw, len(tokenizer.encode(normalized)), speakable(normalized))
 
     def cut(raw: str, level: int) -> list[Segment]:
         """``raw`` cut at ``_CUTS[level]``: runs of pieces that fit are packed, longer pieces cut finer."""

@@ -90,8 +90,8 @@ def _markers(text: str) -> list[_Marker]:
     return markers
 
 
-def _speakable(text: str) -> bool:
-    # str.isalnum covers letters of every script, digits, CJK ideographs and kana.
+def speakable(text: str) -> bool:
+    """Whether ``text`` has anything to say: a letter of any script, a digit, a CJK ideograph or kana."""
     return any(ch.isalnum() for ch in text)
 
 
@@ -100,7 +100,7 @@ def _check_neighbours(text: str, markers: list[_Marker]) -> None:
     for k, marker in enumerate(markers):
         previous = markers[k - 1] if k > 0 else None
         between = text[previous.end if previous else 0 : marker.start]
-        if _speakable(between):
+        if speakable(between):
             continue
         if previous is not None:
             raise PauseMarkerError(
@@ -112,7 +112,7 @@ def _check_neighbours(text: str, markers: list[_Marker]) -> None:
         )
     last = markers[-1]
     after = text[last.end :]
-    if not _speakable(after):
+    if not speakable(after):
         raise PauseMarkerError(
             f"pause marker {last.quote(text)} {_unspeakable(after, 'ends', 'is followed by')}"
         )
