@@ -3,6 +3,7 @@
 python infer.py ar_ckpt=A.ckpt fm_ckpt=F.ckpt text="Hello there." ref_wav=ref.wav out=out.wav
 python infer.py ar_ckpt=A.ckpt fm_ckpt=F.ckpt text="Hello there." ref_wav=ref.wav out=out.wav stream=true
 python infer.py ar_ckpt=A.ckpt fm_ckpt=F.ckpt meta=seedtts/en/meta.lst out_dir=out/en mode=one_shot
+python infer.py ... emotion_adapters=[logs/ar_emotion_tiny/happy/checkpoints/last.ckpt] voice.emotion=happy
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ def synthesize_one(synth: Synthesizer, cfg: DictConfig, make: functools.partial)
 
 def check_args(cfg: DictConfig) -> None:
     """Fails on a wrong command line before any model is loaded."""
+    if cfg.voice.emotion is not None and not cfg.emotion_adapters:
+        raise ValueError(
+            f"voice.emotion={cfg.voice.emotion} needs its adapter: emotion_adapters=[<ar_adapter checkpoint>]"
+        )
     if cfg.meta is not None:
         if cfg.out_dir is None:
             raise ValueError("meta=... needs out_dir=... (where the <utt>.wav files go)")
@@ -94,6 +99,7 @@ def main(cfg: DictConfig) -> dict[str, float]:
         device=device,
         use_ema=cfg.use_ema,
         max_segment_tokens=cfg.max_segment_tokens,
+        emotion_adapters=list(cfg.emotion_adapters),
     )
     make = request_factory(cfg)
     if cfg.meta is None:

@@ -33,6 +33,7 @@ def main(cfg: DictConfig) -> dict:
         rejects=rejects,
         bpe_vocab_size=data.bpe.vocab_size,
         bpe_min_frequency=data.bpe.min_frequency,
+        bpe_reuse=data.bpe.get("reuse"),
         val_per_speaker=data.validation.per_speaker,
         val_max_total=data.validation.max_total,
         seed=data.validation.seed,

@@ -38,11 +38,22 @@ EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
 DERIVED_SIZES = {"text_vocab_size": 300, "audio_vocab_size": 64, "token_vocab_size": 64, "latent_dim": 16}
 
 
+# Experiments with a required choice of their own.
+EXPERIMENT_CHOICES = {"ar_emotion_tiny": ["emotion=happy"]}
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes_and_builds_its_model(experiment):
     with initialize_config_dir(str(CONFIGS), version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={experiment}"])
-    assert cfg.name == experiment
+        cfg = compose(
+            "train", overrides=[f"experiment={experiment}", *EXPERIMENT_CHOICES.get(experiment, [])]
+        )
+    assert cfg.name.split("/")[0] == experiment
+    if (
+        cfg.model._target_ == "speech.lit.checkpoint.pretrained_model"
+    ):  # a trained model: tests/lit builds one
+        assert cfg.model.path == cfg.upstream.ar and callable(get_method(cfg.stage._target_))
+        return
     for key, value in DERIVED_SIZES.items():
         if key in cfg.model:
             cfg.model[key] = value

@@ -23,6 +23,8 @@ from speech.data.records import Utterance
 from speech.data.rejects import RejectLog
 from speech.text.normalize import normalize_text
 
+EMOTION_KEY = "emotion"  # key of the emotion label in a supervision's ``custom``
+
 
 @dataclass(frozen=True)
 class CutRules:
@@ -82,6 +84,7 @@ def _problem(utt: Utterance, rules: CutRules) -> tuple[str, str, Cut | None]:
     sup = SupervisionSegment(
         id=utt.id, recording_id=utt.id, start=0.0, duration=dur, channel=0,
         text=text, speaker=utt.speaker, language=utt.language,
+        custom=None if utt.emotion is None else {EMOTION_KEY: utt.emotion},
     )  # fmt: skip
     cut = _recording(utt, info).to_cut().truncate(offset=utt.start, duration=dur, preserve_id=True)
     if isinstance(cut, MultiCut):
@@ -112,7 +115,8 @@ def build_cuts(
 ) -> CutSet:
     """Validates recipe records and turns the usable ones into mono cuts at ``rules.sample_rate``.
 
-    Each cut has one supervision whose ``text`` is the front-end-normalized transcript.
+    Each cut has one supervision whose ``text`` is the front-end-normalized transcript; an utterance's
+    ``emotion`` goes into the supervision's ``custom`` (read it with :func:`cut_emotion`).
 
     Args:
         utterances: Records from a recipe (``speech.data.recipes``).
@@ -129,6 +133,17 @@ def build_cuts(
         else:
             cuts.append(cut)
     return CutSet.from_cuts(cuts)
+
+
+def cut_emotion(cut: Cut) -> str | None:
+    """The emotion label of a cut from :func:`build_cuts` (e.g. ``"happy"``), ``None`` when it has none.
+
+    Stored in the first supervision's ``custom``, so it survives writing the cuts to ``jsonl.gz`` and
+    reading them back.
+    """
+    if not cut.supervisions:
+        return None
+    return (cut.supervisions[0].custom or {}).get(EMOTION_KEY)
 
 
 def drop_single_utterance_speakers(cuts: CutSet, rejects: RejectLog) -> CutSet:

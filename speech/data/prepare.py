@@ -31,6 +31,7 @@ def prepare_corpus(
     rejects: RejectLog,
     bpe_vocab_size: int,
     bpe_min_frequency: int = 2,
+    bpe_reuse: str | Path | None = None,
     val_per_speaker: int = 1,
     val_max_total: int = 200,
     seed: int = 0,
@@ -45,6 +46,8 @@ def prepare_corpus(
         rejects: Already holds the recipe's own rejections; written to ``rejects.tsv``.
         bpe_vocab_size: Size of the byte-level BPE trained on the training transcripts.
         bpe_min_frequency: Minimum pair count for a BPE merge.
+        bpe_reuse: A ``bpe.json`` to copy instead of training one (``bpe_vocab_size`` is then unused): data
+            for a model trained on another corpus, such as an emotion adapter on the base AR model.
         val_per_speaker: Utterances per training speaker held out for validation.
         val_max_total: Cap on the validation set size.
         seed: Seed of the validation split.
@@ -54,6 +57,11 @@ def prepare_corpus(
         The summary written to ``summary.json``.
     """
     out = Path(prepared_dir)
+    if bpe_reuse is not None and not Path(bpe_reuse).is_file():
+        raise FileNotFoundError(
+            f"bpe.reuse: {bpe_reuse} not found; prepare the corpus whose BPE it is first "
+            "(python scripts/prepare_data.py data=<that corpus>)"
+        )
     out.mkdir(parents=True, exist_ok=True)
     cuts = build_cuts(utterances, rules, rejects, progress=progress)
     cuts = drop_single_utterance_speakers(cuts, rejects)
@@ -63,9 +71,12 @@ def prepare_corpus(
             f"no usable utterances out of {len(utterances)} ({rejects.summary()}); see {out / 'rejects.tsv'}"
         )
     train, val = split_validation(cuts, val_per_speaker, val_max_total, seed)
-    tokenizer = TextTokenizer.train(
-        (c.supervisions[0].text for c in train), bpe_vocab_size, min_frequency=bpe_min_frequency
-    )
+    if bpe_reuse is not None:
+        tokenizer = TextTokenizer.load(bpe_reuse)
+    else:
+        tokenizer = TextTokenizer.train(
+            (c.supervisions[0].text for c in train), bpe_vocab_size, min_frequency=bpe_min_frequency
+        )
     tokenizer.save(out / "bpe.json")
     train.to_file(out / "train_cuts.jsonl.gz")
     val.to_file(out / "val_cuts.jsonl.gz")
@@ -76,6 +87,7 @@ def prepare_corpus(
         "train": describe(train),
         "val": describe(val),
         "bpe_vocab_size": tokenizer.vocab_size,
+        "bpe_reused": None if bpe_reuse is None else str(bpe_reuse),
         "sample_rate": rules.sample_rate,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))

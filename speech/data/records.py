@@ -18,6 +18,10 @@ class Utterance:
         language: Language code (ISO 639-1 where one exists: ``en``, ``de``, ``zh``, ``ja`` ...).
         start: Offset of the utterance in the file, seconds (segments of long files, as in Emilia).
         duration: Length in seconds, or ``None`` for "the whole file from ``start``".
+        emotion: Acted emotion label (``speech.data.synthetic.emotions.STYLES``: ``"neutral"``,
+            ``"happy"``, ...) for corpora that have one, e.g. the synthetic corpus's emotive renditions;
+            ``None`` when the corpus does not label emotion. It travels on the cut's supervision
+            (:func:`speech.data.manifest.cut_emotion`).
     """
 
     id: str
@@ -27,3 +31,4 @@ class Utterance:
     language: str
     start: float = 0.0
     duration: float | None = None
+    emotion: str | None = None

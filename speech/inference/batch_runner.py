@@ -85,7 +85,7 @@ def run_meta(
         try:
             request = entry_request(entry, mode, make)
             request.validate()
-        except RequestError as err:  # NotImplementedError is a run setting: every line would fail alike
+        except RequestError as err:
             rejects.add(entry.utt, "bad_request", str(err))
             continue
         path = out_dir / f"{entry.utt}.{request.audio.format}"

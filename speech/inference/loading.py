@@ -5,16 +5,21 @@
 - Audio tokenizer and Flow-VAE checkpoints: by default ``cfg.upstream.tokenizer`` of the AR checkpoint and
   ``cfg.upstream.flow_vae`` of the flow-matching checkpoint (each falls back to the other's config).
 - The mel front end: ``cfg.data.mel`` of the AR checkpoint; the others must agree with it.
+- Emotion adapters: checkpoints of the ``ar_adapter`` stage trained on this very AR checkpoint.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from speech.data.cache import file_sha256
+from speech.lit.ar_adapter import load_adapter
 from speech.lit.checkpoint import build_component, build_model, load_checkpoint
+from speech.modules.lora import LoRAAdapter
 from speech.text.bpe import TextTokenizer
 
 
@@ -149,3 +154,23 @@ def _check_sizes(ar, fm, audio_tokenizer, flow_vae, text_tokenizer: TextTokenize
             f"the text BPE has {text_tokenizer.vocab_size} ids but the AR model embeds only "
             f"{ar.text_emb.num_embeddings}"
         )
+
+
+def load_adapters(paths: Sequence[str | Path], ar: str | Path) -> list[LoRAAdapter]:
+    """The emotion adapters in ``paths``, each checked to be trained on the AR checkpoint ``ar``.
+
+    Raises:
+        FileNotFoundError: an adapter file does not exist.
+        ValueError: a file holds no adapter, or its base is another AR checkpoint (by SHA-256).
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    adapters = [load_adapter(path) for path in paths]
+    ar_sha = file_sha256(ar) if adapters else ""
+    for path, adapter in zip(paths, adapters, strict=True):
+        if adapter.base_sha256 != ar_sha:
+            raise ValueError(
+                f"emotion adapter {path} ({adapter.name!r}) was trained on another AR checkpoint "
+                f"(sha256 {adapter.base_sha256[:12]}) than {ar} ({ar_sha[:12]}); train it again on this one"
+            )
+    return adapters

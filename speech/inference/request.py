@@ -1,9 +1,8 @@
 """What one synthesis asks for, shaped after the Speech-02 T2A request (docs/inference.md).
 
-The Speech-02 options are grouped as in its API (``voice_setting``, ``audio_setting``, ...). All of them
-are implemented except ``emotion``, which needs per-emotion LoRA adapters on the AR model (MiniMax-Speech
-section 4.1) that this implementation does not have yet: any value but ``None`` raises
-``NotImplementedError`` naming it; nothing is silently ignored.
+The Speech-02 options are grouped as in its API (``voice_setting``, ``audio_setting``, ...). ``emotion``
+names a LoRA adapter on the AR model (MiniMax-Speech section 4.1); which names exist depends on the adapters
+the synthesizer has loaded, so the synthesizer checks it.
 
 ``validate()`` checks every field and raises ``RequestError`` naming the field and what it allows.
 """
@@ -22,7 +21,6 @@ from speech.text.pauses import parse_pauses
 SPEED_RANGE = (0.5, 2.0)
 VOLUME_RANGE = (0.0, 10.0)  # (0, 10]
 PITCH_RANGE = (-12, 12)
-EMOTIONS = ("happy", "sad", "angry", "fearful", "disgusted", "surprised", "calm", "fluent")
 SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100)
 FORMATS = ("wav", "flac", "pcm", "mp3")
 BITRATES = (32000, 64000, 128000, 256000)
@@ -53,10 +51,6 @@ class RequestError(ValueError):
         return RequestError(f"requests[{index}].{self.field}", self.problem, index)
 
 
-def _not_implemented(option: str, detail: str) -> NotImplementedError:
-    return NotImplementedError(f"{option} is not implemented yet ({detail}); leave it at its default")
-
-
 @dataclass
 class VoiceSetting:
     """Speech-02 ``voice_setting``.
@@ -65,8 +59,9 @@ class VoiceSetting:
         speed: Speaking rate in [0.5, 2] (2: half the duration), pitch kept (``speech.inference.prosody``).
         volume: Gain factor in (0, 10]; 1.0 leaves the model's level.
         pitch: Semitones, integer in [-12, 12], duration kept.
-        emotion: One of ``EMOTIONS`` or ``None`` (the model's own choice); only ``None`` is implemented
-            (see the module docstring).
+        emotion: The name of an emotion adapter the synthesizer has loaded (Speech-02 names: happy, sad,
+            angry, fearful, disgusted, surprised, calm, fluent), or ``None``: the base model, whose
+            emotion follows the text and the reference.
     """
 
     speed: float = 1.0
@@ -87,16 +82,9 @@ class VoiceSetting:
             raise RequestError(
                 "voice.pitch", f"must be an integer in [{lo}, {hi}] semitones, got {self.pitch!r}"
             )
-        if self.emotion is not None and self.emotion not in EMOTIONS:
+        if self.emotion is not None and (not isinstance(self.emotion, str) or not self.emotion.strip()):
             raise RequestError(
-                "voice.emotion", f"must be one of {list(EMOTIONS)} or None, got {self.emotion!r}"
-            )
-
-    def check_implemented(self) -> None:
-        if self.emotion is not None:
-            raise _not_implemented(
-                "voice.emotion",
-                f"got {self.emotion!r}: it needs per-emotion LoRA adapters on the AR model (paper, 4.1)",
+                "voice.emotion", f"must be None or the name of a loaded emotion adapter, got {self.emotion!r}"
             )
 
 
@@ -250,11 +238,10 @@ class SynthesisRequest:
         return self.prompt_text is not None
 
     def validate(self) -> None:
-        """Checks every field, then that every option set is implemented.
+        """Checks every field.
 
         Raises:
             RequestError: a field is out of range; the message names the field and what it allows.
-            NotImplementedError: an option is set that is not implemented yet (named in the message).
         """
         self._validate_text()
         self._validate_voice_source()
@@ -264,7 +251,6 @@ class SynthesisRequest:
         self.pronunciations()
         if not isinstance(self.stream, bool):
             raise RequestError("stream", f"must be True or False, got {self.stream!r}")
-        self.voice.check_implemented()
 
     def _validate_text(self) -> None:
         if not isinstance(self.text, str) or not self.text.strip():

@@ -13,7 +13,9 @@ One-shot: the reference's transcript, audio tokens and latents prompt the models
 the prompt is kept.
 
 Segments of many requests are generated together in batches (rows padded, the models take ``*_lens``);
-requests share a batch when they have the same mode (zero-/one-shot) and the same sampling knobs. Each
+requests share a batch when they have the same mode (zero-/one-shot), emotion and sampling knobs. An
+emotion is a LoRA adapter (``speech.modules.lora``) added into the AR model's weights while that batch's
+tokens are generated and taken out after (paper section 4.1); flow matching and the decoder are shared. Each
 request's segments and pauses are then joined and rendered to its ``audio_setting``.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,11 +34,12 @@ from torch import nn
 from speech.audio.io import AudioError
 from speech.data.collate import pad_sequences
 from speech.inference import audio_output, prosody, streaming
-from speech.inference.loading import load_pipeline
+from speech.inference.loading import load_adapters, load_pipeline
 from speech.inference.request import RequestError, SamplingSetting, SynthesisRequest
 from speech.inference.text_frontend import Segment, encode_text, split_text
 from speech.inference.voice import Prompt, VoiceEncoder, load_reference
 from speech.models.ar_transformer import MAX_TOKENS_PER_TEXT
+from speech.modules.lora import LoRAAdapter
 from speech.text.bpe import TextTokenizer
 from speech.text.pauses import Pause
 
@@ -113,6 +117,11 @@ class Synthesizer:
         max_segment_tokens: Longer text (between pauses) is cut into segments of at most this many BPE
             tokens at sentence, clause and word boundaries (``text_frontend.split_text``), generated as
             separate rows and joined. ``None``: ``default_segment_tokens(ar.max_len)``.
+        emotion_adapters: LoRA adapters of the AR model, each named by the emotion it renders; a request's
+            ``voice.emotion`` picks one (``None``: the base model).
+
+    Raises:
+        ValueError: two adapters share a name, or one does not fit the AR model.
     """
 
     def __init__(
@@ -126,6 +135,7 @@ class Synthesizer:
         *,
         max_reference_seconds: tuple[float | None, float | None] = (None, None),
         max_segment_tokens: int | None = None,
+        emotion_adapters: Sequence[LoRAAdapter] = (),
     ) -> None:
         self.ar, self.fm, self.flow_vae = ar.eval(), flow_matching.eval(), flow_vae.eval()
         self.text_tokenizer, self.mel = text_tokenizer, mel
@@ -147,6 +157,12 @@ class Synthesizer:
         ):
             raise ValueError(f"max_segment_tokens must be None or an int >= 1, got {max_segment_tokens!r}")
         self.max_segment_tokens = max_segment_tokens
+        self.adapters: dict[str, LoRAAdapter] = {}
+        for adapter in emotion_adapters:
+            if adapter.name in self.adapters:
+                raise ValueError(f"two emotion adapters are named {adapter.name!r}; keep one")
+            adapter.check_fits(ar)
+            self.adapters[adapter.name] = adapter
         self._context: int | None = None  # the streaming decoder's, see _decoder_context
 
     @classmethod
@@ -160,6 +176,7 @@ class Synthesizer:
         device: str | torch.device = "cpu",
         use_ema: bool = True,
         max_segment_tokens: int | None = None,
+        emotion_adapters: Sequence[str | Path] = (),
     ) -> Synthesizer:
         """Rebuilds every model from checkpoint files alone (``speech.inference.loading.load_pipeline``).
 
@@ -170,14 +187,22 @@ class Synthesizer:
             device: Where the models run.
             use_ema: Use a checkpoint's EMA weights when it has them.
             max_segment_tokens: See the class.
+            emotion_adapters: Adapter checkpoints written by the ``ar_adapter`` stage on this AR checkpoint
+                (``speech.inference.loading.load_adapters``).
         """
+        adapters = load_adapters(emotion_adapters, ar)
         models = load_pipeline(ar, flow_matching, tokenizer, flow_vae, device=device, use_ema=use_ema)
-        return cls(**models, max_segment_tokens=max_segment_tokens)
+        return cls(**models, max_segment_tokens=max_segment_tokens, emotion_adapters=adapters)
 
     @property
     def sample_rate(self) -> int:
         """The models' audio rate."""
         return self.voice.sample_rate
+
+    @property
+    def emotions(self) -> list[str]:
+        """The names ``voice.emotion`` may take (the loaded adapters), sorted."""
+        return sorted(self.adapters)
 
     @property
     def device(self) -> torch.device:
@@ -194,7 +219,6 @@ class Synthesizer:
 
         Raises:
             RequestError: a request is invalid (the message starts with ``requests[i]`` and the field).
-            NotImplementedError: a request sets an option that is not implemented yet.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -227,7 +251,7 @@ class Synthesizer:
             or the model's), volume applied, not clipped; joined they are the whole utterance.
 
         Raises:
-            RequestError, NotImplementedError: as :meth:`synthesize_batch`, before the first chunk.
+            RequestError: as :meth:`synthesize_batch`, before the first chunk.
         """
         for name, value, least in (("chunk_tokens", chunk_tokens, 1), ("context_tokens", context_tokens, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
@@ -257,14 +281,30 @@ class Synthesizer:
                     "stream", "synthesize() returns whole utterances; stream with Synthesizer.stream(request)"
                 )
             request.validate()
+            self._check_emotion(request)
             self._check_bitrate(request)
             parts, prompt_text = self._encode_texts(request)
             voices = [(self._load(ref, request), w) for ref, w in request.voices()]
         except RequestError as err:
             raise err.for_request(index) from err
-        except NotImplementedError as err:
-            raise NotImplementedError(f"requests[{index}]: {err}") from err
         return _Job(request, parts, voices, prompt_text)
+
+    def _check_emotion(self, request: SynthesisRequest) -> None:
+        emotion = request.voice.emotion
+        if emotion is not None and emotion not in self.adapters:
+            loaded = f"the loaded ones are {self.emotions}" if self.adapters else "none is loaded"
+            raise RequestError(
+                "voice.emotion",
+                f"no adapter for {emotion!r}: {loaded}. Train one (python train.py "
+                f"experiment=ar_emotion_tiny emotion={emotion}) and load it (Synthesizer.from_checkpoints("
+                "..., emotion_adapters=[...]), infer.py emotion_adapters=[...]), or leave voice.emotion "
+                "at None",
+            )
+
+    def _emotion(self, job: _Job) -> AbstractContextManager:
+        """While open, the AR model carries the job's emotion adapter (none for ``voice.emotion=None``)."""
+        emotion = job.request.voice.emotion
+        return nullcontext() if emotion is None else self.adapters[emotion].applied(self.ar)
 
     def _check_bitrate(self, request: SynthesisRequest) -> None:
         """An mp3 bitrate at the model's own rate (``validate`` checks it where the rate is given)."""
@@ -300,10 +340,11 @@ class Synthesizer:
 
     @staticmethod
     def _batches(jobs: list[_Job], batch_size: int) -> Iterator[list[tuple[_Job, int]]]:
-        """``(job, part index)`` of every text segment, grouped by mode and sampling knobs, in order."""
+        """``(job, part index)`` of every text segment, grouped by mode, emotion and sampling knobs, in
+        order."""
         groups: dict[tuple, list[tuple[_Job, int]]] = defaultdict(list)
         for job in jobs:
-            key = (job.request.one_shot, job.request.sampling.key())
+            key = (job.request.one_shot, job.request.voice.emotion, job.request.sampling.key())
             groups[key] += [(job, i) for i, part in enumerate(job.parts) if isinstance(part, Segment)]
         for units in groups.values():
             for start in range(0, len(units), batch_size):
@@ -328,9 +369,10 @@ class Synthesizer:
         """AR tokens -> FM latents -> audio for one batch of segments; stores them in their jobs."""
         ar_noise, fm_noise = self._generators(sampling)
         jobs = [job for job, _ in batch]
-        tokens, token_lens = self.ar.generate(
-            **self._ar_inputs(batch), **sampling.ar_options(), generator=ar_noise
-        )
+        with self._emotion(jobs[0]):
+            tokens, token_lens = self.ar.generate(
+                **self._ar_inputs(batch), **sampling.ar_options(), generator=ar_noise
+            )
         rows = [new[:n] for new, n in zip(tokens, token_lens.tolist(), strict=True)]
         if jobs[0].request.one_shot:
             rows = [torch.cat([job.prompt.tokens, row]) for job, row in zip(jobs, rows, strict=True)]
@@ -385,12 +427,15 @@ class Synthesizer:
             wav = decoder.push(frames, last=last)
             return wav if pitch is None else pitch.resample_chunk(wav, last=last)
 
-        for token in steps:
-            if int(token[0]) == self.ar.eos_id:
-                break
-            new.append(token)
-            if len(new) == chunk_tokens:
-                yield chunk(last=False)
+        # the adapter stays in the weights while the stream is open: like the KV cache, the AR model serves
+        # one generation at a time
+        with self._emotion(job):
+            for token in steps:
+                if int(token[0]) == self.ar.eos_id:
+                    break
+                new.append(token)
+                if len(new) == chunk_tokens:
+                    yield chunk(last=False)
         yield chunk(last=True)
 
     def _decoder_context(self) -> int:

@@ -107,4 +107,5 @@ class ARModule(L.LightningModule):
         checkpoint["text_tokenizer"] = tokenizer.to_str()
 
     def configure_optimizers(self):
-        return adamw_warmup_cosine(self.model.parameters(), **self.optim)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]  # all but frozen parts
+        return adamw_warmup_cosine(trainable, **self.optim)

@@ -63,3 +63,9 @@ def build_component(cfg: DictConfig, key: str):
     if node is None:
         raise KeyError(f"the checkpoint's config has no '{key}'")
     return instantiate(node)
+
+
+def pretrained_model(path: str | Path, use_ema: bool = True) -> torch.nn.Module:
+    """The model of a checkpoint, for configs that start from trained weights
+    (``model: {_target_: speech.lit.checkpoint.pretrained_model, path: ...}``)."""
+    return build_model(path, use_ema=use_ema)[0]

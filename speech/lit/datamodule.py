@@ -18,6 +18,7 @@ from lhotse.dataset import DynamicBucketingSampler
 
 from speech.data.cache import FeatureCache
 from speech.data.dataset import SpeechDataset
+from speech.data.manifest import cut_emotion
 from speech.data.references import ReferenceSampler
 from speech.text.bpe import TextTokenizer
 
@@ -60,6 +61,10 @@ class SpeechDataModule(L.LightningDataModule):
         features: Cached features to add to batches, batch key -> cache folder (see ``FeatureCache``).
         ref_features: Also add the whole reference's text tokens and cached features (``ref_text_tokens``,
             ``ref_<key>``...), the transcribed prompt of one-shot AR training; needs ``references``.
+        emotion: Train and validate only on the cuts with this emotion label
+            (``speech.data.manifest.cut_emotion``): the data of one emotion adapter. ``None``: every cut.
+        reference_emotion: Draw references only from the training cuts with this label (``neutral``: the
+            adapter learns to add the emotion to a neutral voice). ``None``: from every training cut.
     """
 
     def __init__(
@@ -74,6 +79,8 @@ class SpeechDataModule(L.LightningDataModule):
         max_ref_duration: float | None = 6.0,
         features: dict[str, str] | None = None,
         ref_features: bool = False,
+        emotion: str | None = None,
+        reference_emotion: str | None = None,
     ) -> None:
         super().__init__()
         if ref_features and not references:
@@ -83,8 +90,9 @@ class SpeechDataModule(L.LightningDataModule):
         self.seed, self.use_references, self.max_ref_duration = seed, references, max_ref_duration
         self.feature_dirs = dict(features or {})
         self.ref_features = ref_features
+        self.emotion, self.reference_emotion = emotion, reference_emotion
         self._skip_batches = 0
-        self.train_cuts = self.val_cuts = self.tokenizer = None
+        self.train_cuts = self.val_cuts = self.reference_cuts = self.tokenizer = None
 
     def setup(self, stage: str | None = None) -> None:
         missing = [f for f in PREPARED_FILES if not (self.prepared_dir / f).is_file()]
@@ -93,12 +101,33 @@ class SpeechDataModule(L.LightningDataModule):
                 f"{self.prepared_dir} lacks {', '.join(missing)}: "
                 "run `python scripts/prepare_data.py data=...` first"
             )
-        self.train_cuts = CutSet.from_file(self.prepared_dir / "train_cuts.jsonl.gz").to_eager()
-        self.val_cuts = CutSet.from_file(self.prepared_dir / "val_cuts.jsonl.gz").to_eager()
+        train = CutSet.from_file(self.prepared_dir / "train_cuts.jsonl.gz").to_eager()
+        val = CutSet.from_file(self.prepared_dir / "val_cuts.jsonl.gz").to_eager()
+        self.train_cuts = self._labelled(train, self.emotion, "training")
+        self.val_cuts = val if self.emotion is None else val.filter(lambda c: cut_emotion(c) == self.emotion)
+        self.val_cuts = self.val_cuts.to_eager()
+        self.reference_cuts = self._labelled(train, self.reference_emotion, "reference")
         self.tokenizer = TextTokenizer.load(self.prepared_dir / "bpe.json")
 
+    def _labelled(self, cuts: CutSet, emotion: str | None, what: str) -> CutSet:
+        """The cuts labelled ``emotion`` (all when ``None``).
+
+        Raises:
+            ValueError: none has it; the message lists the labels there are.
+        """
+        if emotion is None:
+            return cuts
+        kept = cuts.filter(lambda c: cut_emotion(c) == emotion).to_eager()
+        if len(kept) == 0:
+            labels = sorted({str(cut_emotion(c)) for c in cuts})
+            raise ValueError(
+                f"no {what} cuts with emotion {emotion!r} in {self.prepared_dir}; "
+                f"its training cuts have {labels}"
+            )
+        return kept
+
     def _dataset(self) -> SpeechDataset:
-        refs = ReferenceSampler(self.train_cuts, seed=self.seed) if self.use_references else None
+        refs = ReferenceSampler(self.reference_cuts, seed=self.seed) if self.use_references else None
         features = {key: FeatureCache(path) for key, path in self.feature_dirs.items()}
         return SpeechDataset(self.tokenizer, refs, features, self.max_ref_duration, self.ref_features)
 
@@ -125,7 +154,9 @@ class SpeechDataModule(L.LightningDataModule):
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         return self._loader(self.train_cuts, train=True)
 
-    def val_dataloader(self) -> torch.utils.data.DataLoader:
+    def val_dataloader(self) -> torch.utils.data.DataLoader | list:
+        if len(self.val_cuts) == 0:  # e.g. no validation cut of this emotion: no validation loop
+            return []
         return self._loader(self.val_cuts, train=False)
 
     def state_dict(self) -> dict:

@@ -150,7 +150,9 @@ def test_errors_name_the_request(synth, references):
     requests = [req("alpha", references[0]), req("beta", references[0], voice=VoiceSetting(volume=20))]
     with pytest.raises(RequestError, match=r"^requests\[1\]\.voice\.volume: must be a number in \(0, 10\]"):
         synth.synthesize_batch(requests)
-    with pytest.raises(NotImplementedError, match=r"^requests\[0\]: voice.emotion is not implemented yet"):
+    with pytest.raises(
+        RequestError, match=r"^requests\[0\]\.voice\.emotion: no adapter for 'sad': none is loaded"
+    ):
         synth.synthesize(req("alpha", references[0], voice=VoiceSetting(emotion="sad")))
     with pytest.raises(RequestError, match=r"^requests\[0\]\.text: .*nothing to speak"):
         synth.synthesize(req("alpha<#1#>...", references[0]))

@@ -97,3 +97,24 @@ def write_references(root):
         paths.append(root / f"ref{i}.wav")
         sf.write(paths[-1], wav.astype(np.float32), SR)
     return paths
+
+
+def save_adapter(path, ar_ckpt, name, seed=0, scale=0.3, rank=4):
+    """An emotion adapter for the AR checkpoint ``ar_ckpt``, in the format the ar_adapter stage writes, with
+    random ``A`` and ``B`` (a trained-looking update)."""
+    from speech.data.cache import file_sha256
+    from speech.lit.ar_adapter import ADAPTER_KEY, PREFIX
+    from speech.lit.checkpoint import pretrained_model
+    from speech.modules.lora import LoRAConfig, add_lora, lora_layers
+
+    model = pretrained_model(ar_ckpt)
+    config = LoRAConfig(rank=rank, alpha=float(rank))
+    add_lora(model, config)
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for layer_name, layer in lora_layers(model).items():
+        state[f"{PREFIX}{layer_name}.lora_a"] = torch.randn(layer.lora_a.shape, generator=g) * scale
+        state[f"{PREFIX}{layer_name}.lora_b"] = torch.randn(layer.lora_b.shape, generator=g) * scale
+    meta = {"name": name, "lora": config.to_dict(), "base": str(ar_ckpt), "base_sha256": file_sha256(ar_ckpt)}
+    torch.save({"state_dict": state, "config": {"stage": {"adapter": name}}, ADAPTER_KEY: meta}, path)
+    return path

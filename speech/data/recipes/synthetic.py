@@ -1,7 +1,8 @@
 """The built-in synthetic corpus (``scripts/make_synthetic_corpus.py``), read from its manifest.
 
 ``<root>/manifest.jsonl`` lists every rendered utterance with its split: ``train`` (the training
-speakers) or ``test`` (held-out speakers, also packaged as ``test-synth-*/meta.lst``).
+speakers) or ``test`` (held-out speakers, also packaged as ``test-synth-*/meta.lst``). The emotive
+renditions (``scripts/make_emotion_corpus.py``) use the same format, all ``train``, with an ``emotion``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ def load_synthetic(
             private log is used and its summary is logged as one warning.
 
     Returns:
-        Utterances sorted by id, whole files, with the transcript exactly as spoken.
+        Utterances sorted by id, whole files, with the transcript exactly as spoken and the manifest's
+        ``emotion`` (``None`` where it has none).
 
     Raises:
         FileNotFoundError: the corpus is not built (the message gives the command that builds it).
@@ -59,6 +61,7 @@ def load_synthetic(
                     speaker=record["speaker"],
                     language=record["language"],
                     duration=record["duration"],
+                    emotion=record.get("emotion"),
                 )
             )
     if own_log and rejects:

@@ -1,7 +1,9 @@
-"""Settings of the synthetic corpus generator: the ``synthetic:`` block of ``configs/data/synthetic_*.yaml``.
+"""Settings of the synthetic corpus generator: the ``synthetic:`` block of ``configs/data/synthetic_*.yaml``,
+and of its emotive renditions: the ``emotion_corpus:`` block of ``configs/data/synthetic_emotion_*.yaml``.
 
 Plain frozen dataclasses, so the library never sees a Hydra ``DictConfig``; :meth:`CorpusConfig.from_dict`
-turns the resolved YAML block into one and names any key it does not know.
+and :meth:`EmotionCorpusConfig.from_dict` turn the resolved YAML block into one and name any key they do
+not know.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
+
+from speech.data.synthetic.emotions import EMOTIONS, NEUTRAL, STYLES
 
 
 @dataclass(frozen=True)
@@ -189,6 +193,60 @@ class CorpusConfig:
             ValueError: a key is not a setting (the message lists the known ones).
         """
         return _from_dict(cls, values, "synthetic")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class EmotionCorpusConfig:
+    """Which utterances of a built synthetic corpus are re-rendered in which emotion styles.
+
+    Attributes:
+        seed: Picks the speakers and utterances; the same seed and source give the same corpus.
+        emotions: Style names (``speech.data.synthetic.emotions.STYLES``). ``neutral`` is added first when
+            missing: the neutral renditions are the speaker references of the emotive ones.
+        num_speakers: Training speakers of the source, drawn among those with ``utts_per_speaker``
+            utterances in ``languages``.
+        utts_per_speaker: Source utterances per speaker; each is rendered once per emotion.
+        languages: Languages of the picked utterances.
+        audio: Trimming, loudness (each style adds its ``gain_db``) and duration limits of the renditions.
+    """
+
+    seed: int = 1234
+    emotions: list[str] = field(default_factory=lambda: [NEUTRAL, *EMOTIONS])
+    num_speakers: int = 24
+    utts_per_speaker: int = 6
+    languages: list[str] = field(default_factory=lambda: ["en"])
+    audio: AudioConfig = field(default_factory=AudioConfig)
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.emotions if name not in STYLES]
+        if unknown:
+            raise ValueError(
+                f"unknown emotion(s) {unknown} in emotion_corpus.emotions; known: {list(STYLES)}"
+            )
+        repeated = sorted({name for name in self.emotions if self.emotions.count(name) > 1})
+        if repeated:
+            raise ValueError(f"emotion_corpus.emotions lists {repeated} more than once")
+        if NEUTRAL not in self.emotions:
+            object.__setattr__(self, "emotions", [NEUTRAL, *self.emotions])
+        for name in ("num_speakers", "utts_per_speaker"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"emotion_corpus.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.languages:
+            raise ValueError("emotion_corpus.languages is empty; name at least one language, e.g. [en]")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> EmotionCorpusConfig:
+        """Builds the config from a plain nested dict (``OmegaConf.to_container(cfg.data.emotion_corpus)``
+        without its ``source`` key).
+
+        Raises:
+            ValueError: a key is not a setting, an emotion is unknown (the messages list the known ones), or
+                a count is below 1.
+        """
+        return _from_dict(cls, values, "emotion_corpus")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

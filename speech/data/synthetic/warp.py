@@ -1,22 +1,19 @@
 """Pseudo-speakers from the WORLD vocoder: a base voice with its pitch, formants and rate changed.
 
-WORLD splits speech into F0 (DIO + StoneMask: fast, and good enough on clean synthetic speech where
-Harvest is 3-4x slower), a spectral envelope (CheapTrick) and aperiodicity (D4C). A warp multiplies F0
-by ``pitch``, stretches the envelope along frequency by ``formant`` (> 1 moves formants up, like a shorter
+After WORLD analysis (``world.py``: F0, spectral envelope, aperiodicity), a warp multiplies F0 by
+``pitch``, stretches the envelope along frequency by ``formant`` (> 1 moves formants up, like a shorter
 vocal tract) and resynthesizes with a frame period divided by ``rate`` (> 1 speaks faster).
 """
 
 from __future__ import annotations
 
 import math
-import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from speech.data.synthetic import world
 from speech.data.synthetic.config import WarpConfig
-
-FRAME_PERIOD_MS = 5.0
 
 
 @dataclass(frozen=True)
@@ -66,18 +63,11 @@ def apply_warp(wav: np.ndarray, sample_rate: int, warp: Warp) -> np.ndarray:
     """
     if warp.is_identity:
         return wav
-    with warnings.catch_warnings():  # pyworld imports the deprecated pkg_resources (setuptools < 81)
-        warnings.simplefilter("ignore", UserWarning)
-        import pyworld as pw  # the `corpus` extra; imported here so the core package does not need it
-
-    x = np.ascontiguousarray(wav, dtype=np.float64)
-    f0, times = pw.dio(x, sample_rate, frame_period=FRAME_PERIOD_MS)
-    f0 = pw.stonemask(x, f0, times, sample_rate)
-    envelope = pw.cheaptrick(x, f0, times, sample_rate)
-    aperiodicity = pw.d4c(x, f0, times, sample_rate)
-    envelope = stretch_envelope(envelope, warp.formant)
-    y = pw.synthesize(f0 * warp.pitch, envelope, aperiodicity, sample_rate, FRAME_PERIOD_MS / warp.rate)
-    return y.astype(np.float32)
+    features = world.analyze(wav, sample_rate)
+    warped = replace(
+        features, f0=features.f0 * warp.pitch, envelope=stretch_envelope(features.envelope, warp.formant)
+    )
+    return world.synthesize(warped, rate=warp.rate)
 
 
 def stretch_envelope(envelope: np.ndarray, factor: float) -> np.ndarray:
