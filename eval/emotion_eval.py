@@ -29,7 +29,7 @@ FIELDS = {"f0_ratio": "F0 ratio", "duration_ratio": "duration ratio", "loudness_
 
 
 def _prosody(path: Path):
-    return measure_prosody(load_audio(path, SR), SR)
+    return measure_prosody(load_audio(path, sample_rate=SR)[0], SR)
 
 
 def generated_shifts(base: Path, emotive: Path, progress: bool = True) -> list[ProsodyShift]:

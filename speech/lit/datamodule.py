@@ -14,7 +14,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lhotse import CutSet
-from lhotse.dataset import DynamicBucketingSampler
+from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
 
 from speech.data.cache import FeatureCache
 from speech.data.dataset import SpeechDataset
@@ -29,7 +29,7 @@ class _EpochBatches(torch.utils.data.Sampler):
     """Wraps a Lhotse sampler: forwards ``set_epoch`` to it and to the reference draw, and skips the
     first ``skip`` batches of the next pass (the batches a resumed checkpoint already trained on)."""
 
-    def __init__(self, sampler: DynamicBucketingSampler, references: ReferenceSampler | None, skip: int = 0):
+    def __init__(self, sampler: DynamicBucketingSampler | SimpleCutSampler, references: ReferenceSampler | None, skip: int = 0):
         self.sampler, self.references, self.skip = sampler, references, skip
 
     def set_epoch(self, epoch: int) -> None:
@@ -133,16 +133,14 @@ class SpeechDataModule(L.LightningDataModule):
 
     def _loader(self, cuts: CutSet, *, train: bool) -> torch.utils.data.DataLoader:
         dataset = self._dataset()
-        with warnings.catch_warnings():  # cuts are eager on purpose: references need random access
-            warnings.filterwarnings("ignore", message=".*eagerly read CutSet")
-            sampler = DynamicBucketingSampler(
-                cuts,
-                max_duration=self.max_duration,
-                num_buckets=max(1, min(self.num_buckets, len(cuts))),  # small validation sets
-                shuffle=train,
-                drop_last=train,
-                seed=self.seed,
-            )
+        options = {"max_duration": self.max_duration, "shuffle": train, "drop_last": train, "seed": self.seed}
+        if len(cuts) < 2:  # Lhotse's bucketing needs two buckets; a one-cut validation set needs none
+            sampler = SimpleCutSampler(cuts, **options)
+        else:
+            with warnings.catch_warnings():  # cuts are eager on purpose: references need random access
+                warnings.filterwarnings("ignore", message=".*eagerly read CutSet")
+                buckets = min(self.num_buckets, len(cuts))  # small validation sets
+                sampler = DynamicBucketingSampler(cuts, num_buckets=buckets, **options)
         skip, self._skip_batches = (self._skip_batches, 0) if train else (0, 0)
         batches = _EpochBatches(sampler, dataset.references, skip=skip)
         if self.trainer is not None:

@@ -38,6 +38,15 @@ def test_batch_contents(prepared):
     assert n >= 15  # drop_last may leave a remainder out
 
 
+def test_a_one_cut_validation_set_gives_one_batch(prepared):
+    from lhotse import CutSet
+
+    val = CutSet.from_file(prepared / "val_cuts.jsonl.gz")
+    val.subset(first=1).to_file(prepared / "val_cuts.jsonl.gz")
+    batches = list(make_dm(prepared, num_buckets=8).val_dataloader())
+    assert [b["ids"] for b in batches] == [[next(iter(val)).id]]
+
+
 def test_references_change_with_epoch_but_are_reproducible(prepared):
     def refs(epoch):
         dm = make_dm(prepared)
