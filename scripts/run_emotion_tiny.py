@@ -24,14 +24,13 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from speech.data.meta_list import read_meta_list, write_meta_list  # noqa: E402
-from speech.runner import Task, TaskFailed, run_tasks, timings_markdown  # noqa: E402
+from speech.runner import Task, run_job  # noqa: E402
 
 OUT = Path("logs/pipeline_emotion_tiny")
 META = Path("data/synthetic_tiny/test-synth-en/meta.lst")
@@ -144,17 +143,10 @@ def main() -> int:
         if not path.is_file():
             print(f"{path} not found: run the main job first (bash scripts/run_tiny.sh)", file=sys.stderr)
             return 1
-    extra = sys.argv[1:]
     slots = int(os.environ.get("SLOTS", os.cpu_count() or 1))
-    began = time.monotonic()
-    try:
-        times = run_tasks(tasks(extra, dict(os.environ), slots), slots=slots, log_dir=OUT)
-    except TaskFailed as err:
-        print(f"FAILED: {err}", file=sys.stderr)
-        (OUT / "timings.md").write_text(timings_markdown(err.times, time.monotonic() - began))
+    timing = run_job(tasks(sys.argv[1:], dict(os.environ), slots), slots=slots, log_dir=OUT)
+    if timing is None:
         return 1
-    timing = timings_markdown(times, time.monotonic() - began)
-    (OUT / "timings.md").write_text(timing)
     gen = generated_dir()
     results = (gen / "prosody" / "prosody.md").read_text() + "\n" + (gen / "wer_sim.md").read_text()
     (OUT / "results.md").write_text(results)

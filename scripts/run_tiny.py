@@ -23,12 +23,11 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from speech.runner import Task, TaskFailed, run_tasks, timings_markdown  # noqa: E402
+from speech.runner import Task, run_job  # noqa: E402
 
 OUT = Path("logs/pipeline_tiny")
 META = "data/synthetic_tiny/test-synth-en/meta.lst"
@@ -128,17 +127,10 @@ def tasks(extra: list[str], env: dict, slots: int) -> list[Task]:
 
 
 def main() -> int:
-    extra = sys.argv[1:]
     slots = int(os.environ.get("SLOTS", os.cpu_count() or 1))
-    began = time.monotonic()
-    try:
-        times = run_tasks(tasks(extra, dict(os.environ), slots), slots=slots, log_dir=OUT)
-    except TaskFailed as err:
-        print(f"FAILED: {err}", file=sys.stderr)
-        (OUT / "timings.md").write_text(timings_markdown(err.times, time.monotonic() - began))
+    timing = run_job(tasks(sys.argv[1:], dict(os.environ), slots), slots=slots, log_dir=OUT)
+    if timing is None:
         return 1
-    timing = timings_markdown(times, time.monotonic() - began)
-    (OUT / "timings.md").write_text(timing)
     results = (generated_dir() / "results.md").read_text()
     (OUT / "results.md").write_text(results)
     print(f"\n{timing}\n{results}\nwavs and per-utterance scores: {generated_dir()}")

@@ -8,7 +8,7 @@ other). A failure stops new starts, lets the running tasks finish, and raises ``
 of the failed task's log. Every ``report_every`` seconds the runner prints the latest progress line of each
 running task, so a long run shows signs of life in a plain log.
 
-Used by ``scripts/run_tiny.py`` (the main job).
+Used by ``scripts/run_tiny.py`` (the main job) and ``scripts/run_emotion_tiny.py`` (:func:`run_job`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -198,3 +199,23 @@ def timings_markdown(times: Sequence[TaskTime], total: float) -> str:
         lines.append(f"| {t.name} | {_clock(t.start)} | {_clock(t.seconds)} | {t.status} |")
     lines.append(f"| **total** | | **{_clock(total)}** | |")
     return "\n".join(lines) + "\n"
+
+
+def run_job(
+    tasks: Sequence[Task], *, slots: int, log_dir: str | Path, echo: Callable[[str], None] = print
+) -> str | None:
+    """Runs a job's graph (:func:`run_tasks`) and writes ``<log_dir>/timings.md`` whether it succeeds or not.
+
+    Returns:
+        The timing table, or ``None`` when a task failed (after printing why to stderr).
+    """
+    began = time.monotonic()
+    try:
+        times = run_tasks(tasks, slots=slots, log_dir=log_dir, echo=echo)
+    except TaskFailed as err:
+        print(f"FAILED: {err}", file=sys.stderr)
+        (Path(log_dir) / "timings.md").write_text(timings_markdown(err.times, time.monotonic() - began))
+        return None
+    timing = timings_markdown(times, time.monotonic() - began)
+    (Path(log_dir) / "timings.md").write_text(timing)
+    return timing

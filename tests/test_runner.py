@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from speech.runner import Task, TaskFailed, check_graph, latest_progress, run_tasks, timings_markdown
+from speech.runner import Task, TaskFailed, check_graph, latest_progress, run_job, run_tasks, timings_markdown
 
 STAMP = "import os, sys, time; t = time.time(); time.sleep({sleep}); open(sys.argv[1], 'w').write(f'{{t}} {{time.time()}} ' + os.environ['OMP_NUM_THREADS'])"  # noqa: E501
 
@@ -45,6 +45,18 @@ def test_a_failure_stops_what_needs_it_and_names_the_log(tmp_path):
     assert "boom" in str(err.value)  # the log's tail
     assert (tmp_path / "other.stamp").exists() and not (tmp_path / "child.stamp").exists()
     assert {t.name: t.status for t in err.value.times} == {"bad": "failed", "other": "ok"}
+
+
+def test_run_job_writes_the_timings_either_way(tmp_path, capsys):
+    timing = run_job([stamped(tmp_path, "a", sleep=0)], slots=1, log_dir=tmp_path, echo=lambda _: None)
+    assert "| a |" in timing and "| ok |" in timing and (tmp_path / "timings.md").read_text() == timing
+    bad = Task("bad", [sys.executable, "-c", "raise SystemExit(3)"])
+    assert run_job([bad], slots=1, log_dir=tmp_path, echo=lambda _: None) is None
+    assert (
+        "| bad |" in (tmp_path / "timings.md").read_text()
+        and "| failed |" in (tmp_path / "timings.md").read_text()
+    )
+    assert "FAILED: task 'bad' failed" in capsys.readouterr().err
 
 
 def test_lazy_command_and_done_if(tmp_path):

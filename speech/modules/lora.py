@@ -192,10 +192,10 @@ class LoRAAdapter:
                     f"B {tuple(b.shape)} for a weight of shape {shape}"
                 )
 
-    def deltas(self, like: nn.Module) -> Iterator[tuple[nn.Linear, torch.Tensor]]:
-        """``(layer, s B A)`` for every adapted layer of ``like``, on the layer's device and dtype."""
+    def deltas(self, model: nn.Module) -> Iterator[tuple[nn.Linear, torch.Tensor]]:
+        """``(layer, s B A)`` for every adapted layer of ``model``, on the layer's device and dtype."""
         for layer, (a, b) in self.weights.items():
-            linear = like.get_submodule(layer)
+            linear = model.get_submodule(layer)
             w = linear.weight
             delta = self.config.scale * (b.to(w.device, torch.float32) @ a.to(w.device, torch.float32))
             yield linear, delta.to(w.dtype)

@@ -21,18 +21,16 @@ from tqdm import tqdm
 
 from speech.data.rejects import RejectLog
 from speech.data.synthetic.catalog import (
-    PLAN,
     dumps,
-    read_jsonl,
+    reconcile_plan,
     wav_frames,
-    write_jsonl,
     write_manifest,
     write_speakers,
 )
 from speech.data.synthetic.config import CorpusConfig
 from speech.data.synthetic.engines import PACKAGES, debian_versions
 from speech.data.synthetic.plan import PlannedUtterance, plan_speakers, plan_utterances
-from speech.data.synthetic.render import PART_SUFFIX, RenderResult, RenderTask, render
+from speech.data.synthetic.render import RenderResult, RenderTask, render
 from speech.data.synthetic.separability import format_separability, measure_separability
 from speech.data.synthetic.stats import corpus_stats, pool_sizes, speaker_mix
 from speech.data.synthetic.testsets import write_test_sets
@@ -134,17 +132,7 @@ def _write_pools(root: Path, pools: dict[str, SentencePool]) -> None:
 
 def _prepare_resume(root: Path, planned: list[PlannedUtterance], sample_rate: int) -> list[PlannedUtterance]:
     """Writes the plan, deletes wavs that no longer match it, returns the utterances still to render."""
-    old = {r["id"]: r for r in read_jsonl(root / PLAN)} if (root / PLAN).is_file() else {}
-    new = {u.id: u.to_dict() for u in planned}
-    for utt_id, record in old.items():
-        if new.get(utt_id) != record:
-            (root / record["path"]).unlink(missing_ok=True)
-    for utt in planned:
-        if utt.id not in old:  # a wav without a plan line is of unknown origin
-            (root / utt.path).unlink(missing_ok=True)
-    for part in (root / "wavs").glob(f"*/*{PART_SUFFIX}"):
-        part.unlink()
-    write_jsonl(root / PLAN, new.values())
+    reconcile_plan(root, {u.id: u.to_dict() for u in planned})
     return [u for u in planned if wav_frames(root / u.path, sample_rate) is None]
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import soundfile as sf
 
 from speech.data.synthetic.plan import PlannedUtterance, Speaker
+from speech.data.synthetic.render import PART_SUFFIX
 
 MANIFEST = "manifest.jsonl"
 PLAN = "plan.jsonl"
@@ -105,3 +106,19 @@ def read_manifest(root: str | Path) -> list[dict[str, Any]]:
             f"python scripts/make_synthetic_corpus.py data={Path(root).name}"
         )
     return read_jsonl(path)
+
+
+def reconcile_plan(root: Path, plan: dict[str, dict[str, Any]]) -> None:
+    """Makes ``<root>/plan.jsonl`` say ``plan`` (id -> record with a ``path`` relative to ``root``), deleting
+    the wavs a rerun must render again: those whose plan line changed, those with no earlier plan line (of
+    unknown origin) and every half-written ``*.part.wav``."""
+    old = {r["id"]: r for r in read_jsonl(root / PLAN)} if (root / PLAN).is_file() else {}
+    for item_id, record in old.items():
+        if plan.get(item_id) != record:
+            (root / record["path"]).unlink(missing_ok=True)
+    for item_id, record in plan.items():
+        if item_id not in old:
+            (root / record["path"]).unlink(missing_ok=True)
+    for part in root.glob(f"wavs/*/*{PART_SUFFIX}"):
+        part.unlink()
+    write_jsonl(root / PLAN, plan.values())

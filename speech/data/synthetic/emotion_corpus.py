@@ -38,7 +38,7 @@ from speech.audio.io import save_audio
 from speech.data.rejects import RejectLog
 from speech.data.synthetic import world
 from speech.data.synthetic.build import BUILD_LOG, REJECTS, STATS
-from speech.data.synthetic.catalog import MANIFEST, PLAN, read_jsonl, read_manifest, wav_frames, write_jsonl
+from speech.data.synthetic.catalog import MANIFEST, read_manifest, reconcile_plan, wav_frames, write_jsonl
 from speech.data.synthetic.config import AudioConfig, EmotionCorpusConfig
 from speech.data.synthetic.emotions import NEUTRAL, STYLES, EmotionStyle, render_style
 from speech.data.synthetic.postprocess import normalize_loudness, trim_silence
@@ -251,17 +251,7 @@ def pick_sources(records: list[Record], config: EmotionCorpusConfig) -> list[Rec
 
 def _prepare_resume(root: Path, planned: list[Rendition]) -> set[str]:
     """Writes the plan, deletes wavs that no longer match it, returns the rendition ids still to render."""
-    old = {r["id"]: r for r in read_jsonl(root / PLAN)} if (root / PLAN).is_file() else {}
-    new = {r.id: r.to_dict() for r in planned}
-    for rendition_id, line in old.items():
-        if new.get(rendition_id) != line:
-            (root / line["path"]).unlink(missing_ok=True)
-    for rendition in planned:
-        if rendition.id not in old:  # a wav without a plan line is of unknown origin
-            (root / rendition.path).unlink(missing_ok=True)
-    for part in root.glob(f"wavs/*/*{PART_SUFFIX}"):
-        part.unlink()
-    write_jsonl(root / PLAN, new.values())
+    reconcile_plan(root, {r.id: r.to_dict() for r in planned})
     return {r.id for r in planned if wav_frames(root / r.path, r.source["sample_rate"]) is None}
 
 
