@@ -29,7 +29,12 @@ class _EpochBatches(torch.utils.data.Sampler):
     """Wraps a Lhotse sampler: forwards ``set_epoch`` to it and to the reference draw, and skips the
     first ``skip`` batches of the next pass (the batches a resumed checkpoint already trained on)."""
 
-    def __init__(self, sampler: DynamicBucketingSampler | SimpleCutSampler, references: ReferenceSampler | None, skip: int = 0):
+    def __init__(
+        self,
+        sampler: DynamicBucketingSampler | SimpleCutSampler,
+        references: ReferenceSampler | None,
+        skip: int = 0,
+    ):
         self.sampler, self.references, self.skip = sampler, references, skip
 
     def set_epoch(self, epoch: int) -> None:
