@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing as mp
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ from speech.data.synthetic.catalog import (
 from speech.data.synthetic.config import CorpusConfig
 from speech.data.synthetic.engines import PACKAGES, debian_versions
 from speech.data.synthetic.plan import PlannedUtterance, plan_speakers, plan_utterances
-from speech.data.synthetic.render import RenderResult, RenderTask, render
+from speech.data.synthetic.render import RenderResult, RenderTask, map_in_workers, render
 from speech.data.synthetic.separability import format_separability, measure_separability
 from speech.data.synthetic.stats import corpus_stats, pool_sizes, speaker_mix
 from speech.data.synthetic.testsets import write_test_sets
@@ -160,32 +158,11 @@ def _render_all(
     ]
     failures = []
     with tqdm(total=len(tasks), desc="synthesizing", unit="utt", disable=not progress, smoothing=0.05) as bar:
-        if num_workers <= 1 or len(tasks) <= 1:
-            results = map(render, tasks)
-            failures = _collect(results, bar)
-        else:
-            # spawn: workers start clean (no inherited threads or torch state) on every platform. Workers
-            # ignore Ctrl-C; the parent stops them, and finished wavs stay for the next run.
-            with mp.get_context("spawn").Pool(num_workers, initializer=_ignore_sigint) as pool:
-                try:
-                    failures = _collect(pool.imap_unordered(render, tasks, chunksize=1), bar)
-                except KeyboardInterrupt:
-                    log.warning("interrupted: rerun the same command to continue where it stopped")
-                    raise
-    return failures
-
-
-def _ignore_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _collect(results: Any, bar: tqdm) -> list[RenderResult]:
-    failures = []
-    for result in results:
-        if result.reason:
-            failures.append(result)
-            bar.set_postfix(skipped=len(failures), refresh=False)
-        bar.update()
+        for result in map_in_workers(render, tasks, num_workers):
+            if result.reason:
+                failures.append(result)
+                bar.set_postfix(skipped=len(failures), refresh=False)
+            bar.update()
     return failures
 
 

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing as mp
 import os
-import signal
 import statistics
 import time
 from collections import defaultdict
@@ -42,7 +40,7 @@ from speech.data.synthetic.catalog import MANIFEST, read_manifest, reconcile_pla
 from speech.data.synthetic.config import AudioConfig, EmotionCorpusConfig
 from speech.data.synthetic.emotions import NEUTRAL, STYLES, EmotionStyle, render_style
 from speech.data.synthetic.postprocess import normalize_loudness, trim_silence
-from speech.data.synthetic.render import PART_SUFFIX
+from speech.data.synthetic.render import PART_SUFFIX, map_in_workers
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +148,8 @@ class EmotionTask:
 
 @dataclass(frozen=True)
 class EmotionResult:
-    """``failures``: ``(rendition id, reason, detail)``; ``measures``: emotion -> ``(f0 Hz, seconds, RMS dB)``
-    of every rendition whose wav exists (``f0`` NaN when no frame is voiced)."""
+    """``failures``: ``(rendition id, reason, detail)``; ``measures``: ``(emotion, Prosody)`` of every
+    rendition whose wav exists (``speech.metrics.prosody``; ``f0_hz`` NaN when no frame is voiced)."""
 
     source_id: str
     failures: tuple[tuple[str, str, str], ...] = ()
@@ -278,25 +276,10 @@ def _tasks(source_root: Path, root: Path, planned: list[Rendition], todo: set[st
 def _run(tasks: list[EmotionTask], num_workers: int, progress: bool) -> list[EmotionResult]:
     results = []
     with tqdm(total=len(tasks), desc="emotive renditions", unit="utt", disable=not progress) as bar:
-        if num_workers <= 1 or len(tasks) <= 1:
-            for result in map(render_source, tasks):
-                results.append(result)
-                bar.update()
-        else:
-            # spawn, as in build.py: clean workers on every platform; Ctrl-C stops them, wavs stay
-            with mp.get_context("spawn").Pool(num_workers, initializer=_ignore_sigint) as pool:
-                try:
-                    for result in pool.imap_unordered(render_source, tasks, chunksize=1):
-                        results.append(result)
-                        bar.update()
-                except KeyboardInterrupt:
-                    log.warning("interrupted: rerun the same command to continue where it stopped")
-                    raise
+        for result in map_in_workers(render_source, tasks, num_workers):
+            results.append(result)
+            bar.update()
     return results
-
-
-def _ignore_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def render_source(task: EmotionTask) -> EmotionResult:
@@ -389,14 +372,14 @@ def emotion_stats(
             for s, m in measures.items()
             if (s, emotion) in rendered and emotion in m
         ]
-        f0 = [own[0] for own, _ in rows if not np.isnan(own[0])]
-        ratios = [own[1] / neutral[1] for own, neutral in rows if neutral is not None]
+        f0 = [own.f0_hz for own, _ in rows if not np.isnan(own.f0_hz)]
+        ratios = [own.seconds / neutral.seconds for own, neutral in rows if neutral is not None]
         per_emotion[emotion] = {
             "count": len(rows),
-            "minutes": round(sum(own[1] for own, _ in rows) / 60, 2),
+            "minutes": round(sum(own.seconds for own, _ in rows) / 60, 2),
             "median_f0_hz": _median(f0, 1),
             "median_duration_ratio": _median(ratios, 3),
-            "median_rms_db": _median([own[2] for own, _ in rows], 1),
+            "median_rms_db": _median([own.rms_db for own, _ in rows], 1),
         }
     return {
         "renditions": len(records),

@@ -7,9 +7,14 @@ build never leaves a truncated wav that a resumed build would take for finished.
 
 from __future__ import annotations
 
+import logging
+import multiprocessing as mp
 import os
+import signal
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from speech.audio.io import resample, save_audio
 from speech.data.synthetic.config import AudioConfig
@@ -18,6 +23,30 @@ from speech.data.synthetic.postprocess import normalize_loudness, trim_silence
 from speech.data.synthetic.warp import Warp, apply_warp
 
 PART_SUFFIX = ".part.wav"
+
+log = logging.getLogger(__name__)
+
+
+def map_in_workers(fn: Callable[[Any], Any], tasks: Sequence[Any], num_workers: int) -> Iterator[Any]:
+    """``fn`` over picklable ``tasks``, in this process (``num_workers <= 1``) or in ``num_workers`` spawned
+    processes; results come in the order they finish.
+
+    Spawned workers start clean (no inherited threads or torch state) on every platform. They ignore
+    Ctrl-C: the parent stops them, and what they finished stays for the next run.
+    """
+    if num_workers <= 1 or len(tasks) <= 1:
+        yield from map(fn, tasks)
+        return
+    with mp.get_context("spawn").Pool(num_workers, initializer=_ignore_sigint) as pool:
+        try:
+            yield from pool.imap_unordered(fn, tasks, chunksize=1)
+        except KeyboardInterrupt:
+            log.warning("interrupted: rerun the same command to continue where it stopped")
+            raise
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @dataclass(frozen=True)
