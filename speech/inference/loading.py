@@ -163,8 +163,6 @@ def load_adapters(paths: Sequence[str | Path], ar: str | Path) -> list[LoRAAdapt
         FileNotFoundError: an adapter file does not exist.
         ValueError: a file holds no adapter, or its base is another AR checkpoint (by SHA-256).
     """
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
     adapters = [load_adapter(path) for path in paths]
     ar_sha = file_sha256(ar) if adapters else ""
     for path, adapter in zip(paths, adapters, strict=True):

@@ -109,21 +109,20 @@ class SpeechDataModule(L.LightningDataModule):
         train = CutSet.from_file(self.prepared_dir / "train_cuts.jsonl.gz").to_eager()
         val = CutSet.from_file(self.prepared_dir / "val_cuts.jsonl.gz").to_eager()
         self.train_cuts = self._labelled(train, self.emotion, "training")
-        self.val_cuts = val if self.emotion is None else val.filter(lambda c: cut_emotion(c) == self.emotion)
-        self.val_cuts = self.val_cuts.to_eager()
+        self.val_cuts = self._labelled(val, self.emotion)  # may be empty: then no validation loop
         self.reference_cuts = self._labelled(train, self.reference_emotion, "reference")
         self.tokenizer = TextTokenizer.load(self.prepared_dir / "bpe.json")
 
-    def _labelled(self, cuts: CutSet, emotion: str | None, what: str) -> CutSet:
+    def _labelled(self, cuts: CutSet, emotion: str | None, what: str | None = None) -> CutSet:
         """The cuts labelled ``emotion`` (all when ``None``).
 
         Raises:
-            ValueError: none has it; the message lists the labels there are.
+            ValueError: none has it and ``what`` names the set; the message lists the labels there are.
         """
         if emotion is None:
             return cuts
         kept = cuts.filter(lambda c: cut_emotion(c) == emotion).to_eager()
-        if len(kept) == 0:
+        if len(kept) == 0 and what is not None:
             labels = sorted({str(cut_emotion(c)) for c in cuts})
             raise ValueError(
                 f"no {what} cuts with emotion {emotion!r} in {self.prepared_dir}; "
