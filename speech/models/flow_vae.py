@@ -72,8 +72,9 @@ class FlowVAE(nn.Module):
             hundred steps (measured, docs/flow_vae.md). A negative offset starts training with sigma << 1.
         log_sigma_max: Smooth upper bound of log sigma, ``m - softplus(m - x)`` (``None``: unbounded). Below
             the bound it changes values by about ``exp(x - m)``; above it, sigma saturates near ``e^m``
-            with the gradient kept, so one runaway frame cannot overflow the KL's ``sigma^2`` (the plain
-            VAE's failure at step 203, docs/flow_vae.md).
+            with the gradient kept, so one runaway frame cannot overflow the KL's ``sigma^2``. On by
+            default: unbounded, both the plain VAE (step 203) and the Flow-VAE (step 305, before the flow
+            joins the KL) overflowed on the tiny corpus (docs/flow_vae.md).
     """
 
     def __init__(
@@ -83,7 +84,7 @@ class FlowVAE(nn.Module):
         flow: CouplingFlow | None = None,
         *,
         log_sigma_offset: float = 0.0,
-        log_sigma_max: float | None = None,
+        log_sigma_max: float | None = 4.0,
     ) -> None:
         super().__init__()
         if encoder.out_channels % 2:
