@@ -70,6 +70,8 @@ class SpeechDataModule(L.LightningDataModule):
             (``speech.data.manifest.cut_emotion``): the data of one emotion adapter. ``None``: every cut.
         reference_emotion: Draw references only from the training cuts with this label (``neutral``: the
             adapter learns to add the emotion to a neutral voice). ``None``: from every training cut.
+        languages: Train, validate and draw references only on cuts in these languages (``["en"]``: an
+            English model from a multilingual corpus). ``None``: every language.
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class SpeechDataModule(L.LightningDataModule):
         ref_features: bool = False,
         emotion: str | None = None,
         reference_emotion: str | None = None,
+        languages: list[str] | None = None,
     ) -> None:
         super().__init__()
         if ref_features and not references:
@@ -96,6 +99,7 @@ class SpeechDataModule(L.LightningDataModule):
         self.feature_dirs = dict(features or {})
         self.ref_features = ref_features
         self.emotion, self.reference_emotion = emotion, reference_emotion
+        self.languages = None if languages is None else sorted(set(languages))
         self._skip_batches = 0
         self.train_cuts = self.val_cuts = self.reference_cuts = self.tokenizer = None
 
@@ -106,12 +110,28 @@ class SpeechDataModule(L.LightningDataModule):
                 f"{self.prepared_dir} lacks {', '.join(missing)}: "
                 "run `python scripts/prepare_data.py data=...` first"
             )
-        train = CutSet.from_file(self.prepared_dir / "train_cuts.jsonl.gz").to_eager()
-        val = CutSet.from_file(self.prepared_dir / "val_cuts.jsonl.gz").to_eager()
+        train = self._in_languages(CutSet.from_file(self.prepared_dir / "train_cuts.jsonl.gz").to_eager())
+        val = self._in_languages(CutSet.from_file(self.prepared_dir / "val_cuts.jsonl.gz").to_eager())
         self.train_cuts = self._labelled(train, self.emotion, "training")
         self.val_cuts = self._labelled(val, self.emotion)  # may be empty: then no validation loop
         self.reference_cuts = self._labelled(train, self.reference_emotion, "reference")
         self.tokenizer = TextTokenizer.load(self.prepared_dir / "bpe.json")
+
+    def _in_languages(self, cuts: CutSet) -> CutSet:
+        """The cuts in ``languages`` (all when ``None``).
+
+        Raises:
+            ValueError: no cut is in those languages; the message lists the languages there are.
+        """
+        if self.languages is None:
+            return cuts
+        kept = cuts.filter(lambda c: _language(c) in self.languages).to_eager()
+        if len(kept) == 0:
+            there = sorted({str(_language(c)) for c in cuts})
+            raise ValueError(
+                f"no cuts in languages {self.languages} in {self.prepared_dir}; its cuts are in {there}"
+            )
+        return kept
 
     def _labelled(self, cuts: CutSet, emotion: str | None, what: str | None = None) -> CutSet:
         """The cuts labelled ``emotion`` (all when ``None``).
@@ -172,3 +192,8 @@ class SpeechDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state: dict) -> None:
         self._skip_batches = int(state.get("batches_done", 0))
+
+
+def _language(cut) -> str | None:
+    """The language of a cut's first supervision (``None`` without one)."""
+    return cut.supervisions[0].language if cut.supervisions else None

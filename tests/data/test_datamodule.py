@@ -192,3 +192,34 @@ def test_prepared_cuts_are_train_plus_val_and_missing_ones_name_the_command(shar
     assert len(ids) == 24 and len(set(ids)) == 24  # 21 train + 3 val, none twice
     with pytest.raises(FileNotFoundError, match="prepare_data.py"):
         prepared_cuts(tmp_path)
+
+
+def _relabel(prepared, speaker, language):
+    from lhotse import CutSet
+
+    for name in ("train_cuts.jsonl.gz", "val_cuts.jsonl.gz"):
+        cuts = CutSet.from_file(prepared / name).to_eager()
+        for cut in cuts:
+            if cut.supervisions[0].speaker == speaker:
+                cut.supervisions[0].language = language
+        cuts.to_file(prepared / name)
+
+
+def test_languages_keep_only_those_cuts_for_targets_validation_and_references(prepared):
+    _relabel(prepared, "spk1", "de")
+    everything = make_dm(prepared)
+    assert {c.supervisions[0].speaker for c in everything.train_cuts} == {"spk0", "spk1", "spk2"}
+    dm = make_dm(prepared, languages=["en"])
+    for cuts in (dm.train_cuts, dm.val_cuts, dm.reference_cuts):
+        assert len(cuts) and {c.supervisions[0].language for c in cuts} == {"en"}
+    seen = [
+        (i, r) for batch in dm.train_dataloader() for i, r in zip(batch["ids"], batch["ref_ids"], strict=True)
+    ]
+    assert seen and not any(i.startswith("s1_") or r.startswith("s1_") for i, r in seen)
+    german = make_dm(prepared, languages=["de"])
+    assert {c.supervisions[0].speaker for c in german.train_cuts} == {"spk1"}
+
+
+def test_a_language_with_no_cuts_is_refused_naming_the_ones_there_are(prepared):
+    with pytest.raises(ValueError, match=r"no cuts in languages \['fr'\].*\['en'\]"):
+        make_dm(prepared, languages=["fr"])
