@@ -4,6 +4,10 @@ python infer.py ar_ckpt=A.ckpt fm_ckpt=F.ckpt text="Hello there." ref_wav=ref.wa
 python infer.py ar_ckpt=A.ckpt fm_ckpt=F.ckpt text="Hello there." ref_wav=ref.wav out=out.wav stream=true
 python infer.py ar_ckpt=A.ckpt fm_ckpt=F.ckpt meta=seedtts/en/meta.lst out_dir=out/en mode=one_shot
 python infer.py ... emotion_adapters=[logs/ar_emotion_tiny/happy/checkpoints/last.ckpt] voice.emotion=happy
+python infer.py ar_ckpt=A.ckpt fm_ckpt=F.ckpt meta=seedtts/en/meta.lst out_dir=out/oracle mode=oracle_tokens
+
+The modes ``resynthesis`` and ``oracle_tokens`` render a meta.lst's ground truth through the stages after the
+AR model (``speech.inference.ceiling``): the ceiling rows of an evaluation.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from speech.inference import SynthesisRequest, Synthesizer, audio_output
 from speech.inference.batch_runner import MODES, run_meta
+from speech.inference.ceiling import KINDS as CEILINGS
+from speech.inference.ceiling import run_ceiling
 from speech.inference.request import FORMATS
 
 
@@ -73,8 +79,8 @@ def check_args(cfg: DictConfig) -> None:
     if cfg.meta is not None:
         if cfg.out_dir is None:
             raise ValueError("meta=... needs out_dir=... (where the <utt>.wav files go)")
-        if cfg.mode not in MODES:
-            raise ValueError(f"mode must be one of {list(MODES)}, got {cfg.mode!r}")
+        if cfg.mode not in MODES + CEILINGS:
+            raise ValueError(f"mode must be one of {list(MODES + CEILINGS)}, got {cfg.mode!r}")
         if cfg.stream:
             raise ValueError("stream=true streams one utterance (text=...), not a meta.lst")
         return
@@ -104,15 +110,12 @@ def main(cfg: DictConfig) -> dict[str, float]:
     make = request_factory(cfg)
     if cfg.meta is None:
         return synthesize_one(synth, cfg, make)
-    summary = run_meta(
-        synth,
-        cfg.meta,
-        cfg.out_dir,
-        mode=cfg.mode,
-        make=make,
-        batch_size=cfg.batch_size,
-        progress=cfg.progress,
-    )
+    if cfg.mode in CEILINGS:
+        summary = run_ceiling(synth, cfg.meta, cfg.out_dir, kind=cfg.mode, sampling=instantiate(cfg.sampling),
+                              batch_size=cfg.batch_size, progress=cfg.progress)  # fmt: skip
+    else:
+        summary = run_meta(synth, cfg.meta, cfg.out_dir, mode=cfg.mode, make=make, batch_size=cfg.batch_size,
+                           progress=cfg.progress)  # fmt: skip
     print(summary.line())
     return {"generated": summary.generated, "skipped": summary.skipped, "rejected": summary.rejected,
             "audio_seconds": summary.audio_seconds, "rtf": summary.rtf}  # fmt: skip

@@ -62,7 +62,11 @@ def test_single_utterance_zero_and_one_shot(setup, monkeypatch, capsys):
         run(monkeypatch, *setup["common"], "text=hi")
     with pytest.raises(ValueError, match="meta=... needs out_dir=..."):
         run(monkeypatch, *setup["common"], f"meta={setup['meta']}")
-    with pytest.raises(ValueError, match=r"mode must be one of \['zero_shot', 'one_shot'\], got 'two_shot'"):
+    with pytest.raises(
+        ValueError,
+        match=r"mode must be one of \['zero_shot', 'one_shot', 'resynthesis', 'oracle_tokens'\], "
+        r"got 'two_shot'",
+    ):
         run(monkeypatch, *setup["common"], f"meta={setup['meta']}", f"out_dir={root}", "mode=two_shot")
 
 
@@ -108,3 +112,15 @@ def test_meta_list_batched_and_resumable(setup, monkeypatch, capsys, mode):
     second = capsys.readouterr().out
     assert "generated 1 utterances" in second and f"skipped {len(expected) - 1} existing" in second
     assert (out / "u2.wav").exists() and (out / "u1.wav").stat().st_mtime_ns == mtime
+
+
+@pytest.mark.parametrize("mode", ["resynthesis", "oracle_tokens"])
+def test_ceiling_modes_render_the_ground_truth_of_a_meta_list(setup, monkeypatch, capsys, mode):
+    refs = setup["refs"]
+    meta = setup["root"] / "set" / "meta_gt.lst"
+    meta.write_text(f"g1|alpha|{refs[0]}|beta|{refs[2]}\ng2|gamma|{refs[1]}|delta|{refs[1]}\n")
+    out = setup["root"] / f"out_{mode}"
+    run(monkeypatch, *setup["common"], f"meta={meta}", f"out_dir={out}", f"mode={mode}")
+    assert "generated 2 utterances" in capsys.readouterr().out
+    g1 = sf.read(out / "g1.wav")[0]
+    assert abs(len(g1) - len(sf.read(refs[2])[0])) < 1280  # the length of gt_wav, within two tokens

@@ -1,0 +1,154 @@
+"""The ceiling rows of an evaluation: how much intelligibility each stage leaves before the AR model.
+
+Two renderings of a test set's ground truth, scored like clones, isolate where speech is lost:
+
+- ``resynthesis``: ground truth -> Flow-VAE encoder (posterior mean) -> Flow-VAE decoder. The decoder's
+  ceiling: no clone can be clearer than this.
+- ``oracle_tokens``: ground truth -> audio tokenizer -> flow matching (speaker vector of the prompt wav,
+  as in zero-shot cloning) -> Flow-VAE decoder. The ceiling of everything after the AR model: what a
+  perfect AR model (one that predicts the ground truth's tokens) would give.
+
+A zero-shot clone scored against these rows shows which stage to train longer: a bad resynthesis row
+points at the Flow-VAE, a good resynthesis but bad oracle row at the tokenizer or flow matching, and good
+ceilings with bad clones at the AR model.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from speech.audio.io import save_audio
+from speech.data.meta_list import MetaEntry, read_meta_list
+from speech.data.rejects import RejectLog
+from speech.inference.batch_runner import RunSummary
+from speech.inference.request import SamplingSetting
+from speech.inference.synthesizer import Synthesizer
+from speech.inference.voice import load_reference
+
+KINDS = ("resynthesis", "oracle_tokens")
+
+
+@torch.inference_mode()
+def render_ceiling(
+    synth: Synthesizer,
+    kind: str,
+    truths: Sequence[np.ndarray],
+    references: Sequence[np.ndarray],
+    sampling: SamplingSetting | None = None,
+) -> list[np.ndarray]:
+    """Renders ground-truth waveforms through the stages after the AR model.
+
+    Args:
+        synth: The pipeline (its audio tokenizer, flow matching and Flow-VAE are used; its AR model not).
+        kind: ``resynthesis`` or ``oracle_tokens`` (see the module docstring).
+        truths: Ground-truth waveforms ``(t,)`` at ``synth.sample_rate``.
+        references: One speaker reference ``(t,)`` per truth (``oracle_tokens`` conditions flow matching on
+            its speaker vector; ``resynthesis`` ignores it).
+        sampling: Flow-matching knobs (steps, solver, guidance, noise, seed); ``None``: the defaults.
+
+    Returns:
+        One waveform ``(t_i,)`` per truth, float32 at ``synth.sample_rate``.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
+    if len(truths) != len(references):
+        raise ValueError(f"{len(truths)} truths but {len(references)} references")
+    if not truths:
+        return []
+    prompts = synth.voice.prompts(list(truths))  # tokens (k,) and posterior-mean latents (2k, d)
+    if kind == "resynthesis":
+        rows = [p.latents for p in prompts]
+        latents = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+        latent_lens = torch.tensor([len(r) for r in rows], device=latents.device)
+    else:
+        sampling = sampling or SamplingSetting()
+        generator = None
+        if sampling.seed is not None:
+            device = next(synth.fm.parameters()).device  # not synth.device: that is the AR model's
+            generator = torch.Generator(device=device).manual_seed(sampling.seed)
+        tokens = torch.nn.utils.rnn.pad_sequence([p.tokens for p in prompts], batch_first=True)
+        token_lens = torch.tensor([len(p.tokens) for p in prompts], device=tokens.device)
+        _, speaker = synth.voice.speakers([[(ref, 1.0)] for ref in references])
+        latents, latent_lens = synth.fm.sample(
+            tokens=tokens,
+            token_lens=token_lens,
+            speaker=speaker,
+            **sampling.fm_options(),
+            generator=generator,
+        )
+    audio = synth.flow_vae.decode(latents, latent_lens)
+    audio_lens = latent_lens * synth.flow_vae.hop_length
+    return [audio[i, : int(n)].float().cpu().numpy() for i, n in enumerate(audio_lens.tolist())]
+
+
+def ceiling_batches(
+    entries: Sequence[MetaEntry], sample_rate: int, batch_size: int
+) -> Iterator[tuple[list[MetaEntry], list[np.ndarray], list[np.ndarray]]]:
+    """``(entries, truths, references)`` in batches of similar length, read from each line's ``gt_wav``
+    and ``prompt_wav``.
+
+    Raises:
+        ValueError: a line has no ``gt_wav`` (the fifth ``meta.lst`` field), naming it.
+    """
+    missing = [e.utt for e in entries if e.gt_wav is None]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} meta.lst lines have no gt_wav (fifth field), e.g. {missing[0]}: ceiling rows "
+            "render the ground truth"
+        )
+    ordered = sorted(entries, key=lambda e: Path(e.gt_wav).stat().st_size)
+    for start in range(0, len(ordered), batch_size):
+        chunk = ordered[start : start + batch_size]
+        truths = [load_reference(e.gt_wav, sample_rate) for e in chunk]
+        references = [load_reference(e.prompt_wav, sample_rate) for e in chunk]
+        yield chunk, truths, references
+
+
+def run_ceiling(
+    synth: Synthesizer,
+    meta: str | Path,
+    out_dir: str | Path,
+    *,
+    kind: str,
+    sampling: SamplingSetting | None = None,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> RunSummary:
+    """Renders every line of ``meta`` not yet in ``out_dir`` as ``<out_dir>/<utt>.wav`` (resumable, like
+    ``batch_runner.run_meta``), so that ``eval/seedtts_eval.py`` scores it like a clone.
+
+    Args:
+        synth: The pipeline.
+        meta: A Seed-TTS-eval ``meta.lst`` whose lines carry ``gt_wav``.
+        out_dir: Where the wavs go.
+        kind: ``resynthesis`` or ``oracle_tokens``.
+        sampling: Flow-matching knobs of ``oracle_tokens``.
+        batch_size: Utterances rendered together.
+        progress: Show a tqdm bar.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
+    out_dir = Path(out_dir)
+    rejects = RejectLog()
+    entries = read_meta_list(meta, rejects=rejects)
+    todo = [e for e in entries if not (out_dir / f"{e.utt}.wav").exists()]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    audio_seconds, start = 0.0, time.perf_counter()
+    with tqdm(total=len(todo), disable=not progress, desc=kind, unit="utt") as bar:
+        for chunk, truths, references in ceiling_batches(todo, synth.sample_rate, batch_size):
+            for entry, wav in zip(
+                chunk, render_ceiling(synth, kind, truths, references, sampling), strict=True
+            ):
+                save_audio(out_dir / f"{entry.utt}.wav", wav, synth.sample_rate)
+                audio_seconds += len(wav) / synth.sample_rate
+            bar.update(len(chunk))
+    if len(rejects):
+        rejects.write(out_dir / "rejects.tsv")
+    skipped = len(entries) - len(todo)
+    return RunSummary(len(todo), skipped, len(rejects), audio_seconds, time.perf_counter() - start)
