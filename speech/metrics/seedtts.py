@@ -348,15 +348,31 @@ def row_markdown(label: str, row: dict) -> str:
 
 
 def comparison_markdown(summaries: dict[str, dict], truth: dict | None = None) -> str:
-    """One table comparing the generated rows of several runs on the same test set (``label -> summary``),
-    plus a ground-truth row: ``truth`` (a summary's ground-truth entry), else the first run's that has one."""
-    lines = list(TABLE_HEADER)
-    lines += [row_markdown(label, s[GENERATED]) for label, s in summaries.items()]
+    """One table comparing the generated rows of several runs on the same test set (``label -> summary``).
+
+    The ground-truth row (``truth``, a summary's ground-truth entry, else the first run's that has one) comes
+    first, and each run's WER is also given relative to it (``x1.50``: half as many errors again as the
+    ground truth scores with the same judge).
+    """
     if truth is None:
         truth = next((s[GROUND_TRUTH] for s in summaries.values() if s.get(GROUND_TRUTH)), None)
-    if truth is not None:
-        lines.append(row_markdown("ground truth", truth))
+    if truth is None:
+        return (
+            "\n".join([*TABLE_HEADER, *(row_markdown(k, s[GENERATED]) for k, s in summaries.items())]) + "\n"
+        )
+    lines = [TABLE_HEADER[0] + " WER / truth |", TABLE_HEADER[1] + "---|"]
+    lines.append(row_markdown("ground truth", truth) + " x1.00 |")
+    for label, summary in summaries.items():
+        lines.append(row_markdown(label, summary[GENERATED]) + f" {_relative(summary[GENERATED], truth)} |")
     return "\n".join(lines) + "\n"
+
+
+def _relative(row: dict, truth: dict) -> str:
+    """A row's mean WER over the ground truth's, as ``x1.23`` (``n/a`` when either is missing or zero)."""
+    wer, base = row["wer"].get("estimate"), truth["wer"].get("estimate")
+    if wer is None or not base:
+        return "n/a"
+    return f"x{wer / base:.2f}"
 
 
 def summary_markdown(summary: dict) -> str:

@@ -32,8 +32,9 @@ def test_table_has_one_row_per_run_and_ground_truth(tmp_path, capsys):
           "--out", str(tmp_path / "t.md")])  # fmt: skip
     table = (tmp_path / "t.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ") and "row" not in line]
-    assert [r.split("|")[1].strip() for r in rows] == ["zero-shot", "one-shot", "ground truth"]
-    assert "50.00 [49.00, 51.00]" in rows[0] and "0.700" in rows[1] and "5.00" in rows[2]
+    assert [r.split("|")[1].strip() for r in rows] == ["ground truth", "zero-shot", "one-shot"]
+    assert "5.00" in rows[0] and "50.00 [49.00, 51.00]" in rows[1] and "0.700" in rows[2]
+    assert [r.split("|")[-2].strip() for r in rows] == ["x1.00", "x10.00", "x5.00"]  # WER over the truth's
     assert table in capsys.readouterr().out
 
 
@@ -63,3 +64,11 @@ def test_ground_truth_row_from_a_separate_eval(tmp_path):
     assert len(truth) == 1 and "33.00 [32.00, 34.00]" in truth[0]
     with pytest.raises(SystemExit, match="no ground-truth row of m.lst"):
         _run([f"zero-shot={tmp_path / 'zs'}", f"--ground-truth={tmp_path / 'other'}"])
+
+
+def test_without_a_ground_truth_row_there_is_no_relative_column(tmp_path, capsys):
+    (tmp_path / "zs").mkdir()
+    (tmp_path / "zs" / "summary.json").write_text(json.dumps(_summary("m.lst", 0.5, 0.6, truth=False)))
+    _run([f"zero-shot={tmp_path / 'zs'}"])
+    table = capsys.readouterr().out
+    assert "WER / truth" not in table and "| zero-shot | 3 / 4 | 50.00" in table
