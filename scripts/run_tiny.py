@@ -5,8 +5,9 @@
 (``run_tiny.sh`` installs the environment, then runs this file.) The graph::
 
     corpus -> prepare -> tokenizer -> token cache ----> AR + speaker encoder ---\\
-                      \\                       \\                              +-> clone test-synth-en
-                       -> Flow-VAE -> latent cache -> flow matching -----------/   zero-shot | one-shot
+                      \\                       \\                              +-> render test-synth-en:
+                       -> Flow-VAE -> latent cache -> flow matching -----------/   zero-shot, one-shot,
+                                                                                   resynthesis, oracle tokens
                                                                                    -> WER / SIM of each
     prepare -> WER / SIM of the ground truth (whenever a core is free)              -> one table
 
@@ -14,13 +15,16 @@ Tasks run on ``SLOTS`` CPU slots (default: every core), one thread each unless n
 need is done (``speech.runner``). Everything is safe to run again: trained stages resume at their last
 checkpoint and stop at once when done, caches and generated wavs are skipped, a scored ground truth is kept.
 Budgets come from the environment: ``TOKENIZER_STEPS`` (600), ``VAE_STEPS`` (2000), ``AR_STEPS`` (800),
-``FM_STEPS`` (1200); ``EVAL_ASR`` picks the WER judge (``pocketsphinx_fast``, see docs/evaluation.md).
-Outputs: ``logs/pipeline_tiny/`` (a log per task, ``timings.md``, ``results.md``).
+``FM_STEPS`` (1200); ``EVAL_ASR`` picks the WER judge (``whisper_ct2``: Whisper tiny.en, see
+docs/evaluation.md). Besides the clones, two ceiling rows render the test set's ground truth through the
+stages after the AR model (``infer.py mode=resynthesis|oracle_tokens``): the table then shows which stage
+loses the speech. Outputs: ``logs/pipeline_tiny/`` (a log per task, ``timings.md``, ``results.md``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -35,6 +39,9 @@ TOKENIZER_CKPT = Path("logs/tokenizer_tiny/checkpoints/last.ckpt")
 VAE_CKPT = Path("logs/flow_vae_tiny/checkpoints/last.ckpt")
 AR_CKPT = Path("logs/ar_tiny/checkpoints/last.ckpt")
 FM_CKPT = Path("logs/flow_matching_tiny/checkpoints/last.ckpt")
+# infer.py mode -> row of the table: the ceiling rows first, then the clones
+ROWS = {"resynthesis": "resynthesis", "oracle_tokens": "oracle tokens", "zero_shot": "zero-shot",
+        "one_shot": "one-shot"}  # fmt: skip
 
 
 def generated_dir() -> Path:
@@ -42,6 +49,28 @@ def generated_dir() -> Path:
     training makes new ones instead of mixing them with the old."""
     digest = hashlib.sha256(AR_CKPT.read_bytes() + FM_CKPT.read_bytes()).hexdigest()[:12]
     return OUT / digest
+
+
+# The issue's goals for the main job (zero-shot, on test-synth-en, with Whisper tiny.en and resemblyzer)
+GOAL_WER_RATIO, GOAL_SIM = 2.0, 0.75
+
+
+def truth_summary(env: dict) -> Path:
+    """The ground-truth scores of the test set with the run's judge."""
+    return OUT / f"ground_truth_{env.get('EVAL_ASR', 'whisper_ct2')}" / "test-synth-en/en/summary.json"
+
+
+def goals(env: dict) -> str:
+    """Whether zero-shot cloning met the main job's goals, in two lines."""
+    truth = json.loads(truth_summary(env).read_text())["ground_truth"]
+    clone = json.loads((generated_dir() / "eval/zero_shot/summary.json").read_text())["generated"]
+    ratio = clone["wer"]["estimate"] / truth["wer"]["estimate"]
+    sim = clone["sim"]["estimate"]
+    return (
+        f"goal: zero-shot WER at most x{GOAL_WER_RATIO:.2f} the ground truth's: x{ratio:.2f}, "
+        f"{'met' if ratio <= GOAL_WER_RATIO else 'not met'}\n"
+        f"goal: zero-shot SIM at least {GOAL_SIM:.2f}: {sim:.3f}, {'met' if sim >= GOAL_SIM else 'not met'}\n"
+    )
 
 
 def tasks(extra: list[str], env: dict, slots: int) -> list[Task]:
@@ -54,8 +83,8 @@ def tasks(extra: list[str], env: dict, slots: int) -> list[Task]:
         steps = env.get(budget, default)
         return hydra("train.py", f"experiment={experiment}", f"trainer.max_steps={steps}", *args)
 
-    asr = env.get("EVAL_ASR", "pocketsphinx_fast")
-    truth_dir = OUT / f"ground_truth_{asr}"
+    asr = env.get("EVAL_ASR", "whisper_ct2")
+    truth_dir = truth_summary(env).parents[2]
 
     def clone(mode: str):
         def command():
@@ -78,7 +107,7 @@ def tasks(extra: list[str], env: dict, slots: int) -> list[Task]:
 
     def table() -> list[str]:
         gen = generated_dir()
-        runs = (f"zero-shot={gen / 'eval/zero_shot'}", f"one-shot={gen / 'eval/one_shot'}")
+        runs = [f"{label}={gen / 'eval' / mode}" for mode, label in ROWS.items()]
         truth = f"--ground-truth={truth_dir / 'test-synth-en/en'}"
         return [sys.executable, "eval/compare_runs.py", *runs, truth, f"--out={gen / 'results.md'}"]
 
@@ -108,10 +137,8 @@ def tasks(extra: list[str], env: dict, slots: int) -> list[Task]:
             train("flow_matching_tiny", "FM_STEPS", 1200),
             after=("encode_tokens", "encode_latents"),
         ),  # fmt: skip
-        Task("zero_shot", clone("zero_shot"), after=("ar", "flow_matching")),
-        Task("one_shot", clone("one_shot"), after=("ar", "flow_matching")),
-        Task("eval_zero_shot", scored("zero_shot"), after=("zero_shot",)),
-        Task("eval_one_shot", scored("one_shot"), after=("one_shot",)),
+        *(Task(mode, clone(mode), after=("ar", "flow_matching")) for mode in ROWS),
+        *(Task(f"eval_{mode}", scored(mode), after=(mode,)) for mode in ROWS),
         # needs only the test set, but waits for the token cache: from then on it starts only when no task
         # earlier in this list is ready, i.e. in the gap one training lane leaves while the other finishes
         Task(
@@ -122,7 +149,7 @@ def tasks(extra: list[str], env: dict, slots: int) -> list[Task]:
             after=("encode_tokens",),
             done_if=truth_dir / "test-synth-en/en/summary.json",
         ),  # fmt: skip
-        Task("table", table, after=("eval_zero_shot", "eval_one_shot", "eval_ground_truth")),
+        Task("table", table, after=(*(f"eval_{mode}" for mode in ROWS), "eval_ground_truth")),
     ]
 
 
@@ -131,7 +158,7 @@ def main() -> int:
     timing = run_job(tasks(sys.argv[1:], dict(os.environ), slots), slots=slots, log_dir=OUT)
     if timing is None:
         return 1
-    results = (generated_dir() / "results.md").read_text()
+    results = (generated_dir() / "results.md").read_text() + "\n" + goals(dict(os.environ))
     (OUT / "results.md").write_text(results)
     print(f"\n{timing}\n{results}\nwavs and per-utterance scores: {generated_dir()}")
     return 0
