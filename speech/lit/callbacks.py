@@ -270,6 +270,35 @@ class ProgressLog(L.Callback):
         print(line, flush=True)
 
 
+class TrainingClock(L.Callback):
+    """Logs ``time/train_minutes``: wall-clock minutes spent in this run's training so far, validation
+    included, carried across resumes in the checkpoint (the time between a kill and its resume does not
+    count). Learning curves against compute time read it (``eval/learning_curves.py``)."""
+
+    KEY = "time/train_minutes"
+
+    def __init__(self) -> None:
+        self.minutes = 0.0  # before this launch
+        self._start: float | None = None
+
+    def elapsed(self) -> float:
+        """Minutes of training so far, this launch included."""
+        now = 0.0 if self._start is None else (time.monotonic() - self._start) / 60
+        return self.minutes + now
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._start = time.monotonic()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        pl_module.log(self.KEY, self.elapsed(), on_step=True, on_epoch=False, batch_size=1)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"minutes": self.elapsed()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.minutes = float(state_dict.get("minutes", 0.0))
+
+
 class FinalCheckpoint(L.Callback):
     """Writes ``last.ckpt`` when training ends between two checkpoint intervals (``max_steps`` not a
     multiple of ``every_n_train_steps``), so the steps after the last interval are never lost and the next

@@ -258,3 +258,42 @@ def test_training_that_ends_between_intervals_still_writes_last(tmp_path):
 
     assert checkpoints(final=False) == 4  # what Lightning alone leaves: steps 5-7 lost
     assert checkpoints(final=True) == 7
+
+
+# ---- the training clock -----------------------------------------------------------------------------------
+def test_the_training_clock_logs_minutes_and_continues_them_after_a_resume(tmp_path, monkeypatch):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from speech.lit.callbacks import TrainingClock
+
+    now = [1000.0]
+
+    def tick():  # every call to the clock is 6 s later: minutes grow by 0.1 per call
+        now[0] += 6.0
+        return now[0]
+
+    monkeypatch.setattr("speech.lit.callbacks.time.monotonic", tick)
+
+    def fit(steps, ckpt_path=None):
+        ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_last=True)
+        logger = CSVLogger(tmp_path, name="csv")
+        L.Trainer(accelerator="cpu", max_steps=steps, logger=logger, log_every_n_steps=1,
+                  enable_progress_bar=False, enable_model_summary=False,
+                  callbacks=[ckpt, TrainingClock()]).fit(Toy(), loader(), ckpt_path=ckpt_path)  # fmt: skip
+        return Path(logger.log_dir) / "metrics.csv"
+
+    first = fit(4)
+    now[0] += 3600.0  # an hour between the kill and the resume does not count
+    second = fit(6, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+
+    def minutes(path):
+        import csv
+
+        rows = [r for r in csv.DictReader(path.open()) if r.get(TrainingClock.KEY)]
+        return {int(r["step"]): float(r[TrainingClock.KEY]) for r in rows}
+
+    before, after = minutes(first), minutes(second)
+    assert sorted(before) == [0, 1, 2, 3] and sorted(after) == [4, 5]
+    assert all(0 < before[s] < before[s + 1] for s in range(3))
+    assert before[3] < after[4] < before[3] + 5  # continued, without the hour
