@@ -16,6 +16,7 @@ repeats itself on noise until its 448-token limit.
 from __future__ import annotations
 
 import importlib.util
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -54,6 +55,8 @@ def _import_whisper_model():
         raise ImportError(
             "WhisperCT2ASR needs faster-whisper: pip install faster-whisper (or pip install -e .[eval])"
         ) from err
+    # faster-whisper logs a line per transcribed file at INFO: thousands of lines in an evaluation's log
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)
     return WhisperModel
 
 
