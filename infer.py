@@ -8,11 +8,17 @@ python infer.py ar_ckpt=A.ckpt fm_ckpt=F.ckpt meta=seedtts/en/meta.lst out_dir=o
 
 The modes ``resynthesis`` and ``oracle_tokens`` render a meta.lst's ground truth through the stages after the
 AR model (``speech.inference.ceiling``): the ceiling rows of an evaluation.
+
+A user error (a bad argument or request field, missing or mismatched files, unusable audio: ``ValueError``
+and ``FileNotFoundError``) prints one line, ``error: <message>``, to stderr and exits with status 2;
+``debug=true`` or ``HYDRA_FULL_ERROR=1`` raises it with its traceback instead.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +33,9 @@ from speech.inference.batch_runner import MODES, run_meta
 from speech.inference.ceiling import KINDS as CEILINGS
 from speech.inference.ceiling import run_ceiling
 from speech.inference.request import FORMATS
+
+USER_ERRORS = (ValueError, FileNotFoundError)  # RequestError, AudioError, MetaListError are ValueErrors
+USAGE_EXIT_STATUS = 2
 
 
 def request_factory(cfg: DictConfig) -> functools.partial:
@@ -44,14 +53,22 @@ def request_factory(cfg: DictConfig) -> functools.partial:
     )
 
 
+def single_request(cfg: DictConfig, make: functools.partial) -> SynthesisRequest:
+    """The request of ``text``, ``ref_wav``, ``prompt_text`` and ``stream``."""
+    return make(text=cfg.text, reference=cfg.ref_wav, prompt_text=cfg.prompt_text, stream=cfg.stream)
+
+
 def synthesize_one(synth: Synthesizer, cfg: DictConfig, make: functools.partial) -> dict[str, float]:
-    """``text`` (+ ``ref_wav``, optional ``prompt_text``) -> ``out``; prints and returns the RTF."""
+    """``text`` (+ ``ref_wav``, optional ``prompt_text``) -> ``out``; prints and returns the RTF (warnings
+    about the request go to stderr)."""
     out = Path(cfg.out)
-    request = make(text=cfg.text, reference=cfg.ref_wav, prompt_text=cfg.prompt_text, stream=cfg.stream)
+    request = single_request(cfg, make)
     start = time.perf_counter()
     if not cfg.stream:
         result = synth.synthesize(request)
         wall = time.perf_counter() - start
+        for warning in result.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         result.save(out)
         audio_seconds, extra = result.duration, {}
     else:
@@ -70,8 +87,9 @@ def synthesize_one(synth: Synthesizer, cfg: DictConfig, make: functools.partial)
     return {"audio_seconds": audio_seconds, "wall_seconds": wall, "rtf": rtf, **extra}
 
 
-def check_args(cfg: DictConfig) -> None:
-    """Fails on a wrong command line before any model is loaded."""
+def check_args(cfg: DictConfig, make: functools.partial) -> None:
+    """Fails on a wrong command line before any model is loaded: the options, and the request
+    (one utterance) or the settings every line's request gets (a meta.lst)."""
     if cfg.voice.emotion is not None and not cfg.emotion_adapters:
         raise ValueError(
             f"voice.emotion={cfg.voice.emotion} needs its adapter: emotion_adapters=[<ar_adapter checkpoint>]"
@@ -83,6 +101,8 @@ def check_args(cfg: DictConfig) -> None:
             raise ValueError(f"mode must be one of {list(MODES + CEILINGS)}, got {cfg.mode!r}")
         if cfg.stream:
             raise ValueError("stream=true streams one utterance (text=...), not a meta.lst")
+        for setting in ("voice", "audio", "sampling"):
+            make.keywords[setting].validate()
         return
     if cfg.text is None or cfg.ref_wav is None:
         raise ValueError(
@@ -91,11 +111,25 @@ def check_args(cfg: DictConfig) -> None:
     suffix, fmt = Path(cfg.out).suffix.lstrip(".").lower(), cfg.audio.format
     if suffix in FORMATS and suffix != fmt:
         raise ValueError(f"out={cfg.out} ends in .{suffix} but audio.format={fmt}; set audio.format={suffix}")
+    single_request(cfg, make).validate()
 
 
 @hydra.main(config_path="configs", config_name="infer", version_base="1.3")
 def main(cfg: DictConfig) -> dict[str, float]:
-    check_args(cfg)
+    """Runs :func:`infer`; a user error ends in one line on stderr (see the module docstring)."""
+    try:
+        return infer(cfg)
+    except USER_ERRORS as err:
+        if cfg.debug or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(USAGE_EXIT_STATUS)
+
+
+def infer(cfg: DictConfig) -> dict[str, float]:
+    """Loads the checkpoints and synthesizes one utterance or a meta.lst; returns the run's numbers."""
+    make = request_factory(cfg)
+    check_args(cfg, make)
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     synth = Synthesizer.from_checkpoints(
         cfg.ar_ckpt,
@@ -107,7 +141,6 @@ def main(cfg: DictConfig) -> dict[str, float]:
         max_segment_tokens=cfg.max_segment_tokens,
         emotion_adapters=list(cfg.emotion_adapters),
     )
-    make = request_factory(cfg)
     if cfg.meta is None:
         return synthesize_one(synth, cfg, make)
     if cfg.mode in CEILINGS:

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from speech.inference import RequestError
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "infer.py"
 _spec = importlib.util.spec_from_file_location(
@@ -41,8 +43,11 @@ def setup(tmp_path_factory):
     return {"root": root, "refs": refs, "meta": meta, "common": common}
 
 
-def run(monkeypatch, *overrides):
-    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # errors propagate instead of sys.exit(1)
+def run(monkeypatch, *overrides, full_error=True):
+    if full_error:
+        monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # errors propagate instead of sys.exit
+    else:
+        monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     monkeypatch.setattr(sys, "argv", [str(SCRIPT), *overrides])
     runpy.run_path(str(SCRIPT), run_name="__main__")
 
@@ -95,7 +100,7 @@ def test_meta_list_batched_and_resumable(setup, monkeypatch, capsys, mode):
     assert written == expected
     rejects = (out / "rejects.tsv").read_text()
     assert "bad_meta_line" in rejects and (("u3\tbad_request" in rejects) == (mode == "one_shot"))
-    assert "u5\tbad_request\trequests[" in rejects and "corrupt.wav: unreadable audio" in rejects
+    assert "u5\tbad_request\treference: " in rejects and "corrupt.wav: unreadable audio" in rejects
     first = capsys.readouterr().out
     assert f"generated {len(expected)} utterances" in first and "RTF" in first
     u1 = sf.read(out / "u1.wav")[0]
@@ -124,3 +129,62 @@ def test_ceiling_modes_render_the_ground_truth_of_a_meta_list(setup, monkeypatch
     assert "generated 2 utterances" in capsys.readouterr().out
     g1 = sf.read(out / "g1.wav")[0]
     assert abs(len(g1) - len(sf.read(refs[2])[0])) < 1280  # the length of gt_wav, within two tokens
+
+
+# Issue 17, defect 3: a user error printed a traceback; now one line on stderr and exit status 2, checked
+# before any checkpoint is loaded; debug=true (or HYDRA_FULL_ERROR=1) still shows the traceback.
+def test_a_user_error_is_one_line_on_stderr(setup, monkeypatch, capsys, tmp_path):
+    bad = ["ar_ckpt=missing.ckpt", "fm_ckpt=missing.ckpt", f"paths.log_dir={tmp_path}", "text=alpha",
+           f"ref_wav={setup['refs'][0]}", f"out={tmp_path / 'x.wav'}", "voice.volume=20"]  # fmt: skip
+    with pytest.raises(SystemExit) as end:
+        run(monkeypatch, *bad, full_error=False)
+    assert end.value.code == 2
+    err = capsys.readouterr().err
+    assert err == "error: voice.volume: must be a number in (0, 10], got 20\n"  # not requests[0].voice...
+    with pytest.raises(SystemExit) as end:
+        run(monkeypatch, *setup["common"], "text=...", f"ref_wav={setup['refs'][0]}", full_error=False)
+    assert end.value.code == 2 and capsys.readouterr().err.startswith(
+        "error: text: '...' has nothing to speak"
+    )
+    with pytest.raises(SystemExit) as end:
+        run(monkeypatch, *bad, "debug=true", full_error=False)
+    err = capsys.readouterr().err
+    assert end.value.code == 1 and "Traceback" in err and "RequestError: voice.volume: must be" in err
+    with pytest.raises(RequestError, match=r"^voice\.volume: must be a number"):
+        run(monkeypatch, *bad)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as end:
+        run(monkeypatch, *setup["common"], "meta=missing.lst", f"out_dir={tmp_path}", full_error=False)
+    assert end.value.code == 2 and capsys.readouterr().err == "error: meta list not found: missing.lst\n"
+
+
+# Issue 17, defects 2 and 7 in a meta.lst: lines that cannot be synthesized are rejected one by one with the
+# field and the measured value (no batch index), the rest is generated; a prompt cut to fit is logged.
+def test_meta_list_rejects_unusable_lines_and_cuts_long_prompts(setup, monkeypatch, capsys, tmp_path):
+    t = np.arange(20 * 16000) / 16000
+    long_ref = 0.3 * np.sin(2 * np.pi * 150 * t) * (np.sin(2 * np.pi * 4 * t) > 0)
+    sf.write(tmp_path / "long.wav", long_ref.astype(np.float32), 16000)
+    sf.write(tmp_path / "silent.wav", np.zeros(16000, dtype=np.float32), 16000)
+    sf.write(tmp_path / "short.wav", long_ref[:4000].astype(np.float32), 16000)
+    transcript = " ".join(["alpha beta gamma delta"] * 25)
+    (tmp_path / "meta.lst").write_text(
+        f"ok|alpha beta|{setup['refs'][1]}|gamma delta\n"
+        f"long_prompt|{transcript}|long.wav|epsilon zeta\n"
+        "silent|alpha|silent.wav|beta\n"
+        "short|alpha|short.wav|beta\n"
+        f"huge_number|alpha|{setup['refs'][0]}|{'7' * 60}\n"
+        "nothing|alpha|short.wav|?!\n"
+    )
+    out = tmp_path / "out"
+    run(monkeypatch, *setup["common"], f"meta={tmp_path / 'meta.lst'}", f"out_dir={out}", "mode=one_shot")
+    assert sorted(p.name for p in out.glob("*.wav")) == ["long_prompt.wav", "ok.wav"]
+    rejects = dict(line.split("\t", 1) for line in (out / "rejects.tsv").read_text().splitlines())
+    assert rejects["silent"].startswith("bad_request\treference: is silent: digital silence")
+    assert rejects["short"] == "bad_request\treference: is 0.25 s long; a reference needs at least 0.5 s"
+    assert rejects["huge_number"].startswith("bad_request\ttext: the segment 'seven seven")
+    assert "more than the AR model's max_len of 512" in rejects["huge_number"]
+    assert rejects["nothing"].startswith("bad_request\ttext: '?!' has nothing to speak")
+    printed = capsys.readouterr().out  # Hydra's log goes there too
+    assert "generated 2 utterances" in printed
+    assert "long_prompt: prompt_text: the one-shot prompt is cut to fit the AR model's max_len" in printed
+    assert "of 20.00 s of audio" in printed

@@ -124,8 +124,11 @@ def encode(wav: np.ndarray, sample_rate: int, fmt: str, bitrate: int | None = No
             ``None``: libsndfile's default.
 
     Raises:
-        ValueError: unknown ``fmt``, a ``bitrate`` for another format than mp3, or one the rate cannot carry.
+        ValueError: unknown ``fmt``, a ``bitrate`` for another format than mp3, or one the rate cannot carry;
+            NaN or infinite samples (a broken model: they would be written as full-scale clicks or zeros).
     """
+    if not np.isfinite(wav).all():
+        raise ValueError("the audio holds NaN or infinite samples; nothing is written")
     if bitrate is not None and fmt != "mp3":
         raise ValueError(f"a bitrate applies to mp3 only, the format is {fmt!r}")
     clipped = np.clip(wav, -1.0, 1.0)

@@ -3,11 +3,13 @@
 Zero-shot uses each line's ``prompt_wav`` as the speaker reference only; one-shot also prompts the models
 with its ``prompt_text`` and audio (and cuts the prompt from the output). Lines whose output already exists
 are skipped, so an interrupted run continues where it stopped; malformed lines and unusable requests are
-reported (``rejects.tsv`` in ``out_dir``) and the rest is processed.
+reported (``rejects.tsv`` in ``out_dir``) and the rest is processed; a line's warnings (a quiet reference, a
+one-shot prompt cut to fit the AR model) are logged with its utt.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +23,8 @@ from speech.inference.request import RequestError, SynthesisRequest
 from speech.inference.synthesizer import Synthesizer
 
 MODES = ("zero_shot", "one_shot")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -100,6 +104,8 @@ def run_meta(
         for i in range(0, len(todo), batch_size):
             chunk = todo[i : i + batch_size]
             for (path, _), result in _synthesize(synth, chunk, rejects):
+                for warning in result.warnings:
+                    log.warning("%s: %s", path.stem, warning)
                 result.save(path)
                 audio_seconds += result.duration
                 generated += 1
@@ -121,5 +127,5 @@ def _synthesize(synth: Synthesizer, chunk: list, rejects: RejectLog) -> list:
             if err.index is None:
                 raise
             path, _ = chunk.pop(err.index)
-            rejects.add(path.stem, "bad_request", str(err))
+            rejects.add(path.stem, "bad_request", str(err.for_request(None)))  # the utt names the request
     return []

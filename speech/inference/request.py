@@ -4,18 +4,23 @@ The Speech-02 options are grouped as in its API (``voice_setting``, ``audio_sett
 names a LoRA adapter on the AR model (MiniMax-Speech section 4.1); which names exist depends on the adapters
 the synthesizer has loaded, so the synthesizer checks it.
 
-``validate()`` checks every field and raises ``RequestError`` naming the field and what it allows.
+``validate()`` checks every field without the models (types, ranges, and that the text has something to
+speak) and raises ``RequestError`` naming the field and what it allows. What needs the models or the audio
+(the reference's measured length and level, emotion adapters, the AR model's length budget) the synthesizer
+checks; docs/inference.md lists every rule.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
 
-from speech.text.pauses import parse_pauses
+from speech.inference.text_frontend import check_speakable, check_text
 
 # Speech-02 ranges (the T2A v2 API reference; table in docs/inference.md).
 SPEED_RANGE = (0.5, 2.0)
@@ -29,6 +34,9 @@ TIMBRE_WEIGHT_RANGE = (1, 100)
 MAX_TIMBRE_VOICES = 4
 MAX_TEXT_CHARS = 10_000
 SOLVERS = ("euler", "midpoint")
+MAX_SEED = 2**32 - 1
+# An array reference's rate: below 4 kHz nothing of a voice is left, above 384 kHz no audio interface records.
+REFERENCE_RATE_RANGE = (4000, 384000)
 
 Reference = str | Path | np.ndarray
 
@@ -36,19 +44,33 @@ Reference = str | Path | np.ndarray
 class RequestError(ValueError):
     """An invalid request field; the message names the field and the allowed values.
 
+    The message is ``<field>: <problem>``, or ``requests[<index>].<field>: <problem>`` for a request of a
+    batch (``Synthesizer.synthesize_batch``); one request alone (``synthesize``, ``stream``) has no index.
+
     Attributes:
-        field: The field, e.g. ``voice.volume`` (``requests[3].voice.volume`` in a batch).
+        field: The field within the request, e.g. ``voice.volume``.
         problem: What is wrong and what is allowed.
-        index: The request's position in a batch, when raised for one.
+        index: The request's position in a batch, or ``None``.
     """
 
     def __init__(self, field_name: str, problem: str, index: int | None = None) -> None:
         self.field, self.problem, self.index = field_name, problem, index
-        super().__init__(f"{field_name}: {problem}")
+        where = field_name if index is None else f"requests[{index}].{field_name}"
+        super().__init__(f"{where}: {problem}")
 
-    def for_request(self, index: int) -> RequestError:
-        """The same error for request ``index`` of a batch: ``requests[<index>].<field>: <problem>``."""
-        return RequestError(f"requests[{index}].{self.field}", self.problem, index)
+    def for_request(self, index: int | None) -> RequestError:
+        """The same error for request ``index`` of a batch (``None``: a request alone)."""
+        return RequestError(self.field, self.problem, index)
+
+
+def is_number(value) -> bool:
+    """A finite real number; ``True``/``False`` are not numbers here (JSON and YAML tell them apart)."""
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_integer(value) -> bool:
+    """An integer that is not a bool."""
+    return isinstance(value, Integral) and not isinstance(value, bool)
 
 
 @dataclass
@@ -71,14 +93,13 @@ class VoiceSetting:
 
     def validate(self) -> None:
         lo, hi = SPEED_RANGE
-        if not isinstance(self.speed, (int, float)) or not lo <= self.speed <= hi:
+        if not is_number(self.speed) or not lo <= self.speed <= hi:
             raise RequestError("voice.speed", f"must be a number in [{lo}, {hi}], got {self.speed!r}")
         lo, hi = VOLUME_RANGE
-        volume_ok = isinstance(self.volume, (int, float)) and math.isfinite(self.volume)
-        if not volume_ok or not lo < self.volume <= hi:
+        if not is_number(self.volume) or not lo < self.volume <= hi:
             raise RequestError("voice.volume", f"must be a number in ({lo:g}, {hi:g}], got {self.volume!r}")
         lo, hi = PITCH_RANGE
-        if isinstance(self.pitch, bool) or not isinstance(self.pitch, int) or not lo <= self.pitch <= hi:
+        if not is_integer(self.pitch) or not lo <= self.pitch <= hi:
             raise RequestError(
                 "voice.pitch", f"must be an integer in [{lo}, {hi}] semitones, got {self.pitch!r}"
             )
@@ -106,13 +127,15 @@ class AudioSetting:
     channel: int = 1
 
     def validate(self) -> None:
-        if self.sample_rate is not None and self.sample_rate not in SAMPLE_RATES:
+        if self.sample_rate is not None and not (
+            is_integer(self.sample_rate) and self.sample_rate in SAMPLE_RATES
+        ):
             raise RequestError(
                 "audio.sample_rate", f"must be one of {list(SAMPLE_RATES)} or None, got {self.sample_rate!r}"
             )
-        if self.format not in FORMATS:
+        if not isinstance(self.format, str) or self.format not in FORMATS:
             raise RequestError("audio.format", f"must be one of {list(FORMATS)}, got {self.format!r}")
-        if self.bitrate is not None and self.bitrate not in BITRATES:
+        if self.bitrate is not None and not (is_integer(self.bitrate) and self.bitrate in BITRATES):
             raise RequestError(
                 "audio.bitrate", f"must be one of {list(BITRATES)} or None, got {self.bitrate!r}"
             )
@@ -124,7 +147,7 @@ class AudioSetting:
 
             if problem := mp3_bitrate_problem(self.bitrate, self.sample_rate):
                 raise RequestError("audio.bitrate", problem)
-        if self.channel not in CHANNELS:
+        if not is_integer(self.channel) or self.channel not in CHANNELS:
             raise RequestError("audio.channel", f"must be one of {list(CHANNELS)}, got {self.channel!r}")
 
 
@@ -167,25 +190,22 @@ class SamplingSetting:
         return {name: getattr(self, name) for name in FM_OPTIONS}
 
     def validate(self) -> None:
-        checks = [
-            ("temperature", self.temperature >= 0, "must be >= 0 (0: greedy)"),
-            ("top_k", isinstance(self.top_k, int) and self.top_k >= 0, "must be an integer >= 0 (0: off)"),
-            ("top_p", 0 < self.top_p <= 1, "must be in (0, 1]"),
-            (
-                "ras_window",
-                isinstance(self.ras_window, int) and self.ras_window >= 0,
-                "must be an integer >= 0",
-            ),
-            ("ras_threshold", 0 <= self.ras_threshold <= 1, "must be in [0, 1]"),
-            ("max_tokens", self.max_tokens is None or self.max_tokens >= 1, "must be None or >= 1"),
-            ("steps", isinstance(self.steps, int) and self.steps >= 1, "must be an integer >= 1"),
-            ("solver", self.solver in SOLVERS, f"must be one of {list(SOLVERS)}"),
-            ("cfg_scale", self.cfg_scale >= 0, "must be >= 0"),
-            ("noise_scale", self.noise_scale >= 0, "must be >= 0"),
-            ("seed", self.seed is None or isinstance(self.seed, int), "must be None or an integer"),
-        ]
-        for name, ok, allowed in checks:
-            if not ok:
+        checks = {
+            "temperature": (lambda v: is_number(v) and v >= 0, "must be a number >= 0 (0: greedy)"),
+            "top_k": (lambda v: is_integer(v) and v >= 0, "must be an integer >= 0 (0: off)"),
+            "top_p": (lambda v: is_number(v) and 0 < v <= 1, "must be a number in (0, 1]"),
+            "ras_window": (lambda v: is_integer(v) and v >= 0, "must be an integer >= 0"),
+            "ras_threshold": (lambda v: is_number(v) and 0 <= v <= 1, "must be a number in [0, 1]"),
+            "max_tokens": (lambda v: v is None or is_integer(v) and v >= 1, "must be None or an int >= 1"),
+            "steps": (lambda v: is_integer(v) and v >= 1, "must be an integer >= 1"),
+            "solver": (lambda v: isinstance(v, str) and v in SOLVERS, f"must be one of {list(SOLVERS)}"),
+            "cfg_scale": (lambda v: is_number(v) and v >= 0, "must be a number >= 0"),
+            "noise_scale": (lambda v: is_number(v) and v >= 0, "must be a number >= 0"),
+            "seed": (lambda v: v is None or is_integer(v) and 0 <= v <= MAX_SEED,
+                     f"must be None or an integer in [0, {MAX_SEED}]"),
+        }  # fmt: skip
+        for name, (ok, allowed) in checks.items():
+            if not ok(getattr(self, name)):
                 raise RequestError(f"sampling.{name}", f"{allowed}, got {getattr(self, name)!r}")
 
     def key(self) -> tuple:
@@ -207,10 +227,12 @@ class SynthesisRequest:
 
     Attributes:
         text: What to say (at most 10,000 characters); may hold pause markers ``<#x#>``.
-        reference: The voice: a wav path, or a mono float array at ``reference_sample_rate``.
+        reference: The voice: a wav path, or a mono float array at ``reference_sample_rate``; at least 0.5 s
+            and not silent (measured by the synthesizer, ``voice.check_reference``).
         prompt_text: Transcript of ``reference``; given, the synthesis is one-shot (the reference's tokens
             and latents prompt the models and are cut from the output); ``None`` is zero-shot.
-        reference_sample_rate: Rate of an array ``reference`` (``None``: the model's rate).
+        reference_sample_rate: Rate of an array ``reference`` in Hz, in ``REFERENCE_RATE_RANGE`` (``None``:
+            the model's rate).
         language: Language code of ``text`` and ``prompt_text`` (selects the text normalization rules).
         voice, audio, sampling: Speech-02 ``voice_setting``, ``audio_setting`` and generation knobs.
         pronunciation_dict: Text substitutions applied before normalization: ``{"word": "spoken form"}`` or
@@ -248,24 +270,21 @@ class SynthesisRequest:
         self.voice.validate()
         self.audio.validate()
         self.sampling.validate()
-        self.pronunciations()
         if not isinstance(self.stream, bool):
             raise RequestError("stream", f"must be True or False, got {self.stream!r}")
 
     def _validate_text(self) -> None:
-        if not isinstance(self.text, str) or not self.text.strip():
-            raise RequestError("text", "must be a non-empty string")
-        if len(self.text) > MAX_TEXT_CHARS:
-            raise RequestError("text", f"must be at most {MAX_TEXT_CHARS} characters, got {len(self.text)}")
-        try:
-            parse_pauses(self.text)
-        except ValueError as err:
-            raise RequestError("text", str(err)) from err
-        if self.prompt_text is not None and not self.prompt_text.strip():
-            raise RequestError("prompt_text", "must be None (zero-shot) or a non-empty transcript (one-shot)")
+        """``language``, ``pronunciation_dict``, then ``text`` and ``prompt_text``: strings with something to
+        speak (``text_frontend.check_text``, ``check_speakable``)."""
         if not isinstance(self.language, str) or not self.language.strip():
             raise RequestError(
                 "language", f"must be a language code such as 'en' or 'zh', got {self.language!r}"
+            )
+        pairs = self.pronunciations()
+        _check_text_field("text", self.text, lambda text: check_text(text, self.language, pairs))
+        if self.prompt_text is not None:
+            _check_text_field(
+                "prompt_text", self.prompt_text, lambda text: check_speakable(text, self.language)
             )
 
     def _validate_voice_source(self) -> None:
@@ -275,8 +294,12 @@ class SynthesisRequest:
             _check_reference("reference", self.reference)
         else:
             self._validate_timbre_weights()
-        if self.reference_sample_rate is not None and self.reference_sample_rate <= 0:
-            raise RequestError("reference_sample_rate", f"must be > 0 Hz, got {self.reference_sample_rate!r}")
+        rate, (lo, hi) = self.reference_sample_rate, REFERENCE_RATE_RANGE
+        if rate is not None and not (is_integer(rate) and lo <= rate <= hi):
+            raise RequestError(
+                "reference_sample_rate",
+                f"must be None (the model's rate) or an integer in [{lo}, {hi}] Hz, got {rate!r}",
+            )
 
     def _validate_timbre_weights(self) -> None:
         voices = self.timbre_weights
@@ -291,16 +314,19 @@ class SynthesisRequest:
             if not isinstance(voice, TimbreWeight):
                 raise RequestError(f"timbre_weights[{i}]", "must be a TimbreWeight(reference, weight)")
             _check_reference(f"timbre_weights[{i}].reference", voice.reference)
-            if not isinstance(voice.weight, (int, float)) or not lo <= voice.weight <= hi:
+            if not is_number(voice.weight) or not lo <= voice.weight <= hi:
                 raise RequestError(
                     f"timbre_weights[{i}].weight", f"must be in [{lo}, {hi}], got {voice.weight!r}"
                 )
 
-    def voices(self) -> list[tuple[Reference, float]]:
-        """The references whose speaker vectors make the voice, with their weights."""
+    def voices(self) -> list[tuple[str, Reference, float]]:
+        """The references whose speaker vectors make the voice: ``(field, reference, weight)``."""
         if self.timbre_weights is None:
-            return [(self.reference, 1.0)]
-        return [(v.reference, float(v.weight)) for v in self.timbre_weights]
+            return [("reference", self.reference, 1.0)]
+        return [
+            (f"timbre_weights[{i}].reference", v.reference, float(v.weight))
+            for i, v in enumerate(self.timbre_weights)
+        ]
 
     def pronunciations(self) -> list[tuple[str, str]]:
         """``pronunciation_dict`` as ``(written, spoken)`` pairs, longest written form first."""
@@ -322,16 +348,38 @@ class SynthesisRequest:
         for written, spoken in pairs:
             if not isinstance(written, str) or not written.strip() or not isinstance(spoken, str):
                 raise RequestError(
-                    "pronunciation_dict", f"entry {written!r} -> {spoken!r} needs a non-empty written form"
+                    "pronunciation_dict",
+                    f"entry {written!r} -> {spoken!r}: the written form must be a non-empty string and the "
+                    "spoken form a string",
                 )
         return sorted(pairs, key=lambda p: -len(p[0]))
 
 
+def _check_text_field(name: str, value, check: Callable[[str], object]) -> None:
+    """A string of at most ``MAX_TEXT_CHARS`` that ``check`` accepts (it raises ``ValueError`` otherwise)."""
+    if not isinstance(value, str):
+        raise RequestError(name, f"must be a string, got {type(value).__name__}")
+    if len(value) > MAX_TEXT_CHARS:
+        raise RequestError(name, f"must be at most {MAX_TEXT_CHARS} characters, got {len(value)}")
+    try:
+        check(value)
+    except ValueError as err:
+        raise RequestError(name, str(err)) from err
+
+
 def _check_reference(name: str, reference: Reference) -> None:
+    """The form of a reference: an existing file or a mono float array. Its content (length, level) is
+    measured when it is loaded (``voice.check_reference``)."""
     if isinstance(reference, np.ndarray):
         if reference.ndim != 1 or reference.size == 0:
             raise RequestError(
                 name, f"an array reference must be mono audio of shape (t,), got {reference.shape}"
+            )
+        if not np.issubdtype(reference.dtype, np.floating):
+            raise RequestError(
+                name,
+                f"an array reference must hold float samples in [-1, 1], got {reference.dtype} "
+                "(16-bit integers: divide by 32768)",
             )
         return
     if not isinstance(reference, (str, Path)):

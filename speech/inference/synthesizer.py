@@ -17,10 +17,17 @@ requests share a batch when they have the same mode (zero-/one-shot), emotion an
 emotion is a LoRA adapter (``speech.modules.lora``) added into the AR model's weights while that batch's
 tokens are generated and taken out after (paper section 4.1); flow matching and the decoder are shared. Each
 request's segments and pauses are then joined and rendered to its ``audio_setting``.
+
+Every row must fit the AR model's ``max_len`` positions: speaker, (prompt text,) text, BOS, (prompt tokens,)
+and the most tokens ``generate`` may make for the text. A text segment that cannot fit is refused; a one-shot
+prompt too long for what the longest segment leaves is cut (its audio and, proportionally, its transcript)
+with a warning; rows that fit alone but not together are generated in separate batches.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -35,10 +42,16 @@ from speech.audio.io import AudioError
 from speech.data.collate import pad_sequences
 from speech.inference import audio_output, prosody, streaming
 from speech.inference.loading import load_adapters, load_pipeline
-from speech.inference.request import RequestError, SamplingSetting, SynthesisRequest
-from speech.inference.text_frontend import Segment, encode_text, split_text
-from speech.inference.voice import Prompt, VoiceEncoder, load_reference
-from speech.models.ar_transformer import MAX_TOKENS_PER_TEXT
+from speech.inference.request import RequestError, SamplingSetting, SynthesisRequest, is_integer
+from speech.inference.text_frontend import Segment, encode_text, leading_text, split_text
+from speech.inference.voice import (
+    MIN_REFERENCE_SECONDS,
+    Prompt,
+    VoiceEncoder,
+    check_reference,
+    load_reference,
+)
+from speech.models.ar_transformer import MAX_TOKENS_PER_TEXT, MIN_TOKENS_PER_TEXT
 from speech.modules.lora import LoRAAdapter
 from speech.text.bpe import TextTokenizer
 from speech.text.pauses import Pause
@@ -46,6 +59,11 @@ from speech.text.pauses import Pause
 STREAM_CHUNK_TOKENS = 25  # audio tokens per streamed chunk: 1 s of speech at 25 Hz
 STREAM_CONTEXT_TOKENS = 50  # earlier tokens (2 s) whose latents prompt each streamed chunk's flow matching
 FM_SEED_OFFSET = 1 << 32  # flow matching's generator is seeded with seed + this
+BATCH_SIZE = 8  # text segments generated together by default
+SPEAKER_AND_BOS = 2  # AR positions besides text and audio tokens: the speaker vector and BOS
+PROMPT_QUOTE_CHARS = 30  # the end of a cut one-shot transcript quoted in the warning
+
+log = logging.getLogger(__name__)
 
 
 def default_segment_tokens(max_len: int) -> int:
@@ -65,6 +83,8 @@ class SynthesisResult:
         token_counts: New audio tokens generated for each text segment.
         model_samples: Length of the speech at the model's rate, pauses included.
         bitrate: mp3 bitrate in bit/s (``None``: libsndfile's default).
+        warnings: What was doubtful or changed (a quiet reference, a one-shot prompt cut to fit), each
+            starting with the field it concerns.
     """
 
     audio: np.ndarray
@@ -73,6 +93,7 @@ class SynthesisResult:
     token_counts: list[int] = field(default_factory=list)
     model_samples: int = 0
     bitrate: int | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def duration(self) -> float:
@@ -90,12 +111,19 @@ class SynthesisResult:
 
 @dataclass
 class _Job:
-    """A request made ready: its text segments and pauses, voice references and one-shot prompt."""
+    """A request made ready: its text segments and pauses, voice references and one-shot prompt.
+
+    ``index`` is its position in a batch (``None``: a request alone), ``prompt_room`` the AR positions its
+    longest segment leaves for a one-shot prompt.
+    """
 
     request: SynthesisRequest
+    index: int | None
     parts: list[Segment | Pause]
     voices: list[tuple[np.ndarray, float]]
     prompt_text: list[int] | None = None
+    prompt_room: int = 0
+    warnings: list[str] = field(default_factory=list)
     speakers: tuple[torch.Tensor, torch.Tensor] | None = None  # (ar (c,), fm (c,))
     prompt: Prompt | None = None
     audio: dict[int, np.ndarray] = field(default_factory=dict)  # part index -> waveform
@@ -209,24 +237,25 @@ class Synthesizer:
         return next(self.ar.parameters()).device
 
     def synthesize(self, request: SynthesisRequest) -> SynthesisResult:
-        """One request; see :meth:`synthesize_batch`."""
-        return self.synthesize_batch([request])[0]
+        """One request; see :meth:`synthesize_batch`.
+
+        Raises:
+            RequestError: the request is invalid (the message starts with the field).
+        """
+        return self._run([self._prepare(request)], BATCH_SIZE)[0]
 
     def synthesize_batch(
-        self, requests: Sequence[SynthesisRequest], batch_size: int = 8
+        self, requests: Sequence[SynthesisRequest], batch_size: int = BATCH_SIZE
     ) -> list[SynthesisResult]:
         """Synthesizes requests, generating up to ``batch_size`` text segments at a time.
 
         Raises:
-            RequestError: a request is invalid (the message starts with ``requests[i]`` and the field).
+            RequestError: a request is invalid (the message starts with ``requests[i]`` and the field,
+                ``index`` is ``i``); nothing is generated before every request is checked.
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        jobs = [self._prepare(i, r) for i, r in enumerate(requests)]
-        for batch in self._batches(jobs, batch_size):
-            self._condition([job for job, _ in batch])
-            self._generate(batch, batch[0][0].request.sampling)
-        return [self._assemble(job) for job in jobs]
+        if not is_integer(batch_size) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        return self._run([self._prepare(r, i) for i, r in enumerate(requests)], batch_size)
 
     def stream(
         self,
@@ -251,13 +280,16 @@ class Synthesizer:
             or the model's), volume applied, not clipped; joined they are the whole utterance.
 
         Raises:
-            RequestError: as :meth:`synthesize_batch`, before the first chunk.
+            RequestError: as :meth:`synthesize` (no batch index), before the first chunk; the request's
+                warnings are logged.
         """
         for name, value, least in (("chunk_tokens", chunk_tokens, 1), ("context_tokens", context_tokens, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
-        job = self._prepare(0, request, streaming=True)
+        job = self._prepare(request, streaming=True)
         self._condition([job])
+        for warning in job.warnings:  # no result to carry them
+            log.warning(warning)
         render = audio_output.ChunkRenderer(self.sample_rate, request.voice, request.audio)
         for i, part in enumerate(job.parts):
             if isinstance(part, Pause):
@@ -273,8 +305,17 @@ class Synthesizer:
             yield tail
 
     # ------------------------------------------------------------------------------------------ steps
-    def _prepare(self, index: int, request: SynthesisRequest, streaming: bool = False) -> _Job:
-        """Validates one request and turns its text and references into model inputs."""
+    def _run(self, jobs: list[_Job], batch_size: int) -> list[SynthesisResult]:
+        """Generates prepared jobs, ``batch_size`` text segments at a time, and assembles their results."""
+        for batch in self._batches(jobs, batch_size):
+            self._condition([job for job, _ in batch])
+            for rows in self._fitting(batch):
+                self._generate(rows, rows[0][0].request.sampling)
+        return [self._assemble(job) for job in jobs]
+
+    def _prepare(self, request: SynthesisRequest, index: int | None = None, streaming: bool = False) -> _Job:
+        """Validates one request (``index``: its position in a batch) and turns its text and references
+        into model inputs."""
         try:
             if request.stream and not streaming:
                 raise RequestError(
@@ -284,10 +325,14 @@ class Synthesizer:
             self._check_emotion(request)
             self._check_bitrate(request)
             parts, prompt_text = self._encode_texts(request)
-            voices = [(self._load(ref, request), w) for ref, w in request.voices()]
+            job = _Job(request, index, parts, [], prompt_text)
+            job.voices = [(self._load(ref, name, job), w) for name, ref, w in request.voices()]
+            self._check_room(job)
         except RequestError as err:
+            if index is None:
+                raise
             raise err.for_request(index) from err
-        return _Job(request, parts, voices, prompt_text)
+        return job
 
     def _check_emotion(self, request: SynthesisRequest) -> None:
         emotion = request.voice.emotion
@@ -313,11 +358,50 @@ class Synthesizer:
         if problem:
             raise RequestError("audio.bitrate", f"{problem} (the model's rate; set audio.sample_rate)")
 
-    def _load(self, reference, request: SynthesisRequest) -> np.ndarray:
+    def _load(self, reference, name: str, job: _Job) -> np.ndarray:
+        """The reference of field ``name`` at the model's rate, measured (``voice.check_reference``)."""
         try:
-            return load_reference(reference, self.sample_rate, request.reference_sample_rate)
+            wav = load_reference(reference, self.sample_rate, job.request.reference_sample_rate)
+            job.warnings += [f"{name}: {warning}" for warning in check_reference(wav, self.sample_rate)]
         except AudioError as err:
-            raise RequestError("reference", str(err)) from err
+            raise RequestError(name, str(err)) from err
+        return wav
+
+    def _positions(self, text_tokens: int, max_tokens: int | None) -> tuple[int, int]:
+        """``(prefix, new)``: the AR positions a text segment takes without a prompt (speaker, text, BOS)
+        and the most audio tokens ``generate`` may make for it (``ARTransformer._length_limits``)."""
+        _, max_new = self.ar._length_limits(
+            torch.tensor([text_tokens]), MIN_TOKENS_PER_TEXT, MAX_TOKENS_PER_TEXT, max_tokens
+        )
+        return SPEAKER_AND_BOS + text_tokens, int(max_new)
+
+    def _check_room(self, job: _Job) -> None:
+        """Refuses a job whose longest text segment, or its one-shot prompt at the least, cannot fit the AR
+        model's ``max_len``; sets ``job.prompt_room``."""
+        longest = max((p for p in job.parts if isinstance(p, Segment)), key=lambda p: len(p.tokens))
+        prefix, new = self._positions(len(longest.tokens), job.request.sampling.max_tokens)
+        max_len = self.ar.max_len
+        if prefix + new > max_len:
+            raise RequestError(
+                "text",
+                f"the segment {longest.text[:40]!r} is {len(longest.tokens)} BPE tokens and may need up to "
+                f"{new} audio tokens: {prefix + new} positions, more than the AR model's max_len of "
+                f"{max_len}. Lower sampling.max_tokens or max_segment_tokens (now {self.max_segment_tokens}; "
+                "a word longer than that is never cut)",
+            )
+        job.prompt_room = max_len - prefix - new
+        if not job.request.one_shot:
+            return
+        first_word = leading_text(job.request.prompt_text, 0.0, job.request.language, self.text_tokenizer, 0)
+        least = len(first_word.tokens) + math.ceil(MIN_REFERENCE_SECONDS * self.voice.token_rate)
+        if least > job.prompt_room:
+            raise RequestError(
+                "prompt_text",
+                f"no room for a one-shot prompt: the longest text segment takes {prefix + new} of the AR "
+                f"model's {max_len} positions and leaves {job.prompt_room}, the prompt needs at least "
+                f"{least} (its first word and {MIN_REFERENCE_SECONDS} s of audio). Shorten the text segments "
+                "(max_segment_tokens, sampling.max_tokens) or leave prompt_text out (zero-shot)",
+            )
 
     def _encode_texts(self, request: SynthesisRequest) -> tuple[list[Segment | Pause], list[int] | None]:
         """The text's segments and pauses, and the one-shot prompt text's BPE ids (``None``: zero-shot)."""
@@ -363,7 +447,48 @@ class Synthesizer:
             for job, prompt in zip(
                 one_shot, self.voice.prompts([job.voices[0][0] for job in one_shot]), strict=True
             ):
-                job.prompt = prompt
+                self._fit_prompt(job, prompt)
+
+    def _fit_prompt(self, job: _Job, prompt: Prompt) -> None:
+        """Sets the job's one-shot prompt, cut to ``job.prompt_room`` AR positions when longer: the same
+        share of its audio (from the start) and of its transcript (whole words), so that the audio holds at
+        least the words kept. The transcript's cut is proportional, not aligned; the audio may run on a few
+        words past it."""
+        text_tokens, audio_tokens = len(job.prompt_text), prompt.tokens.shape[0]
+        if text_tokens + audio_tokens <= job.prompt_room:
+            job.prompt = prompt
+            return
+        share = job.prompt_room / (text_tokens + audio_tokens)
+        request = job.request
+        text = leading_text(
+            request.prompt_text, share, request.language, self.text_tokenizer, int(share * text_tokens)
+        )
+        # the rest of the room: at least the audio's share, or MIN_REFERENCE_SECONDS (_check_room)
+        keep = min(audio_tokens, job.prompt_room - len(text.tokens))
+        job.prompt, job.prompt_text = prompt.head(keep), text.tokens
+        rate = self.voice.token_rate
+        job.warnings.append(
+            f"prompt_text: the one-shot prompt is cut to fit the AR model's max_len of {self.ar.max_len}: "
+            f"its first {keep / rate:.2f} s of {audio_tokens / rate:.2f} s of audio and {len(text.tokens)} "
+            f"of {text_tokens} tokens of the transcript, up to {text.text[-PROMPT_QUOTE_CHARS:]!r}"
+        )
+
+    def _fitting(self, batch: list[tuple[_Job, int]]) -> Iterator[list[tuple[_Job, int]]]:
+        """The batch in runs of rows that fit ``max_len`` together: ``generate`` left-pads the rows to the
+        longest prefix and runs as many steps as the longest row may need, so a long one-shot prompt in one
+        row and a long text in another can fit alone but not together."""
+        run, longest_prefix, most_new = [], 0, 0
+        for job, i in batch:
+            prefix, new = self._positions(len(job.parts[i].tokens), job.request.sampling.max_tokens)
+            if job.request.one_shot:
+                prefix += len(job.prompt_text) + job.prompt.tokens.shape[0]
+            if run and max(longest_prefix, prefix) + max(most_new, new) > self.ar.max_len:
+                yield run
+                run, longest_prefix, most_new = [], 0, 0
+            run.append((job, i))
+            longest_prefix, most_new = max(longest_prefix, prefix), max(most_new, new)
+        if run:
+            yield run
 
     def _generate(self, batch: list[tuple[_Job, int]], sampling: SamplingSetting) -> None:
         """AR tokens -> FM latents -> audio for one batch of segments; stores them in their jobs."""
@@ -523,7 +648,9 @@ class Synthesizer:
         request = job.request
         out, rate = audio_output.render(wav, self.sample_rate, request.voice, request.audio)
         counts = [job.tokens[i] for i, part in enumerate(job.parts) if isinstance(part, Segment)]
-        return SynthesisResult(out, rate, request.audio.format, counts, wav.shape[0], request.audio.bitrate)
+        return SynthesisResult(
+            out, rate, request.audio.format, counts, wav.shape[0], request.audio.bitrate, job.warnings
+        )
 
 
 def _pitch(job: _Job) -> float:

@@ -5,6 +5,10 @@ before "Dr." becomes "Doctor"); pause markers then split the text; a piece too l
 into sentence-sized chunks of raw text (``max_tokens``); each piece or chunk is normalized the way the
 data pipeline normalizes transcripts (``normalize_text(text, language)``, speech/data/manifest.py) and
 encoded with the text BPE without special tokens, as the training batches are (speech/data/dataset.py).
+
+What can be spoken has one rule, ``check_speakable``: the normalized text must hold a letter, digit, CJK
+character or kana (``speech.text.pauses.speakable``). Normalization comes first because it can make a symbol
+speakable ("&" -> "and") or remove everything (a zero-width space).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from itertools import pairwise
 
 from speech.text.bpe import TextTokenizer
 from speech.text.normalize import normalize_text
-from speech.text.pauses import Pause, parse_pauses, speakable
+from speech.text.pauses import Pause, TextSegment, parse_pauses, speakable
 
 _CLOSERS = "\"'”’)\\]」』）"
 # A full stop after an abbreviation that normalize_text expands ("Dr. Smith") ends no sentence.
@@ -29,6 +33,8 @@ _CUTS = (
     re.compile(r"\s+"),
     re.compile(r"[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff01-\uff60]"),
 )
+# Between words: the two finest cuts.
+_WORD_CUTS = re.compile(f"{_CUTS[2].pattern}|{_CUTS[3].pattern}")
 
 
 @dataclass(frozen=True)
@@ -65,17 +71,75 @@ def apply_pronunciations(text: str, pairs: list[tuple[str, str]]) -> str:
     return pattern.sub(lambda m: table[m[0]], text)
 
 
+def check_speakable(text: str, language: str) -> str:
+    """``text`` normalized, if it has something to speak: a letter, digit, CJK character or kana.
+
+    Raises:
+        ValueError: it has nothing to speak (only punctuation, symbols, emoji or whitespace).
+    """
+    normalized = normalize_text(text, language)
+    if not speakable(normalized):
+        shown = f"it normalizes to {normalized!r}, which" if normalized != text else "it"
+        raise ValueError(f"{text!r} has nothing to speak: {shown} has no letter, digit or CJK character")
+    return normalized
+
+
 def encode_text(text: str, language: str, tokenizer: TextTokenizer) -> Segment:
     """Normalizes and BPE-encodes one piece of text.
 
     Raises:
-        ValueError: the text normalizes to nothing the BPE can encode.
+        ValueError: the text has nothing to speak (``check_speakable``).
     """
-    normalized = normalize_text(text, language)
-    tokens = tokenizer.encode(normalized)
-    if not tokens:
-        raise ValueError(f"text {text!r} normalizes to nothing to speak")
-    return Segment(normalized, tokens)
+    normalized = check_speakable(text, language)
+    return Segment(normalized, tokenizer.encode(normalized))
+
+
+def _pieces_to_speak(text: str, language: str, pairs: list[tuple[str, str]]) -> list[TextSegment | Pause]:
+    """Substitutions applied, then the text split at its pause markers (``parse_pauses``)."""
+    text = apply_pronunciations(text, list(pairs))
+    if not text.strip():  # refused by check_speakable's rule, not the parser's own message
+        check_speakable(text, language)
+    return parse_pauses(text)
+
+
+def check_text(text: str, language: str, pairs: list[tuple[str, str]] = ()) -> None:
+    """What :func:`split_text` refuses, without a tokenizer: malformed pause markers, or a piece between
+    them with nothing to speak.
+
+    Raises:
+        ValueError: the text is empty, a piece has nothing to speak, or a marker is malformed or misplaced.
+    """
+    for part in _pieces_to_speak(text, language, pairs):
+        if isinstance(part, TextSegment):
+            check_speakable(part.text, language)
+
+
+def leading_text(
+    text: str, share: float, language: str, tokenizer: TextTokenizer, max_tokens: int
+) -> Segment:
+    """The beginning of ``text`` cut between words (after CJK characters): the most words that hold at most
+    ``share`` of its characters and at most ``max_tokens`` BPE tokens, but at least the first word with
+    something to speak. Used to cut a one-shot transcript along with its audio.
+
+    Raises:
+        ValueError: ``text`` has nothing to speak.
+    """
+    text = text.strip()
+    ends = sorted({m.end() for m in _WORD_CUTS.finditer(text)} | {len(text)})
+    first = next((i for i, end in enumerate(ends) if speakable(normalize_text(text[:end], language))), -1)
+
+    def encode(i: int) -> Segment:
+        return encode_text(text[: ends[i]].strip(), language, tokenizer)
+
+    within_share = [i for i, end in enumerate(ends) if len(text[:end].rstrip()) <= share * len(text)]
+    fits, too_long = first, max([first, *within_share]) + 1  # bisect the last word end that fits max_tokens
+    while too_long - fits > 1:
+        middle = (fits + too_long) // 2
+        if len(encode(middle).tokens) <= max_tokens:
+            fits = middle
+        else:
+            too_long = middle
+    return encode(fits)
 
 
 def split_text(
@@ -116,7 +180,7 @@ def split_text(
     ):
         raise ValueError(f"max_tokens must be None (no cutting) or an int >= 1, got {max_tokens!r}")
     parts: list[Segment | Pause] = []
-    for part in parse_pauses(apply_pronunciations(text, list(pairs))):
+    for part in _pieces_to_speak(text, language, pairs):
         if isinstance(part, Pause):
             parts.append(part)
         elif max_tokens is None:

@@ -6,6 +6,9 @@ The AR model and flow matching each own a speaker encoder (trained jointly with 
 pair of vectors. A timbre mix (Speech-02 ``timbre_weights``) is the weight-normalized sum of the vectors of
 its references. A one-shot prompt is the reference's audio tokens (AR prompt) and its Flow-VAE latents
 (flow-matching prompt), cropped to two latent frames per token as in training.
+
+A reference is measured when it is loaded (``check_reference``): one that cannot give a voice is refused
+(``AudioError``), one that may give a poor one is used with a warning. The rules are in docs/inference.md.
 """
 
 from __future__ import annotations
@@ -17,9 +20,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from speech.audio.io import load_audio, resample
+from speech.audio.io import AudioError, load_audio, resample
 from speech.data.collate import pad_sequences
 from speech.inference.request import Reference
+
+# Refused: shorter than this, or a peak below SILENT_PEAK_DBFS (nothing recorded, at most dither).
+MIN_REFERENCE_SECONDS = 0.5
+SILENT_PEAK_DBFS = -60.0
+# Warned: quieter than this (speech is usually recorded at -30 to -15 dBFS RMS), frame levels spread less
+# than STEADY_SPREAD_DB (speech rises and falls by 20 dB or more between syllables and pauses: a steady level
+# is noise or a tone), or more than CLIPPED_SHARE of the samples at full scale.
+QUIET_RMS_DBFS = -40.0
+STEADY_SPREAD_DB = 10.0
+CLIPPED_SHARE = 0.001
+CLIPPED_LEVEL = 0.999  # a sample this close to full scale counts as clipped
+FRAME_SECONDS = 0.02  # frames whose levels make the spread (10th to 90th percentile)
 
 
 @dataclass
@@ -28,6 +43,56 @@ class Prompt:
 
     tokens: torch.Tensor
     latents: torch.Tensor
+
+    def head(self, k: int) -> Prompt:
+        """The first ``k`` tokens and their latent frames."""
+        frames_per_token = self.latents.shape[0] // max(1, self.tokens.shape[0])
+        return Prompt(self.tokens[:k], self.latents[: k * frames_per_token])
+
+
+def _dbfs(amplitude: np.ndarray | float) -> np.ndarray | float:
+    with np.errstate(divide="ignore"):
+        return 20 * np.log10(amplitude)
+
+
+def check_reference(wav: np.ndarray, sample_rate: int) -> list[str]:
+    """Measures a loaded reference ``(t,)``: refuses one that cannot give a voice, warns about a poor one.
+
+    Returns:
+        Warnings (quiet, steady like noise or a tone, clipped), each with the measured value.
+
+    Raises:
+        AudioError: NaN or infinite samples, shorter than ``MIN_REFERENCE_SECONDS``, or silent (peak below
+            ``SILENT_PEAK_DBFS``); the message gives the measured value and the limit.
+    """
+    if not np.isfinite(wav).all():
+        raise AudioError("holds NaN or infinite samples")
+    seconds = wav.shape[0] / sample_rate
+    if seconds < MIN_REFERENCE_SECONDS:
+        raise AudioError(f"is {seconds:.3g} s long; a reference needs at least {MIN_REFERENCE_SECONDS} s")
+    peak = float(np.abs(wav).max())
+    if _dbfs(peak) < SILENT_PEAK_DBFS:
+        what = "digital silence (all samples 0)" if peak == 0 else f"a peak of {_dbfs(peak):.1f} dBFS"
+        raise AudioError(f"is silent: {what}; a reference needs a peak of at least {SILENT_PEAK_DBFS:g} dBFS")
+    warnings = []
+    rms = _dbfs(float(np.sqrt(np.mean(np.square(wav, dtype=np.float64)))))
+    if rms < QUIET_RMS_DBFS:
+        warnings.append(
+            f"is quiet: {rms:.1f} dBFS RMS (below {QUIET_RMS_DBFS:g}); the voice may not come through"
+        )
+    frame = int(FRAME_SECONDS * sample_rate)
+    frames = wav[: wav.shape[0] // frame * frame].reshape(-1, frame).astype(np.float64)
+    levels = _dbfs(np.maximum(np.sqrt(np.mean(frames**2, axis=1)), np.finfo(np.float64).tiny))  # no log(0)
+    spread = float(np.percentile(levels, 90) - np.percentile(levels, 10))
+    if spread < STEADY_SPREAD_DB:
+        warnings.append(
+            f"has a steady level ({spread:.1f} dB between its quiet and loud {1000 * FRAME_SECONDS:g} ms "
+            f"frames; speech has {STEADY_SPREAD_DB:g} or more): noise or a tone rather than speech?"
+        )
+    clipped = float(np.mean(np.abs(wav) >= CLIPPED_LEVEL))
+    if clipped > CLIPPED_SHARE:
+        warnings.append(f"is clipped: {100 * clipped:.1f} % of its samples are at full scale")
+    return warnings
 
 
 def load_reference(
@@ -85,6 +150,11 @@ class VoiceEncoder:
     @property
     def sample_rate(self) -> int:
         return int(self.mel.sample_rate)
+
+    @property
+    def token_rate(self) -> float:
+        """Audio tokens per second (25 Hz): a token is ``frames_per_token`` latent frames of the Flow-VAE."""
+        return self.sample_rate / (self.frames_per_token * self.flow_vae.hop_length)
 
     @torch.inference_mode()
     def speakers(self, voices: list[list[tuple[np.ndarray, float]]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,6 +16,8 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
+from speech.lit.checkpoint import readable
+
 
 class ConfigInCheckpoint(L.Callback):
     """Stores the run's resolved config in every checkpoint under ``"config"``, so a checkpoint alone
@@ -30,7 +32,9 @@ class ConfigInCheckpoint(L.Callback):
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes ``<path>.tmp`` and renames it over ``<path>``: a run killed mid-write leaves the previous
-    checkpoint intact instead of a truncated file under the name ``last.ckpt``."""
+    checkpoint intact instead of a truncated file under the name ``last.ckpt``, and a write that fails (a
+    full disk) leaves no partial ``.tmp``. Reading a truncated or corrupt checkpoint (one copied by hand,
+    say) to resume raises ``CheckpointError`` naming the file (``speech.lit.checkpoint.readable``)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
         if "://" in str(path):  # remote filesystems keep Lightning's own writer
@@ -38,8 +42,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        torch.save(checkpoint, tmp)
+        try:
+            torch.save(checkpoint, tmp)
+        except BaseException:  # also KeyboardInterrupt: never leave the partial file behind
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, path)
+
+    def load_checkpoint(self, path, map_location=lambda storage, loc: storage, weights_only=None) -> dict:
+        with readable(path):
+            return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
 
 
 class NonFiniteLossError(RuntimeError):

@@ -1,10 +1,15 @@
 """Rebuilding models from checkpoint files alone: every checkpoint carries its resolved config.
 
 This is the one library module that turns configs into objects (checkpoints hold configs, not code).
+A file that is not a readable checkpoint (truncated by a copy or a full disk) raises ``CheckpointError``
+naming it, for inference and for a training resume alike (``readable``).
 """
 
 from __future__ import annotations
 
+import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -14,11 +19,39 @@ from omegaconf import DictConfig, OmegaConf
 from speech.lit.ema import EMA_KEY
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read: truncated or corrupt."""
+
+
+@contextmanager
+def readable(path: str | Path) -> Iterator[None]:
+    """Turns what ``torch.load`` raises on bad bytes (zip, pickle or I/O errors) while reading ``path`` into
+    a ``CheckpointError`` that names the file and what to do; a missing file stays ``FileNotFoundError``."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as err:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint, it is truncated or corrupt ({type(err).__name__}: {err}). "
+            "Use another checkpoint of the run (ckpt_path=<file> to resume from it), or delete this one "
+            "and train the stage again"
+        ) from err
+
+
 def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint written by train.py, on the CPU.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: the file is truncated or corrupt.
+        ValueError: it holds no config (not written by train.py).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    with readable(path):
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
     if "config" not in ckpt:
         raise ValueError(
             f"{path} carries no 'config': it was not written by train.py, cannot rebuild the model"

@@ -137,3 +137,13 @@ def test_write_stereo_wav(tmp_path, tone):
 def test_silence_length():
     assert audio_output.silence(0.01, SR).shape == (160,) and not audio_output.silence(1.5, SR).any()
     assert audio_output.silence(99.99, 8000).shape == (799920,)
+
+
+# Issue 17: NaN or infinite samples (a broken model) were written as clicks or zeros; mp3 encoding aborted.
+@pytest.mark.parametrize("fmt", ["wav", "pcm", "mp3"])
+def test_non_finite_audio_is_not_written(tmp_path, fmt):
+    wav = np.zeros(1600, dtype=np.float32)
+    wav[100] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite samples; nothing is written"):
+        audio_output.write(tmp_path / f"x.{fmt}", wav, 16000, fmt)
+    assert not list(tmp_path.iterdir())

@@ -2,6 +2,7 @@
 
 import dataclasses
 import inspect
+import re
 
 import numpy as np
 import pytest
@@ -30,16 +31,16 @@ def ref(tmp_path):
 @pytest.mark.parametrize(
     ("changes", "field", "message"),
     [
-        ({"text": "  "}, "text", "non-empty"),
+        ({"text": "  "}, "text", "nothing to speak"),
         ({"text": "x" * 10_001}, "text", "at most 10000 characters"),
         ({"text": "hello<#0.5#>"}, "text", "ends the text"),
         ({"text": "hi<#100#>there"}, "text", "out of range"),
-        ({"prompt_text": " "}, "prompt_text", "non-empty transcript"),
+        ({"prompt_text": " "}, "prompt_text", "nothing to speak"),
         ({"language": ""}, "language", "language code"),
         ({"reference": None}, "reference", "is required"),
         ({"reference": "/no/such.wav"}, "reference", "not found"),
         ({"reference": np.zeros((2, 10))}, "reference", "mono audio of shape (t,)"),
-        ({"reference_sample_rate": 0}, "reference_sample_rate", "> 0"),
+        ({"reference_sample_rate": 0}, "reference_sample_rate", "[4000, 384000] Hz"),
         ({"voice": VoiceSetting(speed=3.0)}, "voice.speed", "[0.5, 2.0]"),
         ({"voice": VoiceSetting(volume=0)}, "voice.volume", "(0, 10]"),
         ({"voice": VoiceSetting(volume=11)}, "voice.volume", "(0, 10]"),
@@ -58,7 +59,7 @@ def ref(tmp_path):
         ({"sampling": SamplingSetting(steps=0)}, "sampling.steps", ">= 1"),
         ({"sampling": SamplingSetting(solver="rk4")}, "sampling.solver", "'euler'"),
         ({"pronunciation_dict": ["nope"]}, "pronunciation_dict[0]", "'written/spoken'"),
-        ({"pronunciation_dict": {"": "x"}}, "pronunciation_dict", "non-empty written form"),
+        ({"pronunciation_dict": {"": "x"}}, "pronunciation_dict", "non-empty string"),
         ({"pronunciation_dict": "a/b"}, "pronunciation_dict", "a dict"),
     ],
 )
@@ -82,7 +83,10 @@ def test_timbre_weights_validation(ref):
         SynthesisRequest("hi", prompt_text="yo", timbre_weights=[TimbreWeight(ref, 5)]).validate()
     ok = SynthesisRequest("hi", timbre_weights=[TimbreWeight(ref, 1), TimbreWeight(np.ones(5), 99)])
     ok.validate()
-    assert [w for _, w in ok.voices()] == [1.0, 99.0]
+    assert [(name, w) for name, _, w in ok.voices()] == [
+        ("timbre_weights[0].reference", 1.0),
+        ("timbre_weights[1].reference", 99.0),
+    ]
 
 
 def test_valid_request_passes(ref):
@@ -116,3 +120,68 @@ def test_sampling_options_cover_every_knob_and_match_the_model_signatures():
     assert set(FM_OPTIONS) <= set(inspect.signature(FlowMatching.sample).parameters)
     setting = SamplingSetting(temperature=0.5, steps=3)
     assert setting.ar_options()["temperature"] == 0.5 and setting.fm_options()["steps"] == 3
+
+
+# Issue 17: text with nothing to speak passed validation and was synthesized as babble; the rule
+# (a letter, digit or CJK character after normalization) now has one owner, text_frontend.check_speakable.
+@pytest.mark.parametrize(
+    ("changes", "field", "quoted"),
+    [
+        ({"text": "..."}, "text", "'...'"),
+        ({"text": "\U0001f600\U0001f600"}, "text", "'\U0001f600\U0001f600'"),
+        ({"text": "alpha<#0.5#>beta", "pronunciation_dict": {"beta": "!!"}}, "text", "'!!'"),
+        ({"prompt_text": "?!"}, "prompt_text", "'?!'"),
+        ({"prompt_text": "\u200b"}, "prompt_text", "normalizes to ''"),
+    ],
+)
+def test_text_with_nothing_to_speak_is_refused(ref, changes, field, quoted):
+    request = SynthesisRequest(**{"text": "hello there", "reference": ref, **changes})
+    with pytest.raises(RequestError, match=rf"^{field}: .*has nothing to speak") as err:
+        request.validate()
+    assert quoted in str(err.value)
+    # Normalization can make a symbol speakable: "&" is "and".
+    SynthesisRequest("&", reference=ref).validate()
+
+
+# Issue 17: a field of the wrong type raised TypeError (or passed: True for 1) instead of naming it.
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"text": b"hello"}, "text"),
+        ({"prompt_text": 5}, "prompt_text"),
+        ({"reference_sample_rate": "16000"}, "reference_sample_rate"),
+        ({"reference_sample_rate": 22050.5}, "reference_sample_rate"),
+        ({"reference_sample_rate": 1}, "reference_sample_rate"),
+        ({"reference": np.zeros(16000, dtype=np.int16)}, "reference"),
+        ({"voice": VoiceSetting(speed=True)}, "voice.speed"),
+        ({"voice": VoiceSetting(speed="1")}, "voice.speed"),
+        ({"voice": VoiceSetting(volume=float("nan"))}, "voice.volume"),
+        ({"audio": AudioSetting(channel=True)}, "audio.channel"),
+        ({"audio": AudioSetting(format=["wav"])}, "audio.format"),
+        ({"sampling": SamplingSetting(temperature="hot")}, "sampling.temperature"),
+        ({"sampling": SamplingSetting(temperature=None)}, "sampling.temperature"),
+        ({"sampling": SamplingSetting(top_p=float("nan"))}, "sampling.top_p"),
+        ({"sampling": SamplingSetting(cfg_scale=float("inf"))}, "sampling.cfg_scale"),
+        ({"sampling": SamplingSetting(noise_scale="1")}, "sampling.noise_scale"),
+        ({"sampling": SamplingSetting(max_tokens=1.5)}, "sampling.max_tokens"),
+        ({"sampling": SamplingSetting(steps=2.0)}, "sampling.steps"),
+        ({"sampling": SamplingSetting(seed=True)}, "sampling.seed"),
+        ({"sampling": SamplingSetting(seed=2**70)}, "sampling.seed"),
+        ({"sampling": SamplingSetting(solver=None)}, "sampling.solver"),
+        ({"pronunciation_dict": {"hello": 5}}, "pronunciation_dict"),
+    ],
+)
+def test_wrong_types_are_named_not_type_errors(ref, changes, field):
+    request = SynthesisRequest(**{"text": "hello there", "reference": ref, **changes})
+    with pytest.raises(RequestError, match=rf"^{re.escape(field)}: ") as err:
+        request.validate()
+    assert err.value.field == field and err.value.index is None
+
+
+def test_request_error_names_the_request_of_a_batch_only():
+    err = RequestError("voice.volume", "must be a number in (0, 10], got 20")
+    assert str(err) == "voice.volume: must be a number in (0, 10], got 20"
+    indexed = err.for_request(3)
+    assert (indexed.field, indexed.index) == ("voice.volume", 3)
+    assert str(indexed) == "requests[3].voice.volume: must be a number in (0, 10], got 20"
+    assert str(indexed.for_request(None)) == str(err)

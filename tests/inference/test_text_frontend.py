@@ -5,7 +5,7 @@ import re
 import pytest
 from tiny_pipeline import make_bpe
 
-from speech.inference.text_frontend import Segment, _Chunk, _pack, encode_text, split_text
+from speech.inference.text_frontend import Segment, _Chunk, _pack, encode_text, leading_text, split_text
 from speech.text.bpe import TextTokenizer
 from speech.text.normalize import normalize_text
 from speech.text.pauses import Pause
@@ -172,3 +172,16 @@ def test_pack_drops_chunks_when_the_joined_text_is_longer_than_their_sum(bpe: Te
     assert max(lengths(segments)) <= 12
     assert " ".join(s.text for s in segments) == "apple berry cherry damson"
     assert len(segments) > 1
+
+
+def test_leading_text_keeps_whole_words_within_the_share_and_the_tokens(bpe):
+    text = "alpha beta gamma delta epsilon zeta eta theta"
+    half = leading_text(text, 0.5, "en", bpe, max_tokens=100)
+    assert half.text == "alpha beta gamma delta" and len("alpha beta gamma delta") <= 0.5 * len(text)
+    few = leading_text(text, 0.5, "en", bpe, max_tokens=len(encode_text("alpha beta", "en", bpe).tokens))
+    assert few.text == "alpha beta"
+    # At least the first word with something to speak, whatever the share.
+    assert leading_text("... alpha beta", 0.0, "en", bpe, max_tokens=0).text == "... alpha"
+    assert leading_text(CHINESE, 0.1, "zh", bpe, max_tokens=100).text == normalize_text(CHINESE[:4], "zh")
+    with pytest.raises(ValueError, match="has nothing to speak"):
+        leading_text("?!", 0.5, "en", bpe, max_tokens=10)

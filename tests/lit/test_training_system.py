@@ -1,7 +1,8 @@
-"""Training plumbing of every stage: the NaN/inf guard, exact resumes of the random streams, and the
-trainer / launcher configs."""
+"""Training plumbing of every stage: the NaN/inf guard, exact resumes of the random streams, checkpoints
+under faults (a failed write, a corrupt file), and the trainer / launcher configs."""
 
 import random
+import re
 import signal
 from pathlib import Path
 
@@ -15,7 +16,15 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from speech.lit.callbacks import FinalCheckpoint, NonFiniteGuard, NonFiniteLossError, ProgressLog, RNGState
+from speech.lit.callbacks import (
+    AtomicCheckpointIO,
+    FinalCheckpoint,
+    NonFiniteGuard,
+    NonFiniteLossError,
+    ProgressLog,
+    RNGState,
+)
+from speech.lit.checkpoint import CheckpointError, load_checkpoint
 from speech.lit.resolvers import register_resolvers
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -148,6 +157,44 @@ def test_a_resumed_run_makes_the_same_random_draws(tmp_path):
     # without the callback the resumed run draws from the fresh seed: the comparison above can fail
     plain = run_draws(tmp_path / "plain", 7, rng=False, ckpt_path=tmp_path / "cut" / "step=4.ckpt")
     assert plain.draws[4] != straight.draws[4]
+
+
+# ---- checkpoints under faults (issue 17) -----------------------------------------------------------------
+def fit_with_last(tmp_path, max_steps, ckpt_path=None) -> None:
+    """Toy training that writes ``ckpt/last.ckpt`` every 2 steps through ``AtomicCheckpointIO``."""
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(tmp_path / "ckpt", every_n_train_steps=2, save_last=True)
+    trainer(tmp_path, max_steps, [checkpoint], plugins=[AtomicCheckpointIO()]).fit(
+        Toy(), loader(), ckpt_path=ckpt_path
+    )
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_one_and_no_partial_file(tmp_path, monkeypatch):
+    fit_with_last(tmp_path, 2)
+    last = tmp_path / "ckpt" / "last.ckpt"
+
+    def disk_full(checkpoint, path):  # half of the file is written, then the disk is full
+        Path(path).write_bytes(b"PK\x03\x04 partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("speech.lit.callbacks.torch.save", disk_full)
+    with pytest.raises(OSError, match="No space left on device"):
+        fit_with_last(tmp_path, 4, ckpt_path=last)
+    assert torch.load(last, weights_only=False)["global_step"] == 2  # the previous checkpoint, intact
+    assert sorted(p.name for p in last.parent.iterdir() if p.suffix == ".tmp") == []
+    monkeypatch.undo()
+    fit_with_last(tmp_path, 4, ckpt_path="last")  # the rerun resumes from it
+    assert torch.load(last, weights_only=False)["global_step"] == 4
+
+
+def test_a_truncated_checkpoint_is_named_when_resumed_or_loaded(tmp_path):
+    fit_with_last(tmp_path, 2)
+    last = tmp_path / "ckpt" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # e.g. copied by hand, interrupted
+    message = rf"^{re.escape(str(last))} is not a readable checkpoint, it is truncated or corrupt \("
+    with pytest.raises(CheckpointError, match=message + r".*ckpt_path=<file> to resume from it"):
+        fit_with_last(tmp_path, 4, ckpt_path="last")
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(last)
 
 
 # ---- trainer and launcher configs -------------------------------------------------------------------------
