@@ -201,6 +201,12 @@ def timings_markdown(times: Sequence[TaskTime], total: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+RERUN_HINT = (
+    "Fix what the log above names and run the same command again: finished tasks are kept, a stage that "
+    "stopped resumes from its last checkpoint, and the other tasks continue where they were."
+)
+
+
 def run_job(
     tasks: Sequence[Task], *, slots: int, log_dir: str | Path, echo: Callable[[str], None] = print
 ) -> str | None:
@@ -214,6 +220,7 @@ def run_job(
         times = run_tasks(tasks, slots=slots, log_dir=log_dir, echo=echo)
     except TaskFailed as err:
         print(f"FAILED: {err}", file=sys.stderr)
+        print(RERUN_HINT, file=sys.stderr)
         (Path(log_dir) / "timings.md").write_text(timings_markdown(err.times, time.monotonic() - began))
         return None
     timing = timings_markdown(times, time.monotonic() - began)

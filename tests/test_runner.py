@@ -56,7 +56,8 @@ def test_run_job_writes_the_timings_either_way(tmp_path, capsys):
         "| bad |" in (tmp_path / "timings.md").read_text()
         and "| failed |" in (tmp_path / "timings.md").read_text()
     )
-    assert "FAILED: task 'bad' failed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "FAILED: task 'bad' failed" in err and "run the same command again" in err
 
 
 def test_lazy_command_and_done_if(tmp_path):
