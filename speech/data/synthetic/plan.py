@@ -5,8 +5,9 @@ Speakers:
 - every *training* base voice once as itself, plus WORLD warps of training voices (round robin in a seeded
   order, each voice ``warp_engine_weights[engine]`` times per round) until ``speakers.num_train``;
 - *test* speakers: the held-out base voices as themselves (whole voices never heard in training, with every
-  voice of the same person), and ``num_unseen_warps`` new warps of training voices whose warp parameters
-  lie at least ``warp.min_distance`` away from every training warp of that voice.
+  voice of the same person: those named, ``num_heldout_espeak`` espeak-ng variants and
+  ``num_heldout_kokoro`` Kokoro mixtures drawn at random), and ``num_unseen_warps`` new warps of training
+  voices whose warp parameters lie at least ``warp.min_distance`` away from every training warp of that voice.
 
 Utterances: training speakers say sentences from the training part of each language's pool, in languages
 drawn by ``utterances.language_weights``; test speakers say held-out sentences, ``test_en_per_speaker`` in
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from speech.data.synthetic.config import CorpusConfig
+from speech.data.synthetic.kokoro_voices import MIXTURE_PREFIX
 from speech.data.synthetic.text_sources import SentencePool
 from speech.data.synthetic.voices import BaseVoice
 from speech.data.synthetic.warp import Warp, sample_warp, warp_distance
@@ -61,7 +63,8 @@ class Speaker:
         return self.base.languages
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The speaker's plan and manifest fields; Kokoro speakers add ``kokoro_voice`` (weights, speed)."""
+        record = {
             "speaker": self.id,
             "split": self.split,
             "heldout": self.heldout,
@@ -74,6 +77,9 @@ class Speaker:
             "languages": list(self.languages),
             "warp": self.warp.to_dict(),
         }
+        if self.base.kokoro is not None:  # other engines' lines stay as they were: no re-render on resume
+            record["kokoro_voice"] = self.base.kokoro.to_dict()
+        return record
 
 
 @dataclass(frozen=True)
@@ -148,10 +154,20 @@ def _heldout_identities(bases: list[BaseVoice], config: CorpusConfig) -> set[str
     identities = {by_name[n].identity for n in config.speakers.heldout_voices}
     espeak = [b for b in bases if b.engine == "espeak-ng" and b.identity not in identities]
     n = config.speakers.num_heldout_espeak
-    if n > len(espeak) - 1:
+    if n and n > len(espeak) - 1:  # holding out none is fine when there is no espeak-ng voice at all
         raise ValueError(f"cannot hold out {n} of {len(espeak)} espeak-ng variants and keep one for training")
     chosen = rng_for(config.seed, "heldout-espeak").choice(len(espeak), size=n, replace=False)
-    return identities | {espeak[i].identity for i in chosen}
+    identities |= {espeak[i].identity for i in chosen}
+    mixtures = [b for b in bases if b.engine == "kokoro" and b.voice.startswith(MIXTURE_PREFIX)]
+    mixtures = [b for b in mixtures if b.identity not in identities]
+    n = config.speakers.num_heldout_kokoro
+    if n > len(mixtures):
+        raise ValueError(
+            f"cannot hold out {n} Kokoro mixtures, there are {len(mixtures)}: "
+            "raise voices.kokoro.num_mixtures"
+        )
+    chosen = rng_for(config.seed, "heldout-kokoro").choice(len(mixtures), size=n, replace=False)
+    return identities | {mixtures[i].identity for i in chosen}
 
 
 def _new_warp(rng: np.random.Generator, config: CorpusConfig, base: BaseVoice, taken: list[Warp]) -> Warp:

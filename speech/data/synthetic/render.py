@@ -19,6 +19,7 @@ from typing import Any
 from speech.audio.io import resample, save_audio
 from speech.data.synthetic.config import AudioConfig
 from speech.data.synthetic.engines import EngineError, synthesize
+from speech.data.synthetic.kokoro import KokoroVoice
 from speech.data.synthetic.postprocess import normalize_loudness, trim_silence
 from speech.data.synthetic.warp import Warp, apply_warp
 
@@ -62,6 +63,7 @@ class RenderTask:
     warp: Warp
     sample_rate: int
     audio: AudioConfig
+    kokoro: KokoroVoice | None = None
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ class RenderResult:
 def render(task: RenderTask) -> RenderResult:
     """Renders one utterance; failures come back as a result with a reason, never as an exception."""
     try:
-        wav, sr = synthesize(task.engine, task.voice, task.language, task.text)
+        wav, sr = synthesize(task.engine, task.voice, task.language, task.text, kokoro=task.kokoro)
     except EngineError as err:
         return RenderResult(task.utt_id, "engine_failed", str(err))
     cfg = task.audio

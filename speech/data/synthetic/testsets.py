@@ -1,6 +1,8 @@
 """The corpus's Seed-TTS-eval test sets, written as self-contained ``meta.lst`` folders.
 
-Each item pairs a *target* utterance of a test speaker (its text is what to synthesize, its audio the
+Their names start with the corpus's ``test_set_prefix`` (``test-synth`` by default, ``test-natural`` for the
+Kokoro corpus); a set with no item (e.g. ``-multi`` of an English-only corpus) is not written. Each item
+pairs a *target* utterance of a test speaker (its text is what to synthesize, its audio the
 ground truth) with a *prompt*: a different utterance of the same speaker.
 
 - ``test-synth-en``: English prompt, English target.
@@ -25,35 +27,39 @@ from typing import Any
 from speech.data.meta_list import MetaEntry, write_meta_list
 from speech.data.synthetic.config import UtteranceConfig
 
-TEST_SETS = ("test-synth-en", "test-synth-multi", "test-synth-cross")
+TEST_SETS = ("test-synth-en", "test-synth-multi", "test-synth-cross")  # with the default prefix
 
 Record = dict[str, Any]
 Pair = tuple[Record, Record]  # (target, prompt)
 
 
-def write_test_sets(root: Path, records: list[Record], config: UtteranceConfig) -> dict[str, dict[str, int]]:
-    """Writes the three test sets from the manifest records of the test split.
+def write_test_sets(
+    root: Path, records: list[Record], config: UtteranceConfig, *, prefix: str = "test-synth"
+) -> dict[str, dict[str, int]]:
+    """Writes the three test sets (``<prefix>-en``, ``-multi``, ``-cross``) from the test split's records.
 
     Returns:
-        Per test set: number of items, of speakers and of languages.
+        Per test set with items: number of items, of speakers and of languages.
     """
     by_speaker: dict[str, dict[str, list[Record]]] = defaultdict(lambda: defaultdict(list))
     for record in records:
         if record["split"] == "test":
             by_speaker[record["speaker"]][record["language"]].append(record)
-    sets: dict[str, list[Pair]] = {name: [] for name in TEST_SETS}
+    en, multi, cross_set = (f"{prefix}-{kind}" for kind in ("en", "multi", "cross"))
+    sets: dict[str, list[Pair]] = {en: [], multi: [], cross_set: []}
     for index, speaker in enumerate(sorted(by_speaker)):
         utts = {lang: sorted(rs, key=lambda r: r["id"]) for lang, rs in sorted(by_speaker[speaker].items())}
         for lang, same_language in utts.items():
-            name = "test-synth-en" if lang == "en" else "test-synth-multi"
-            sets[name] += _rotated_pairs(same_language)
-        sets["test-synth-cross"] += _cross_pairs(utts, config.cross_items_per_speaker, offset=index)
+            sets[en if lang == "en" else multi] += _rotated_pairs(same_language)
+        sets[cross_set] += _cross_pairs(utts, config.cross_items_per_speaker, offset=index)
     summary = {}
     for name, pairs in sets.items():
         folder = root / name
         if folder.exists():
             shutil.rmtree(folder)
-        cross = name == "test-synth-cross"
+        if not pairs:
+            continue
+        cross = name == cross_set
         items = [(t["language"], _entry(root, folder, t, p, cross=cross)) for t, p in pairs]
         write_meta_list(folder / "meta.lst", sorted((e for _, e in items), key=lambda e: e.utt))
         languages = sorted({lang for lang, _ in items})

