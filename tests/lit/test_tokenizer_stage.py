@@ -50,7 +50,7 @@ def test_experiment_configs_build(experiment, kind):
         cfg = compose("train", overrides=[f"experiment={experiment}", f"model.quantizer.kind={kind}"])
     model = instantiate(cfg.model)
     assert isinstance(model, AudioTokenizer) and model.downsample * 25 == 100
-    assert model.codebook_size == (4375 if kind == "fsq" else 4096)
+    assert model.codebook_size == (4375 if kind == "fsq" else 512)
     module = instantiate(cfg.stage, model=model, mel=instantiate(cfg.data.mel))
     assert isinstance(module, AudioTokenizerModule)
 

@@ -133,7 +133,7 @@ def test_the_bound_is_on_by_default_so_a_runaway_frame_keeps_the_kl_finite(flow)
     assert all(torch.isfinite(p.grad).all() for p in model.encoder.parameters() if p.grad is not None)
 
 
-@pytest.mark.parametrize("name", ["flow_vae_tiny", "flow_vae_base"])
+@pytest.mark.parametrize("name", ["flow_vae_tiny", "flow_vae_tiny_dac", "flow_vae_base"])
 def test_every_flow_vae_config_builds_a_bounded_model(name):
     from pathlib import Path
 
