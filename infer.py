@@ -9,9 +9,10 @@ python infer.py ar_ckpt=A.ckpt fm_ckpt=F.ckpt meta=seedtts/en/meta.lst out_dir=o
 The modes ``resynthesis`` and ``oracle_tokens`` render a meta.lst's ground truth through the stages after the
 AR model (``speech.inference.ceiling``): the ceiling rows of an evaluation.
 
-A user error (a bad argument or request field, missing or mismatched files, unusable audio: ``ValueError``
-and ``FileNotFoundError``) prints one line, ``error: <message>``, to stderr and exits with status 2;
-``debug=true`` or ``HYDRA_FULL_ERROR=1`` raises it with its traceback instead.
+A user error (a bad argument or request field, missing or mismatched files, unusable audio, an output path
+that cannot be written: ``ValueError`` and ``FileNotFoundError``) prints one line, ``error: <message>``, to
+stderr and exits with status 2; ``debug=true`` or ``HYDRA_FULL_ERROR=1`` raises it with its traceback instead.
+Where the audio goes (``out``'s suffix and folder, ``out_dir``) is checked before any model is loaded.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from speech.inference import SynthesisRequest, Synthesizer, audio_output
 from speech.inference.batch_runner import MODES, run_meta
 from speech.inference.ceiling import KINDS as CEILINGS
 from speech.inference.ceiling import run_ceiling
-from speech.inference.request import FORMATS
 
 USER_ERRORS = (ValueError, FileNotFoundError)  # RequestError, AudioError, MetaListError are ValueErrors
 USAGE_EXIT_STATUS = 2
@@ -82,14 +82,16 @@ def synthesize_one(synth: Synthesizer, cfg: DictConfig, make: functools.partial)
         audio_output.write(out, audio, rate, request.audio.format, request.audio.bitrate)
         audio_seconds, extra = len(audio) / rate, {"first_chunk_seconds": first, "chunks": len(chunks)}
         print(f"streamed {len(chunks)} chunks, the first after {first:.2f} s")
-    rtf = wall / audio_seconds
-    print(f"wrote {out}: {audio_seconds:.2f} s of audio in {wall:.2f} s, RTF {rtf:.3f}")
+    rtf = wall / audio_seconds if audio_seconds else float("nan")
+    speed = f", RTF {rtf:.3f}" if audio_seconds else ""
+    print(f"wrote {out}: {audio_seconds:.2f} s of audio in {wall:.2f} s{speed}")
     return {"audio_seconds": audio_seconds, "wall_seconds": wall, "rtf": rtf, **extra}
 
 
 def check_args(cfg: DictConfig, make: functools.partial) -> None:
-    """Fails on a wrong command line before any model is loaded: the options, and the request
-    (one utterance) or the settings every line's request gets (a meta.lst)."""
+    """Fails on a wrong command line before any model is loaded: the options, where the audio goes (``out``'s
+    suffix and folder, or ``out_dir``: ``audio_output.check_destination``, ``check_folder``), and the
+    request (one utterance) or the settings every line's request gets (a meta.lst)."""
     if cfg.voice.emotion is not None and not cfg.emotion_adapters:
         raise ValueError(
             f"voice.emotion={cfg.voice.emotion} needs its adapter: emotion_adapters=[<ar_adapter checkpoint>]"
@@ -103,15 +105,15 @@ def check_args(cfg: DictConfig, make: functools.partial) -> None:
             raise ValueError("stream=true streams one utterance (text=...), not a meta.lst")
         for setting in ("voice", "audio", "sampling"):
             make.keywords[setting].validate()
+        audio_output.check_folder(cfg.out_dir)
         return
     if cfg.text is None or cfg.ref_wav is None:
         raise ValueError(
             "give text=... and ref_wav=... for one utterance, or meta=... out_dir=... for a meta.lst"
         )
-    suffix, fmt = Path(cfg.out).suffix.lstrip(".").lower(), cfg.audio.format
-    if suffix in FORMATS and suffix != fmt:
-        raise ValueError(f"out={cfg.out} ends in .{suffix} but audio.format={fmt}; set audio.format={suffix}")
-    single_request(cfg, make).validate()
+    request = single_request(cfg, make)
+    request.validate()
+    audio_output.check_destination(cfg.out, request.audio.format)
 
 
 @hydra.main(config_path="configs", config_name="infer", version_base="1.3")

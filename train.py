@@ -1,6 +1,7 @@
 """Train one stage: `python train.py experiment=<stage>_<size>` (configs/experiment/).
 
-Running the same command again resumes from the run's last checkpoint (ckpt_path=last).
+Running the same command again resumes from the run's last checkpoint (ckpt_path=last); a resume whose
+config builds a model of other shapes is refused, naming the settings that differ (a longer budget is fine).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from speech.lit.callbacks import AtomicCheckpointIO, ConfigInCheckpoint
+from speech.lit.checkpoint import ResumeCheck
 from speech.lit.resolvers import register_resolvers
 
 
@@ -23,10 +25,12 @@ def build(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.
         )
     datamodule = instantiate(cfg.data.datamodule)
     module = instantiate(cfg.stage, model=instantiate(cfg.model), mel=instantiate(cfg.data.mel))
+    config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
-    callbacks.append(ConfigInCheckpoint(OmegaConf.to_container(cfg, resolve=True)))
+    callbacks.append(ConfigInCheckpoint(config))
     loggers = [instantiate(c) for c in cfg.loggers.values()]
-    plugins = [instantiate(p) for p in cfg.trainer.get("plugins") or []] + [AtomicCheckpointIO()]
+    checkpoint_io = AtomicCheckpointIO(resume_check=ResumeCheck.of(module, config))  # refuses other shapes
+    plugins = [instantiate(p) for p in cfg.trainer.get("plugins") or []] + [checkpoint_io]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=plugins)
     return module, datamodule, trainer
 

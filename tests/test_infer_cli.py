@@ -1,6 +1,8 @@
 """infer.py end to end through Hydra: one utterance and a whole meta.lst (batched, resumable)."""
 
+import errno
 import importlib.util
+import os
 import runpy
 import sys
 from pathlib import Path
@@ -117,6 +119,10 @@ def test_meta_list_batched_and_resumable(setup, monkeypatch, capsys, mode):
     second = capsys.readouterr().out
     assert "generated 1 utterances" in second and f"skipped {len(expected) - 1} existing" in second
     assert (out / "u2.wav").exists() and (out / "u1.wav").stat().st_mtime_ns == mtime
+    # Issue 17, defect 7: a rerun that generates nothing printed "RTF nan".
+    run(monkeypatch, *args)
+    third = capsys.readouterr().out
+    assert f"generated 0 utterances; skipped {len(expected)} existing" in third and "RTF" not in third
 
 
 @pytest.mark.parametrize("mode", ["resynthesis", "oracle_tokens"])
@@ -188,3 +194,40 @@ def test_meta_list_rejects_unusable_lines_and_cuts_long_prompts(setup, monkeypat
     assert "generated 2 utterances" in printed
     assert "long_prompt: prompt_text: the one-shot prompt is cut to fit the AR model's max_len" in printed
     assert "of 20.00 s of audio" in printed
+
+
+# Issue 17, defects 4 and 5: where the audio goes is checked before any checkpoint is loaded (these
+# checkpoints do not exist): out=o.ogg wrote WAV bytes under .ogg, and a read-only folder failed after
+# synthesis with a traceback naming o.wav.tmp.
+def test_where_the_audio_goes_is_checked_before_any_model_is_loaded(setup, monkeypatch, capsys, tmp_path):
+    nothing = ["ar_ckpt=missing.ckpt", "fm_ckpt=missing.ckpt", f"paths.log_dir={tmp_path}"]
+    single = [*nothing, "text=alpha", f"ref_wav={setup['refs'][0]}"]
+
+    def error(*overrides) -> str:
+        with pytest.raises(SystemExit) as end:
+            run(monkeypatch, *overrides, full_error=False)
+        assert end.value.code == 2
+        return capsys.readouterr().err
+
+    assert error(*single, f"out={tmp_path / 'o.ogg'}") == (
+        f"error: {tmp_path / 'o.ogg'} ends in .ogg: the suffix must name the audio format, one of .wav, "
+        f".flac, .pcm, .mp3; for audio.format=wav write to {tmp_path / 'o.wav'}\n"
+    )
+    assert "ends in .wav but audio.format=mp3; set audio.format=wav" in error(
+        *single, f"out={tmp_path / 'o.wav'}", "audio.format=mp3"
+    )
+    (tmp_path / "file").write_text("")
+    assert error(*single, f"out={tmp_path / 'file' / 'o.wav'}") == (
+        f"error: the output folder {tmp_path / 'file'} is a file\n"
+    )
+
+    def read_only_filesystem(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr("speech.inference.audio_output.tempfile.NamedTemporaryFile", read_only_filesystem)
+    message = "cannot write to the output folder {}: Read-only file system; choose another folder"
+    assert message.format(tmp_path / "ro") in error(*single, f"out={tmp_path / 'ro' / 'o.wav'}")
+    for mode in ("zero_shot", "resynthesis"):
+        assert message.format(tmp_path / "ro") in error(
+            *nothing, f"meta={setup['meta']}", f"out_dir={tmp_path / 'ro'}", f"mode={mode}"
+        )

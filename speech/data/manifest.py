@@ -4,6 +4,8 @@ Checks per utterance (reason codes in the reject log): ``empty_transcript``, ``m
 ``unreadable``, ``empty_audio``, ``bad_span``, ``low_sample_rate``, ``too_short``, ``too_long``,
 ``silent`` (with ``check_audio``) and ``single_utterance_speaker`` (when references are needed).
 Fixable problems are fixed: other sample rates are resampled, multi-channel audio is downmixed.
+Files of float samples (the only ones that can hold NaN or infinity, which would stop training with a NaN
+loss) are always decoded and rejected as ``unreadable`` when they do; ``check_audio`` decodes every file.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from speech.data.rejects import RejectLog
 from speech.text.normalize import normalize_text
 
 EMOTION_KEY = "emotion"  # key of the emotion label in a supervision's ``custom``
+FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")  # libsndfile subtypes whose samples can be NaN or infinite
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,11 @@ def _recording(utt: Utterance, info) -> Recording:
     )
 
 
+def _finite(path) -> bool:
+    """Whether every sample of a readable file is finite (read in blocks: long files stay out of memory)."""
+    return all(np.isfinite(block).all() for block in sf.blocks(str(path), blocksize=1 << 20, dtype="float32"))
+
+
 def _problem(utt: Utterance, rules: CutRules) -> tuple[str, str, Cut | None]:
     """Returns ``("", "", cut)`` for a usable utterance or ``(reason, detail, None)``."""
     text = normalize_text(utt.text, utt.language) if utt.text else ""
@@ -70,6 +78,13 @@ def _problem(utt: Utterance, rules: CutRules) -> tuple[str, str, Cut | None]:
         return "unreadable", f"{utt.audio_path}: {err}", None
     if info.frames <= 0 or info.samplerate <= 0:
         return "empty_audio", f"{utt.audio_path} holds no samples", None
+    if info.subtype in FLOAT_SUBTYPES and not rules.check_audio:
+        try:
+            finite = _finite(utt.audio_path)
+        except Exception as err:  # libsndfile raises several types for broken files
+            return "unreadable", f"{utt.audio_path}: {err}", None
+        if not finite:
+            return "unreadable", f"{utt.audio_path}: NaN or inf samples", None
     if info.samplerate < rules.min_source_rate:
         return "low_sample_rate", f"{info.samplerate} Hz < min_source_rate {rules.min_source_rate} Hz", None
     file_dur = info.frames / info.samplerate

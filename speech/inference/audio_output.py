@@ -8,18 +8,23 @@ mono signal on both channels, and the bytes are written by soundfile: ``wav`` (1
 An mp3 ``bitrate`` (``BITRATES``) is written as constant bitrate, exactly that rate; which bitrates a sample
 rate can carry depends on its MPEG version (:func:`mp3_bitrates`), e.g. 256 kbps needs 32 kHz or more.
 Without one, mp3 gets libsndfile's default.
+
+Where files go is checked before anything is generated (:func:`check_destination`, :func:`check_folder`):
+a file's suffix must name its format, and its folder must take a new file. A failed write names the file
+and leaves nothing under its name (``OutputError``).
 """
 
 from __future__ import annotations
 
 import io
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
 
-from speech.inference.request import BITRATES, SAMPLE_RATES, AudioSetting, VoiceSetting
+from speech.inference.request import BITRATES, FORMATS, SAMPLE_RATES, AudioSetting, VoiceSetting
 
 _SOUNDFILE = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "mp3": ("MP3", "MPEG_LAYER_III")}
 
@@ -27,6 +32,22 @@ _SOUNDFILE = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "mp3": ("MP3
 # mpeg_l3_encoder_set_quality (src/mpeg_l3_encode.c): in constant-bitrate mode a compression level c in
 # [0, 1] becomes int(hi - c * (hi - lo)) kbps, and LAME takes the nearest legal bitrate of the version.
 _MPEG_KBPS = ((32000, 32, 320), (16000, 8, 160), (0, 8, 64))
+
+
+class OutputError(ValueError):
+    """An output path that cannot be written: a suffix that is not its format's, a folder that cannot take a
+    file, or a write that failed (the message names the file)."""
+
+
+def check_finite(wav: np.ndarray, consequence: str = "nothing is written") -> None:
+    """Refuses audio with NaN or infinite samples, which a broken model makes (they would be written as
+    full-scale clicks or zeros, and mp3 encoding aborts the process on them).
+
+    Raises:
+        ValueError: ``the audio holds NaN or infinite samples; <consequence>``.
+    """
+    if not np.isfinite(wav).all():
+        raise ValueError(f"the audio holds NaN or infinite samples; {consequence}")
 
 
 def silence(seconds: float, sample_rate: int) -> np.ndarray:
@@ -127,8 +148,7 @@ def encode(wav: np.ndarray, sample_rate: int, fmt: str, bitrate: int | None = No
         ValueError: unknown ``fmt``, a ``bitrate`` for another format than mp3, or one the rate cannot carry;
             NaN or infinite samples (a broken model: they would be written as full-scale clicks or zeros).
     """
-    if not np.isfinite(wav).all():
-        raise ValueError("the audio holds NaN or infinite samples; nothing is written")
+    check_finite(wav)
     if bitrate is not None and fmt != "mp3":
         raise ValueError(f"a bitrate applies to mp3 only, the format is {fmt!r}")
     clipped = np.clip(wav, -1.0, 1.0)
@@ -149,10 +169,77 @@ def encode(wav: np.ndarray, sample_rate: int, fmt: str, bitrate: int | None = No
 
 def write(path: str | Path, wav: np.ndarray, sample_rate: int, fmt: str, bitrate: int | None = None) -> Path:
     """Writes :func:`encode` 's bytes to ``path`` (parents created) through a temporary file, so an
-    interrupted run never leaves a truncated file under the final name."""
+    interrupted run never leaves a truncated file under the final name.
+
+    Raises:
+        ValueError: as :func:`encode` (nothing is written).
+        OutputError: the file could not be written (a read-only folder, a full disk); the partial temporary
+            file is removed.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    data = encode(wav, sample_rate, fmt, bitrate)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(encode(wav, sample_rate, fmt, bitrate))
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(
+            f"could not write {path}: {err.strerror or err}; nothing is written under that name"
+        ) from err
     return path
+
+
+def check_destination(path: str | Path, fmt: str) -> Path:
+    """Checks, before anything is generated, that a ``fmt`` file can be written at ``path``: its suffix
+    names the format (``.wav``, ``.flac``, ``.mp3``, ``.pcm``, any case) and its folder takes a new file
+    (:func:`check_folder`).
+
+    Raises:
+        OutputError: another or no suffix, or a folder that cannot be written; the message says what is
+            allowed.
+    """
+    path = Path(path)
+    if not path.name or path.is_dir():
+        raise OutputError(f"{str(path)!r} is a folder, not a file name ending in .{fmt}")
+    suffix = path.suffix.lstrip(".").lower()
+    if suffix in FORMATS and suffix != fmt:
+        raise OutputError(
+            f"{path} ends in .{suffix} but audio.format={fmt}; set audio.format={suffix} or write to "
+            f"{path.with_suffix('.' + fmt)}"
+        )
+    if suffix != fmt:
+        got = f"ends in {path.suffix}" if path.suffix else "has no suffix"
+        allowed = ", ".join(f".{f}" for f in FORMATS)
+        raise OutputError(
+            f"{path} {got}: the suffix must name the audio format, one of {allowed}; for audio.format={fmt} "
+            f"write to {path.with_suffix('.' + fmt)}"
+        )
+    check_folder(path.parent)
+    return path
+
+
+def check_folder(folder: str | Path) -> Path:
+    """Creates ``folder`` if needed and writes (and removes) a probe file in it, so that a read-only or
+    unwritable folder is found before anything is generated.
+
+    Raises:
+        OutputError: the folder cannot be created or written; the message names it and the reason.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"the output folder {folder} is a file")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create the output folder {folder}: {err.strerror or err}") from err
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write_check_"):
+            pass
+    except OSError as err:
+        raise OutputError(
+            f"cannot write to the output folder {folder}: {err.strerror or err}; choose another folder or "
+            "make it writable"
+        ) from err
+    return folder

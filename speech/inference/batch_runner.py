@@ -4,7 +4,8 @@ Zero-shot uses each line's ``prompt_wav`` as the speaker reference only; one-sho
 with its ``prompt_text`` and audio (and cuts the prompt from the output). Lines whose output already exists
 are skipped, so an interrupted run continues where it stopped; malformed lines and unusable requests are
 reported (``rejects.tsv`` in ``out_dir``) and the rest is processed; a line's warnings (a quiet reference, a
-one-shot prompt cut to fit the AR model) are logged with its utt.
+one-shot prompt cut to fit the AR model) are logged with its utt. ``out_dir`` is checked to take files before
+anything is generated; a line whose audio cannot be written (NaN samples from a broken model) is rejected too.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tqdm import tqdm
 
 from speech.data.meta_list import MetaEntry, read_meta_list
 from speech.data.rejects import RejectLog
+from speech.inference import audio_output
 from speech.inference.request import RequestError, SynthesisRequest
 from speech.inference.synthesizer import Synthesizer
 
@@ -29,7 +31,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RunSummary:
-    """What a run did; ``rtf`` is synthesis time over generated audio time (lower is faster)."""
+    """What a run did; ``rtf`` is synthesis time over generated audio time (lower is faster; NaN when nothing
+    was generated, and then left out of :meth:`line`)."""
 
     generated: int
     skipped: int
@@ -42,11 +45,10 @@ class RunSummary:
         return self.wall_seconds / self.audio_seconds if self.audio_seconds else float("nan")
 
     def line(self) -> str:
-        return (
-            f"generated {self.generated} utterances ({self.audio_seconds:.1f} s of audio) in "
-            f"{self.wall_seconds:.1f} s, RTF {self.rtf:.3f}; skipped {self.skipped} existing, "
-            f"rejected {self.rejected}"
-        )
+        made = f"generated {self.generated} utterances"
+        if self.audio_seconds:
+            made += f" ({self.audio_seconds:.1f} s of audio) in {self.wall_seconds:.1f} s, RTF {self.rtf:.3f}"
+        return f"{made}; skipped {self.skipped} existing, rejected {self.rejected}"
 
 
 def entry_request(entry: MetaEntry, mode: str, make: Callable[..., SynthesisRequest]) -> SynthesisRequest:
@@ -80,8 +82,12 @@ def run_meta(
             sampling settings).
         batch_size: Requests synthesized together.
         progress: Show a tqdm bar.
+
+    Raises:
+        audio_output.OutputError: ``out_dir`` cannot be created or written (checked before anything is
+            generated).
     """
-    out_dir = Path(out_dir)
+    out_dir = audio_output.check_folder(out_dir)
     rejects = RejectLog()
     entries = read_meta_list(meta, rejects=rejects)
     todo, skipped = [], 0
@@ -106,7 +112,13 @@ def run_meta(
             for (path, _), result in _synthesize(synth, chunk, rejects):
                 for warning in result.warnings:
                     log.warning("%s: %s", path.stem, warning)
-                result.save(path)
+                try:
+                    result.save(path)
+                except audio_output.OutputError:  # the folder or the disk: every other line would fail too
+                    raise
+                except ValueError as err:  # this line's audio: non-finite samples
+                    rejects.add(path.stem, "bad_output", str(err))
+                    continue
                 audio_seconds += result.duration
                 generated += 1
             bar.update(len(chunk))

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from speech.audio.io import save_audio
 from speech.data.meta_list import MetaEntry, read_meta_list
 from speech.data.rejects import RejectLog
+from speech.inference import audio_output
 from speech.inference.batch_runner import RunSummary
 from speech.inference.request import SamplingSetting
 from speech.inference.synthesizer import Synthesizer
@@ -134,18 +134,17 @@ def run_ceiling(
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
-    out_dir = Path(out_dir)
+    out_dir = audio_output.check_folder(out_dir)
     rejects = RejectLog()
     entries = read_meta_list(meta, rejects=rejects)
     todo = [e for e in entries if not (out_dir / f"{e.utt}.wav").exists()]
-    out_dir.mkdir(parents=True, exist_ok=True)
     audio_seconds, start = 0.0, time.perf_counter()
     with tqdm(total=len(todo), disable=not progress, desc=kind, unit="utt") as bar:
         for chunk, truths, references in ceiling_batches(todo, synth.sample_rate, batch_size):
             for entry, wav in zip(
                 chunk, render_ceiling(synth, kind, truths, references, sampling), strict=True
             ):
-                save_audio(out_dir / f"{entry.utt}.wav", wav, synth.sample_rate)
+                audio_output.write(out_dir / f"{entry.utt}.wav", wav, synth.sample_rate, "wav")
                 audio_seconds += len(wav) / synth.sample_rate
             bar.update(len(chunk))
     if len(rejects):

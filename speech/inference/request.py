@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from speech.inference.text_frontend import check_speakable, check_text
+from speech.inference.text_frontend import check_characters, check_speakable, check_text
 
 # Speech-02 ranges (the T2A v2 API reference; table in docs/inference.md).
 SPEED_RANGE = (0.5, 2.0)
@@ -352,6 +352,13 @@ class SynthesisRequest:
                     f"entry {written!r} -> {spoken!r}: the written form must be a non-empty string and the "
                     "spoken form a string",
                 )
+            for form, value in (("written", written), ("spoken", spoken)):
+                try:
+                    check_characters(value)
+                except ValueError as err:
+                    raise RequestError(
+                        "pronunciation_dict", f"entry {written!r} -> {spoken!r}: the {form} form {err}"
+                    ) from err
         return sorted(pairs, key=lambda p: -len(p[0]))
 
 
@@ -362,6 +369,7 @@ def _check_text_field(name: str, value, check: Callable[[str], object]) -> None:
     if len(value) > MAX_TEXT_CHARS:
         raise RequestError(name, f"must be at most {MAX_TEXT_CHARS} characters, got {len(value)}")
     try:
+        check_characters(value)
         check(value)
     except ValueError as err:
         raise RequestError(name, str(err)) from err

@@ -62,6 +62,7 @@ FM_SEED_OFFSET = 1 << 32  # flow matching's generator is seeded with seed + this
 BATCH_SIZE = 8  # text segments generated together by default
 SPEAKER_AND_BOS = 2  # AR positions besides text and audio tokens: the speaker vector and BOS
 PROMPT_QUOTE_CHARS = 30  # the end of a cut one-shot transcript quoted in the warning
+STREAM_STOPPED = "the stream stops before this chunk (a broken model?)"
 
 log = logging.getLogger(__name__)
 
@@ -282,6 +283,7 @@ class Synthesizer:
         Raises:
             RequestError: as :meth:`synthesize` (no batch index), before the first chunk; the request's
                 warnings are logged.
+            ValueError: a chunk holds NaN or infinite samples (a broken model); it is not yielded.
         """
         for name, value, least in (("chunk_tokens", chunk_tokens, 1), ("context_tokens", context_tokens, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
@@ -299,9 +301,11 @@ class Synthesizer:
             for wav in pieces:
                 out = render(wav)
                 if out.size:
+                    audio_output.check_finite(out, STREAM_STOPPED)
                     yield out
         tail = render(np.zeros(0, dtype=np.float32), last=True)
         if tail.size:
+            audio_output.check_finite(tail, STREAM_STOPPED)
             yield tail
 
     # ------------------------------------------------------------------------------------------ steps

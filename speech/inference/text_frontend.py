@@ -9,11 +9,16 @@ encoded with the text BPE without special tokens, as the training batches are (s
 What can be spoken has one rule, ``check_speakable``: the normalized text must hold a letter, digit, CJK
 character or kana (``speech.text.pauses.speakable``). Normalization comes first because it can make a symbol
 speakable ("&" -> "and") or remove everything (a zero-width space).
+
+Control characters (NUL, escape, DEL, ...; tabs and line breaks are whitespace and fine) are refused by
+``check_characters`` rather than dropped: normalization would delete them and join the words around them
+("hello\\0world" -> "helloworld"), and in a request they are a client's bug, not text.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -69,6 +74,21 @@ def apply_pronunciations(text: str, pairs: list[tuple[str, str]]) -> str:
     table = dict(pairs)
     pattern = re.compile("|".join(re.escape(written) for written, _ in pairs))
     return pattern.sub(lambda m: table[m[0]], text)
+
+
+def check_characters(text: str) -> None:
+    """Refuses control characters (Unicode category Cc) other than whitespace: NUL, escape, DEL, C1 codes.
+
+    Raises:
+        ValueError: naming the first one, its code point and position.
+    """
+    for i, ch in enumerate(text):
+        if unicodedata.category(ch) == "Cc" and not ch.isspace():
+            around = text[max(0, i - 10) : i + 10]
+            raise ValueError(
+                f"holds the control character U+{ord(ch):04X} at character {i} ({around!r}); control "
+                "characters are not text: remove them or put a space (tabs and line breaks are fine)"
+            )
 
 
 def check_speakable(text: str, language: str) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 from torch import nn
 
@@ -35,6 +36,12 @@ STEADY_SPREAD_DB = 10.0
 CLIPPED_SHARE = 0.001
 CLIPPED_LEVEL = 0.999  # a sample this close to full scale counts as clipped
 FRAME_SECONDS = 0.02  # frames whose levels make the spread (10th to 90th percentile)
+# Named when a reference file cannot be read: the common formats this libsndfile reads.
+COMMON_FORMATS = [f for f in ("WAV", "FLAC", "OGG", "MP3", "AIFF") if f in sf.available_formats()]
+READABLE = (
+    f"a reference must be an audio file: {', '.join(COMMON_FORMATS)} or another format libsndfile reads "
+    "(soundfile.available_formats())"
+)
 
 
 @dataclass
@@ -104,11 +111,27 @@ def load_reference(
         reference: A path to any file soundfile reads, or a mono array.
         sample_rate: The models' rate.
         reference_sample_rate: Rate of an array reference (``None``: already ``sample_rate``).
+
+    Raises:
+        AudioError: a file that is missing, empty or not audio (the message names the readable formats).
     """
     if isinstance(reference, (str, Path)):
-        return load_audio(reference, sample_rate=sample_rate)[0]
+        return _read(Path(reference), sample_rate)
     wav = np.asarray(reference, dtype=np.float32)
     return resample(wav, reference_sample_rate or sample_rate, sample_rate)
+
+
+def _read(path: Path, sample_rate: int) -> np.ndarray:
+    """A reference file as mono float32 at ``sample_rate``; an unreadable one is named with the formats a
+    reference may have."""
+    try:
+        return load_audio(path, sample_rate=sample_rate)[0]
+    except AudioError as err:
+        if path.is_file() and path.stat().st_size == 0:
+            raise AudioError(f"{path}: an empty file (0 bytes); {READABLE}") from err
+        if isinstance(err.__cause__, (RuntimeError, sf.LibsndfileError)):  # libsndfile could not read it
+            raise AudioError(f"{err}; {READABLE}") from err
+        raise
 
 
 def pad_audio(wavs: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
-from speech.lit.checkpoint import readable
+from speech.lit.checkpoint import CheckpointWriteError, readable
 
 
 class ConfigInCheckpoint(L.Callback):
@@ -31,10 +33,20 @@ class ConfigInCheckpoint(L.Callback):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes ``<path>.tmp`` and renames it over ``<path>``: a run killed mid-write leaves the previous
-    checkpoint intact instead of a truncated file under the name ``last.ckpt``, and a write that fails (a
-    full disk) leaves no partial ``.tmp``. Reading a truncated or corrupt checkpoint (one copied by hand,
-    say) to resume raises ``CheckpointError`` naming the file (``speech.lit.checkpoint.readable``)."""
+    """Writes ``<path>.tmp`` and renames it over ``<path>``: a run killed mid-write (``kill -9``) leaves the
+    previous checkpoint intact instead of a truncated file under the name ``last.ckpt``, and a write that
+    fails (a full disk) removes its partial ``.tmp`` and raises ``CheckpointWriteError`` naming the file and
+    the free space. Reading a truncated or corrupt checkpoint (one copied by hand, say) to resume raises
+    ``CheckpointError`` naming the file (``speech.lit.checkpoint.readable``).
+
+    Args:
+        resume_check: Called with ``(checkpoint, path)`` on every checkpoint read, before Lightning loads it
+            (``speech.lit.checkpoint.ResumeCheck``: refuses one whose weights do not fit the run's model).
+    """
+
+    def __init__(self, resume_check: Callable[[dict, Path], None] | None = None) -> None:
+        super().__init__()
+        self.resume_check = resume_check
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
         if "://" in str(path):  # remote filesystems keep Lightning's own writer
@@ -44,14 +56,31 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         tmp = path.with_name(path.name + ".tmp")
         try:
             torch.save(checkpoint, tmp)
-        except BaseException:  # also KeyboardInterrupt: never leave the partial file behind
+        except BaseException as err:  # also KeyboardInterrupt: never leave the partial file behind
             tmp.unlink(missing_ok=True)
+            if isinstance(err, (OSError, RuntimeError)):  # torch's writer reports a full disk as RuntimeError
+                raise CheckpointWriteError(
+                    f"writing the checkpoint {path} failed ({type(err).__name__}: {err}); the partial file "
+                    f"is removed and the previous {path.name} (if any) is kept. "
+                    f"{_free_space(path.parent)} free on its disk: is it full?"
+                ) from err
             raise
         os.replace(tmp, path)
 
     def load_checkpoint(self, path, map_location=lambda storage, loc: storage, weights_only=None) -> dict:
         with readable(path):
-            return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+            checkpoint = super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+        if self.resume_check is not None:
+            self.resume_check(checkpoint, Path(path))
+        return checkpoint
+
+
+def _free_space(folder: Path) -> str:
+    """The free space on ``folder``'s disk, e.g. ``"1.2 GB"`` (``"unknown"`` when it cannot be read)."""
+    try:
+        return f"{shutil.disk_usage(folder).free / 1e9:.3g} GB"
+    except OSError:
+        return "unknown"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -82,8 +111,10 @@ class NonFiniteGuard(L.Callback):
     - ``"stop"``: raises ``NonFiniteLossError`` naming the global step, epoch, batch, the loss and the terms
       logged at that step. Works with automatic and manual optimization.
     - ``"skip"``: the step's gradients are dropped before the optimizer runs, so neither the weights nor the
-      optimizer state change; the global step and the LR schedule still advance. Counted in
-      ``train/skipped_batches`` (kept across resumes). Automatic optimization only.
+      optimizer state change, and the buffers that forward passes update (a VQ codebook's EMA, BatchNorm
+      statistics) are put back as they were before the step's first micro-batch; the global step and the LR
+      schedule still advance. Counted in ``train/skipped_batches`` (kept across resumes). Automatic
+      optimization only.
 
     Args:
         mode: ``"stop"`` or ``"skip"``.
@@ -100,6 +131,7 @@ class NonFiniteGuard(L.Callback):
         self.skipped = 0
         self._batch_idx = -1
         self._bad: str | None = None  # description of the first bad loss since the last optimizer step
+        self._buffers: list[torch.Tensor] | None = None  # skip mode: the buffers before this optimizer step
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.mode == "skip" and not pl_module.automatic_optimization:
@@ -123,6 +155,10 @@ class NonFiniteGuard(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx
     ) -> None:
         self._batch_idx = batch_idx
+        if (
+            self.mode == "skip" and batch_idx % trainer.accumulate_grad_batches == 0
+        ):  # an update's first batch
+            self._buffers = [b.detach().clone() for b in pl_module.buffers()]
 
     def on_before_backward(
         self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor
@@ -139,7 +175,7 @@ class NonFiniteGuard(L.Callback):
             self._bad = self._describe(trainer, "non-finite gradients")
         bad = trainer.strategy.reduce_boolean_decision(self._bad is not None, all=False)
         what = self._bad or f"a non-finite loss on another rank at global step {trainer.global_step}"
-        self._bad = None
+        self._bad, buffers, self._buffers = None, self._buffers, None
         if not bad:
             return
         if self.mode == "stop":
@@ -148,6 +184,10 @@ class NonFiniteGuard(L.Callback):
                 "callbacks.nan_guard.mode=skip, or lower the learning rate / check the data."
             )
         optimizer.zero_grad(set_to_none=True)  # the optimizer skips parameters without gradients
+        if buffers is not None:  # a NaN batch has already poisoned e.g. a VQ codebook in its forward pass
+            with torch.no_grad():
+                for buffer, before in zip(pl_module.buffers(), buffers, strict=True):
+                    buffer.copy_(before)
         self.skipped += 1
         rank_zero_warn(f"{what}: skipped this optimizer update ({self.skipped} skipped so far)")
 

@@ -2,15 +2,20 @@
 
 This is the one library module that turns configs into objects (checkpoints hold configs, not code).
 A file that is not a readable checkpoint (truncated by a copy or a full disk) raises ``CheckpointError``
-naming it, for inference and for a training resume alike (``readable``).
+naming it, for inference and for a training resume alike (``readable``). A resume checks that the checkpoint
+fits the model the run builds (``ResumeCheck``): other shapes are refused naming the settings that differ,
+other settings that keep the shapes (a longer ``trainer.max_steps``) are logged and allowed.
 """
 
 from __future__ import annotations
 
+import logging
 import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra.utils import instantiate
@@ -18,9 +23,22 @@ from omegaconf import DictConfig, OmegaConf
 
 from speech.lit.ema import EMA_KEY
 
+MAX_LISTED = 8  # settings named in a message; the rest are counted
+MISFITS_SHOWN = 2  # parameters named as examples when a resume does not fit
+log = logging.getLogger(__name__)
+
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be read: truncated or corrupt."""
+
+
+class CheckpointWriteError(OSError):
+    """Writing a checkpoint failed (a full disk); the message names the file and says the previous one is
+    kept."""
+
+
+class ResumeError(ValueError):
+    """A checkpoint whose weights do not fit the model this run builds (another shape, other parameters)."""
 
 
 @contextmanager
@@ -102,3 +120,96 @@ def pretrained_model(path: str | Path, use_ema: bool = True) -> torch.nn.Module:
     """The model of a checkpoint, for configs that start from trained weights
     (``model: {_target_: speech.lit.checkpoint.pretrained_model, path: ...}``)."""
     return build_model(path, use_ema=use_ema)[0]
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as ``{"dotted.key": leaf}``; lists and empty dicts are leaves."""
+    if not isinstance(tree, dict) or not tree:
+        return {prefix: tree} if prefix else {}
+    out = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def config_changes(before: dict, after: dict) -> list[str]:
+    """``"key: old -> new"`` for every dotted key whose value differs between two configs (``<unset>`` where
+    one lacks it), sorted."""
+    old, new = _flat(before), _flat(after)
+    unset = "<unset>"
+    return [
+        f"{key}: {old.get(key, unset)!r} -> {new.get(key, unset)!r}"
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key, unset) != new.get(key, unset)
+    ]
+
+
+def _listed(items: list[str]) -> str:
+    more = f"; and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else ""
+    return "; ".join(items[:MAX_LISTED]) + more
+
+
+@dataclass
+class ResumeCheck:
+    """What a checkpoint must hold to resume this run: weights of the shapes the built module has.
+
+    Called on the checkpoint a resume reads (``AtomicCheckpointIO(resume_check=...)``), before Lightning
+    loads it: it refuses what ``load_state_dict`` would (another shape; with strict loading, missing or
+    unexpected parameters) with a message that names the settings that differ from the checkpoint's
+    config, and logs the settings that changed but keep the shapes (``trainer.max_steps``, a learning rate).
+
+    Attributes:
+        shapes: The module's state-dict keys and shapes.
+        config: The run's resolved config.
+        strict: The module's ``strict_loading``: every parameter must be in the checkpoint.
+    """
+
+    shapes: dict[str, tuple[int, ...]]
+    config: dict
+    strict: bool = True
+
+    @classmethod
+    def of(cls, module: torch.nn.Module, config: dict) -> ResumeCheck:
+        shapes = {key: tuple(value.shape) for key, value in module.state_dict().items()}
+        return cls(shapes, config, bool(getattr(module, "strict_loading", True)))
+
+    def misfits(self, state_dict: dict[str, torch.Tensor]) -> list[str]:
+        """The parameters of a checkpoint's state dict that do not fit, described."""
+        out = [
+            f"{key}: {list(value.shape)} in the checkpoint, {list(self.shapes[key])} now"
+            for key, value in state_dict.items()
+            if key in self.shapes and tuple(value.shape) != self.shapes[key]
+        ]
+        if self.strict:
+            out += [f"{key}: only in the checkpoint" for key in state_dict if key not in self.shapes]
+            out += [f"{key}: not in the checkpoint" for key in self.shapes if key not in state_dict]
+        return out
+
+    def __call__(self, checkpoint: dict, path: str | Path) -> None:
+        """Checks ``checkpoint`` (read from ``path``) before a resume.
+
+        Raises:
+            ResumeError: its weights do not fit the module (the message names the settings that differ).
+        """
+        changes = config_changes(checkpoint.get("config") or {}, self.config)
+        misfits = self.misfits(checkpoint.get("state_dict", {}))
+        if not misfits:
+            if changes:
+                log.info(
+                    "resuming from %s with settings changed since it was written: %s", path, _listed(changes)
+                )
+            return
+        model_changes = [c for c in changes if c.startswith("model.")]
+        settings = (
+            f"The model settings that differ from the checkpoint's: {_listed(model_changes)}"
+            if model_changes
+            else "No model.* setting differs (the shapes come from the data or an upstream checkpoint); the "
+            f"settings that do: {_listed(changes) or 'none'}"
+        )
+        example = "; ".join(misfits[:MISFITS_SHOWN])
+        raise ResumeError(
+            f"cannot resume from {path}: this run's config builds a model its weights do not fit. {settings} "
+            f"({len(misfits)} parameters do not fit, e.g. {example}). Put them back to resume this run; to "
+            "train the changed model, give it another name (name=...) or start over with ckpt_path=null "
+            "(which overwrites this run's checkpoints)"
+        )

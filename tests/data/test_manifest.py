@@ -103,3 +103,31 @@ def test_duration_batches_pack_sorted_cuts_under_the_cap():
     cuts = [SimpleNamespace(id=i, duration=d) for i, d in enumerate([3.0, 1.0, 9.0, 2.0, 2.5])]
     batches = duration_batches(cuts, max_duration=5.0)
     assert [[c.duration for c in b] for b in batches] == [[1.0, 2.0], [2.5], [3.0], [9.0]]
+
+
+# Issue 17 (training under faults): a corrupt file in a corpus folder is rejected with its path and the rest
+# is prepared; a float file with NaN samples passed preparation (without check_audio) and stopped training
+# with a NaN loss.
+def test_corrupt_files_are_rejected_with_their_path_and_the_rest_kept(tmp_path):
+    good = utt(tmp_path, "good")
+    whole = good.audio_path.read_bytes()
+    corrupt = {
+        "zero_bytes": b"",
+        "text": b"not audio at all\n",
+        "cut_header": whole[:30],
+    }
+    for name, content in corrupt.items():
+        (tmp_path / f"{name}.wav").write_bytes(content)
+    nan = tone(1.0)
+    nan[100:200] = np.nan
+    sf.write(tmp_path / "nan.wav", nan, 16000, subtype="FLOAT")
+    sf.write(tmp_path / "float.wav", tone(1.0), 16000, subtype="FLOAT")  # finite floats are fine
+    names = [*corrupt, "nan", "float"]
+    utts = [good, *(Utterance(n, tmp_path / f"{n}.wav", "hello world", "s1", "en") for n in names)]
+    rejects = RejectLog()
+    cuts = build_cuts(utts, CutRules(), rejects, progress=False)
+    assert sorted(cuts.ids) == ["float", "good"]
+    assert {item for item, _, _ in rejects.entries} == {*corrupt, "nan"}
+    for item, reason, detail in rejects.entries:
+        assert reason == "unreadable" and detail.startswith(f"{tmp_path / item}.wav: "), (item, detail)
+    assert dict((i, d) for i, _, d in rejects.entries)["nan"].endswith("NaN or inf samples")

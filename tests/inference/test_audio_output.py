@@ -1,7 +1,10 @@
 """Rendering and encoding the output audio: volume, sample rate, channels, wav/flac/pcm/mp3 bytes."""
 
+import errno
 import io
+import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,4 +149,63 @@ def test_non_finite_audio_is_not_written(tmp_path, fmt):
     wav[100] = np.nan
     with pytest.raises(ValueError, match="NaN or infinite samples; nothing is written"):
         audio_output.write(tmp_path / f"x.{fmt}", wav, 16000, fmt)
+    assert not list(tmp_path.iterdir())
+
+
+# Issue 17, defect 5: out=o.ogg with audio.format=wav wrote WAV bytes under .ogg; the suffix must name the
+# format, one of the four written here.
+@pytest.mark.parametrize(
+    ("name", "fmt", "message"),
+    [
+        ("o.ogg", "wav", r"o\.ogg ends in \.ogg: the suffix must name the audio format, one of \.wav, "
+         r"\.flac, \.pcm, \.mp3; for audio\.format=wav write to .*o\.wav$"),
+        ("o", "mp3", r"o has no suffix: the suffix must name the audio format, .*write to .*o\.mp3$"),
+        ("o.flac", "wav", r"o\.flac ends in \.flac but audio\.format=wav; set audio\.format=flac or write to "
+         r".*o\.wav$"),
+        ("o.raw", "pcm", r"o\.raw ends in \.raw: the suffix must name the audio format"),
+    ],
+)  # fmt: skip
+def test_the_suffix_must_name_the_format(tmp_path, name, fmt, message):
+    with pytest.raises(audio_output.OutputError, match=message):
+        audio_output.check_destination(tmp_path / name, fmt)
+    assert audio_output.check_destination(tmp_path / "new" / "o.WAV", "wav") == tmp_path / "new" / "o.WAV"
+    assert (tmp_path / "new").is_dir() and not list((tmp_path / "new").iterdir())  # the probe is gone
+    with pytest.raises(audio_output.OutputError, match="is a folder, not a file name ending in .wav"):
+        audio_output.check_destination(tmp_path, "wav")
+
+
+# Issue 17, defect 4: a read-only output folder was found only after synthesis, when o.wav.tmp failed.
+def test_an_unwritable_folder_is_found_before_anything_is_written(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(audio_output.OutputError, match=r"the output folder .*file is a file$"):
+        audio_output.check_destination(tmp_path / "file" / "o.wav", "wav")
+    with pytest.raises(
+        audio_output.OutputError, match=r"cannot create the output folder .*file/sub: Not a dir"
+    ):
+        audio_output.check_folder(tmp_path / "file" / "sub")
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    readonly.chmod(0o555)
+    if os.geteuid() != 0:  # root writes anyway
+        with pytest.raises(audio_output.OutputError, match=r"cannot write to .*readonly: Permission denied"):
+            audio_output.check_folder(readonly)
+
+    def read_only_filesystem(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(audio_output.tempfile, "NamedTemporaryFile", read_only_filesystem)
+    with pytest.raises(
+        audio_output.OutputError,
+        match=r"cannot write to the output folder .*readonly: Read-only file system; choose another folder",
+    ):
+        audio_output.check_destination(readonly / "o.wav", "wav")
+
+
+# Issue 17: a write that fails after all (a full disk: /dev/full) names the file, not its .tmp, and leaves
+# nothing behind under either name.
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_failed_write_names_the_file_and_leaves_nothing(tmp_path, tone):
+    (tmp_path / "o.wav.tmp").symlink_to("/dev/full")
+    with pytest.raises(audio_output.OutputError, match=r"could not write .*/o\.wav: No space left on device"):
+        audio_output.write(tmp_path / "o.wav", tone, SR, "wav")
     assert not list(tmp_path.iterdir())

@@ -185,3 +185,24 @@ def test_request_error_names_the_request_of_a_batch_only():
     assert (indexed.field, indexed.index) == ("voice.volume", 3)
     assert str(indexed) == "requests[3].voice.volume: must be a number in (0, 10], got 20"
     assert str(indexed.for_request(None)) == str(err)
+
+
+# Issue 17, defect 6: a NUL byte was dropped by normalization and joined the words around it
+# ("hello\0world" -> "helloworld"); control characters other than whitespace are refused, naming them.
+@pytest.mark.parametrize(
+    ("changes", "field", "message"),
+    [
+        ({"text": "hello\0world"}, "text", r"holds the control character U\+0000 at character 5 "
+         r"\('hello\\x00world'\); control characters are not text"),
+        ({"prompt_text": "a\x1b[0mb"}, "prompt_text", r"holds the control character U\+001B at character 1"),
+        ({"text": "hi\x7f"}, "text", r"holds the control character U\+007F at character 2"),
+        ({"pronunciation_dict": {"hi": "h\0i"}}, "pronunciation_dict",
+         r"entry 'hi' -> 'h\\x00i': the spoken form holds the control character U\+0000 at character 1"),
+    ],
+)  # fmt: skip
+def test_control_characters_are_refused(ref, changes, field, message):
+    request = SynthesisRequest(**{"text": "hello there", "reference": ref, **changes})
+    with pytest.raises(RequestError, match=rf"^{field}: {message}"):
+        request.validate()
+    # Tabs, line breaks and other whitespace are spaces.
+    SynthesisRequest("hello\tthere\r\nyou\x85all", reference=ref, prompt_text="a\nb").validate()

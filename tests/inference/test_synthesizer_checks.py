@@ -2,12 +2,16 @@
 level, the AR model's length budget (segments that cannot fit, one-shot prompts cut to fit, batches split),
 and error messages that name the request of a batch only."""
 
+import functools
 import logging
+import re
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from speech.inference import (
+    AudioSetting,
     RequestError,
     SamplingSetting,
     SynthesisRequest,
@@ -15,7 +19,8 @@ from speech.inference import (
     TimbreWeight,
     VoiceSetting,
 )
-from speech.inference.voice import check_reference
+from speech.inference.batch_runner import run_meta
+from speech.inference.voice import COMMON_FORMATS, check_reference
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -159,3 +164,94 @@ def test_rows_that_fit_only_alone_are_generated_apart(synth, references, max_len
     assert [r.token_counts for r in together] == [r.token_counts for r in alone] == [[10], [80]]
     for a, b in zip(alone, together, strict=True):
         np.testing.assert_allclose(a.audio, b.audio, atol=1e-4)
+
+
+# Defect 7: an unreadable reference file did not say what a reference may be.
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"", "an empty file \\(0 bytes\\)"),
+        (b"just some text\n", "unreadable audio \\(.*Format not recognised.*\\)"),
+        (b"RIFF\x24\x00\x00\x00WAVEfmt ", "unreadable audio \\(.*\\)"),  # a header cut short
+    ],
+)
+def test_an_unreadable_reference_file_names_the_formats_a_reference_may_have(
+    synth, tmp_path, content, problem
+):
+    path = tmp_path / "ref.wav"
+    path.write_bytes(content)
+    with pytest.raises(
+        RequestError,
+        match=rf"^reference: {re.escape(str(path))}: {problem}; a reference must be an audio file: "
+        rf"{', '.join(COMMON_FORMATS)} or another format libsndfile reads",
+    ):
+        synth.synthesize(req("alpha", path))
+
+
+# Defect 1: a float wav with NaN samples ended "successfully" with every output sample at -32768.
+def test_a_reference_file_with_nan_samples_is_refused(synth, tmp_path):
+    wav = syllables(1.0)
+    wav[100:200] = np.nan
+    sf.write(tmp_path / "nan.wav", wav, SR, subtype="FLOAT")
+    with pytest.raises(RequestError, match=r"^reference: holds NaN or infinite samples"):
+        synth.synthesize(req("alpha", tmp_path / "nan.wav"))
+
+
+@pytest.fixture
+def broken_decoder(synth, monkeypatch):
+    """The Flow-VAE decoder of a broken checkpoint: NaN samples."""
+    decode = synth.flow_vae.decode
+    monkeypatch.setattr(synth.flow_vae, "decode", lambda *args, **kw: decode(*args, **kw) * float("nan"))
+
+
+# Defect 1 (the guard at the output): whatever the model makes, no NaN or infinite sample is written in any
+# format, nor streamed.
+@pytest.mark.usefixtures("broken_decoder")
+@pytest.mark.parametrize("fmt", ["wav", "flac", "pcm", "mp3"])
+def test_non_finite_model_output_is_never_written_or_streamed(synth, references, tmp_path, fmt):
+    result = synth.synthesize(req("alpha", references[0], audio=AudioSetting(format=fmt)))
+    with pytest.raises(ValueError, match="the audio holds NaN or infinite samples; nothing is written"):
+        result.save(tmp_path / f"o.{fmt}")
+    with pytest.raises(ValueError, match="NaN or infinite samples"):
+        result.to_bytes()
+    assert not list(tmp_path.iterdir())
+    chunks = []
+    with pytest.raises(ValueError, match="NaN or infinite samples; the stream stops before this chunk"):
+        chunks.extend(
+            synth.stream(req("alpha", references[0], audio=AudioSetting(format=fmt)), chunk_tokens=4)
+        )
+    assert chunks == []
+
+
+# Defect 1 in a meta.lst: a line whose audio comes out non-finite is rejected, the other lines are written.
+def test_a_meta_line_with_non_finite_audio_is_rejected_and_the_rest_written(synth, references, tmp_path,
+                                                                           monkeypatch):  # fmt: skip
+    assemble = synth._assemble
+
+    def broken_for_beta(job):
+        result = assemble(job)
+        if job.request.text == "beta":
+            result.audio[:] = np.nan
+        return result
+
+    monkeypatch.setattr(synth, "_assemble", broken_for_beta)
+    (tmp_path / "meta.lst").write_text(f"a|x|{references[0]}|alpha\nb|x|{references[1]}|beta\n")
+    make = functools.partial(SynthesisRequest, sampling=GREEDY)
+    summary = run_meta(synth, tmp_path / "meta.lst", tmp_path / "out", mode="zero_shot", make=make,
+                       progress=False)  # fmt: skip
+    assert (summary.generated, summary.rejected) == (1, 1)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.wav", "rejects.tsv"]
+    assert (tmp_path / "out" / "rejects.tsv").read_text() == (
+        "b\tbad_output\tthe audio holds NaN or infinite samples; nothing is written\n"
+    )
+    again = run_meta(synth, tmp_path / "meta.lst", tmp_path / "out", mode="zero_shot", make=make,
+                     progress=False)  # fmt: skip
+    assert again.line() == "generated 0 utterances; skipped 1 existing, rejected 1"  # no "RTF nan"
+
+
+# Defect 7: white noise gave a "voice" without a word; it is used, with the measured level spread.
+def test_white_noise_is_warned_about(synth):
+    noise = (0.1 * np.random.default_rng(0).standard_normal(2 * SR)).astype(np.float32)
+    (warning,) = check_reference(noise, SR)
+    assert warning.startswith("has a steady level (") and "noise or a tone rather than speech?" in warning
+    assert synth.synthesize(req("alpha", noise)).warnings == [f"reference: {warning}"]

@@ -121,6 +121,43 @@ def test_skip_mode_drops_the_bad_update_and_counts_it(tmp_path, accumulate):
     assert trainer_.callback_metrics["train/skipped_batches"] == 1
 
 
+class NormToy(L.LightningModule):
+    """A BatchNorm regressor whose input is NaN in the second micro-batch of global step ``nan_at``: the
+    NaN reaches the running statistics (buffers) in the forward pass, before any loss is checked."""
+
+    def __init__(self, nan_at: int, accumulate: int) -> None:
+        super().__init__()
+        self.model = nn.Sequential(nn.BatchNorm1d(3), nn.Linear(3, 2))
+        self.nan_at, self.accumulate = nan_at, accumulate
+        self.stats: dict[int, torch.Tensor] = {}  # running mean at the start of each global step
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        self.stats.setdefault(self.global_step, self.model[0].running_mean.clone())
+        if self.global_step == self.nan_at and batch_idx % self.accumulate == self.accumulate - 1:
+            x = x * float("nan")
+        return nn.functional.mse_loss(self.model(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+# Issue 17: a NaN batch updated a VQ codebook / BatchNorm statistics in its forward pass, before the guard saw
+# the loss; skip mode dropped the weight update but kept the NaN buffers, and every later step was NaN too.
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_skip_mode_also_puts_back_the_buffers_the_bad_batch_updated(tmp_path, accumulate):
+    module, guard = NormToy(nan_at=2, accumulate=accumulate), NonFiniteGuard(mode="skip")
+    trainer_ = trainer(tmp_path, 4, [guard], enable_checkpointing=False, accumulate_grad_batches=accumulate)
+    with pytest.warns(UserWarning, match="global step 2.*skipped this optimizer update"):
+        trainer_.fit(module, loader())
+    assert guard.skipped == 1  # the next steps are finite again
+    torch.testing.assert_close(module.stats[3], module.stats[2], rtol=0, atol=0)  # step 2 left no trace
+    assert (
+        torch.isfinite(module.model[0].running_mean).all()
+        and torch.isfinite(module.model[0].running_var).all()
+    )
+
+
 def test_skip_mode_refuses_manual_optimization_and_lightning_refuses_accumulation(tmp_path):
     with pytest.raises(ValueError, match="needs automatic optimization.*mode=stop"):
         trainer(tmp_path, 2, [NonFiniteGuard(mode="skip")], enable_checkpointing=False).fit(

@@ -1,0 +1,195 @@
+"""What a long run must survive, through the real train.py (issue 17): ``kill -9`` and a full disk while a
+checkpoint is written, a NaN batch, and a resume with a changed config. The stage is a tiny audio tokenizer
+on the prepared test corpus (a few seconds a run)."""
+
+import io
+import multiprocessing
+import os
+import re
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from script_runs import run_script
+
+from speech.lit.audio_tokenizer import AudioTokenizerModule
+from speech.lit.callbacks import NonFiniteLossError
+from speech.lit.checkpoint import CheckpointWriteError, ResumeError, load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+TRAIN = ROOT / "train.py"
+TINY = [
+    "model.dim=32",
+    "model.encoder_layers=1",
+    "model.decoder_layers=1",
+    "model.ctc_layers=0",
+    "model.heads=2",
+    "model.conv_channels=16",
+    "model.quantizer.vq.codebook_size=64",  # the default quantizer: a VQ codebook updated by EMA
+    "model.quantizer.vq.codebook_dim=8",
+]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def command(prepared: Path, log_dir: Path, *overrides: str) -> list[str]:
+    """``python train.py experiment=tokenizer_tiny`` on the test corpus, a checkpoint every 2 steps."""
+    return [
+        "experiment=tokenizer_tiny",
+        f"data.prepared_dir={prepared}",
+        f"paths.log_dir={log_dir}",
+        "data.datamodule.num_workers=0",
+        "data.datamodule.max_duration=4",
+        *TINY,
+        "trainer.val_check_interval=2",
+        "trainer.enable_progress_bar=false",
+        "trainer.log_every_n_steps=1",
+        "callbacks.checkpoint.every_n_train_steps=2",
+        *overrides,
+    ]
+
+
+def checkpoints(log_dir: Path) -> Path:
+    return log_dir / "tokenizer_tiny" / "checkpoints"
+
+
+def steps_logged(log_dir: Path, version: int) -> set[int]:
+    """The global steps a launch logged training metrics at (its CSV log)."""
+    lines = (
+        (log_dir / "tokenizer_tiny" / "csv" / f"version_{version}" / "metrics.csv").read_text().splitlines()
+    )
+    header = lines[0].split(",")
+    step, loss = header.index("step"), header.index("train/loss")
+    return {int(row.split(",")[step]) for row in lines[1:] if row.split(",")[loss]}
+
+
+def _killed_while_saving(args: list[str], at_step: int) -> None:
+    """train.py in a forked child whose write of ``last.ckpt`` at ``at_step`` is cut off by SIGKILL after half
+    of its bytes reached the disk: what ``kill -9`` (or a power cut) does mid-write."""
+    save = torch.save
+
+    def save_then_die(checkpoint, path):
+        if checkpoint["global_step"] == at_step and Path(path).name == "last.ckpt.tmp":
+            buffer = io.BytesIO()
+            save(checkpoint, buffer)
+            with open(path, "wb") as f:
+                f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+                f.flush()
+                os.fsync(f.fileno())
+            os.kill(os.getpid(), signal.SIGKILL)
+        save(checkpoint, path)
+
+    torch.save = save_then_die  # the child's own copy of the module: the test process is untouched
+    run_script(TRAIN, *args)
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
+def test_kill_9_while_writing_a_checkpoint_keeps_the_previous_one_and_a_rerun_resumes_from_it(
+    shared_prepared, tmp_path
+):
+    args = command(shared_prepared, tmp_path, "trainer.max_steps=4")
+    child = multiprocessing.get_context("fork").Process(target=_killed_while_saving, args=(args, 4))
+    child.start()
+    child.join(timeout=300)
+    assert child.exitcode == -signal.SIGKILL
+    last = checkpoints(tmp_path) / "last.ckpt"
+    partial = last.with_name("last.ckpt.tmp")
+    assert partial.exists() and partial.stat().st_size < last.stat().st_size  # the write was cut off
+    assert load_checkpoint(last)["global_step"] == 2  # the previous checkpoint, whole
+    run_script(TRAIN, *args)  # the same command again
+    assert load_checkpoint(last)["global_step"] == 4 and not partial.exists()
+    assert steps_logged(tmp_path, 1) and min(steps_logged(tmp_path, 1)) >= 2  # resumed at step 2
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_while_writing_a_checkpoint_fails_clearly_and_keeps_the_previous_one(
+    shared_prepared, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # the error itself, not Hydra's exit
+    run_script(TRAIN, *command(shared_prepared, tmp_path, "trainer.max_steps=2"))
+    last = checkpoints(tmp_path) / "last.ckpt"
+    partial = last.with_name("last.ckpt.tmp")
+    partial.symlink_to("/dev/full")  # the next write of last.ckpt meets a full disk (ENOSPC), for real
+    with pytest.raises(CheckpointWriteError) as err:
+        run_script(TRAIN, *command(shared_prepared, tmp_path, "trainer.max_steps=4"))
+    assert str(err.value).startswith(f"writing the checkpoint {last} failed (")
+    assert "the previous last.ckpt (if any) is kept. " in str(err.value)
+    assert "free on its disk: is it full?" in str(err.value)
+    assert not partial.exists() and load_checkpoint(last)["global_step"] == 2
+    run_script(TRAIN, *command(shared_prepared, tmp_path, "trainer.max_steps=4"))  # room again: resumes
+    assert load_checkpoint(last)["global_step"] == 4
+
+
+@pytest.fixture
+def nan_at_step_2(monkeypatch):
+    """NaN audio in the training batch of global step 2."""
+    step = AudioTokenizerModule.training_step
+
+    def poisoned(self, batch, batch_idx):
+        if self.global_step == 2:
+            batch = {**batch, "audio": batch["audio"] * float("nan")}
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(AudioTokenizerModule, "training_step", poisoned)
+
+
+@pytest.mark.usefixtures("nan_at_step_2")
+def test_a_nan_batch_stops_the_run_naming_the_step_and_last_ckpt_stays_finite(
+    shared_prepared, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(
+        NonFiniteLossError, match=r"non-finite loss nan at global step 2 \(epoch 0, batch 2\)"
+    ):
+        run_script(TRAIN, *command(shared_prepared, tmp_path, "trainer.max_steps=4"))
+    checkpoint = load_checkpoint(checkpoints(tmp_path) / "last.ckpt")
+    assert checkpoint["global_step"] == 2
+    assert all(torch.isfinite(v.float()).all() for v in checkpoint["state_dict"].values())
+
+
+@pytest.mark.usefixtures("nan_at_step_2")
+def test_a_nan_batch_in_skip_mode_is_skipped_and_leaves_no_nan_in_the_model(shared_prepared, tmp_path):
+    with pytest.warns(
+        UserWarning, match=r"global step 2 .*skipped this optimizer update \(1 skipped so far\)"
+    ):
+        run_script(
+            TRAIN, *command(shared_prepared, tmp_path, "trainer.max_steps=4", "callbacks.nan_guard.mode=skip")
+        )
+    checkpoint = load_checkpoint(checkpoints(tmp_path) / "last.ckpt")
+    assert checkpoint["global_step"] == 4
+    # The VQ codebook is a buffer its forward pass updates: it took the NaN batch in before the guard ran.
+    not_finite = [k for k, v in checkpoint["state_dict"].items() if not torch.isfinite(v.float()).all()]
+    assert not_finite == []
+    (guard,) = [v for k, v in checkpoint["callbacks"].items() if k.startswith("NonFiniteGuard")]
+    assert guard == {"skipped": 1}  # only the poisoned step: the next ones were finite again
+
+
+def test_a_resume_that_changes_the_model_shape_is_refused_naming_the_settings(
+    shared_prepared, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    run_script(TRAIN, *command(shared_prepared, tmp_path, "trainer.max_steps=2"))
+    last = checkpoints(tmp_path) / "last.ckpt"
+    with pytest.raises(ResumeError) as err:
+        run_script(TRAIN, *command(shared_prepared, tmp_path, "trainer.max_steps=4", "model.dim=48"))
+    message = str(err.value)
+    assert message.startswith(
+        f"cannot resume from {last}: this run's config builds a model its weights do not fit"
+    )
+    assert re.search(
+        r"The model settings that differ from the checkpoint's: model\.dim: 32 -> 48; model\.quantizer\.dim: "
+        r"32 -> 48 \(\d+ parameters do not fit, e\.g\. ",
+        message,
+    )
+    assert "model.quantizer.proj_in.weight: [8, 32] in the checkpoint, [8, 48] now" in message
+    assert "ckpt_path=null" in message and load_checkpoint(last)["global_step"] == 2
+    # A longer budget keeps the shapes: the run resumes, saying what changed.
+    capsys.readouterr()
+    run_script(TRAIN, *command(shared_prepared, tmp_path, "trainer.max_steps=4"))
+    assert load_checkpoint(last)["global_step"] == 4
+    printed = capsys.readouterr().out  # Hydra's log
+    assert (
+        f"resuming from {last} with settings changed since it was written: stage.total_steps: 2 -> 4; "
+        "trainer.max_steps: 2 -> 4\n" in printed
+    )
