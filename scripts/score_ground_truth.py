@@ -52,8 +52,9 @@ def speakers_of(corpus_root: Path) -> dict[str, str]:
 def per_voice_rows(name: str, lang: str, records, speakers: dict[str, str]) -> list[str]:
     """Markdown rows of utterance-mean WER and mean SIM per speaker, best WER first."""
     groups = defaultdict(list)
-    for record in records:
-        groups[speakers.get(record.utt, "?")].append(record)
+    for record in records:  # cross-lingual items are named <target>-from-<lang>: their wav is the target's
+        speaker = speakers.get(record.utt) or speakers.get(Path(record.wav).stem, "?")
+        groups[speaker].append(record)
 
     def mean(values):
         values = [v for v in values if v is not None]

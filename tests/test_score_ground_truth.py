@@ -18,10 +18,10 @@ def test_per_voice_rows_average_each_speaker_and_list_the_best_first(tmp_path):
     speakers = SCRIPT["speakers_of"](tmp_path)
     assert speakers == {"a-en-001": "a", "a-en-002": "a", "b-en-001": "b"}
     records = [
-        SimpleNamespace(utt="a-en-001", wer=0.5, sim=0.8),
-        SimpleNamespace(utt="a-en-002", wer=0.1, sim=0.9),
-        SimpleNamespace(utt="b-en-001", wer=0.2, sim=None),
-        SimpleNamespace(utt="c-en-001", wer=None, sim=0.7),
+        SimpleNamespace(utt="a-en-001", wav="gt/a-en-001.wav", wer=0.5, sim=0.8),
+        SimpleNamespace(utt="a-en-002-from-de", wav="gt/a-en-002.wav", wer=0.1, sim=0.9),
+        SimpleNamespace(utt="b-en-001", wav="gt/b-en-001.wav", wer=0.2, sim=None),
+        SimpleNamespace(utt="c-en-001", wav="gt/c-en-001.wav", wer=None, sim=0.7),
     ]
     rows = SCRIPT["per_voice_rows"]("test-x", "en", records, speakers)
     assert rows == [
