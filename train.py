@@ -11,8 +11,8 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from speech.checkpoints import ResumeCheck
 from speech.lit.callbacks import AtomicCheckpointIO, ConfigInCheckpoint
-from speech.lit.checkpoint import ResumeCheck
 from speech.lit.resolvers import register_resolvers
 
 

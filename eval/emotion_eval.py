@@ -5,7 +5,7 @@
 
 ``--base`` holds ``<utt>.wav`` generated without an adapter; each ``emotion=<dir>`` holds the same utterances
 generated with that emotion's adapter (same texts, references and seed). Per emotion, every utterance in
-both folders gives an F0 ratio, a duration ratio and a loudness difference (``speech.metrics.prosody``);
+both folders gives an F0 ratio, a duration ratio and a loudness difference (``speech.audio.prosody``);
 their medians are set beside the same medians of the training data: each rendition of the emotion corpus
 (``--corpus``) against the neutral rendition of the same source utterance. Writes ``prosody.json``,
 ``prosody.md`` and ``prosody.png`` to ``--out`` and prints the table.
@@ -21,8 +21,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from speech.audio.io import load_audio
+from speech.audio.prosody import ProsodyShift, measure_prosody, median_shift, prosody_shift
 from speech.data.synthetic.catalog import read_manifest
-from speech.metrics.prosody import ProsodyShift, measure_prosody, median_shift, prosody_shift
 
 SR = 16000
 FIELDS = {"f0_ratio": "F0 ratio", "duration_ratio": "duration ratio", "loudness_db": "loudness (dB)"}

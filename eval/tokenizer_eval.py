@@ -20,11 +20,11 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from speech.audio.io import load_audio
-from speech.data.collate import pad_sequences
+from speech.checkpoints import build_component, build_model
 from speech.data.meta_list import MetaEntry, read_meta_list
-from speech.lit.checkpoint import build_component, build_model
 from speech.lit.ctc_asr import judge_target
 from speech.modules.quantizers import usage_and_perplexity
+from speech.tensors import pad_sequences
 
 
 @torch.no_grad()

@@ -26,9 +26,9 @@ import numpy as np
 
 from speech.audio.io import resample
 from speech.data.synthetic import engines, kokoro
-from speech.data.synthetic.engines import EngineError
 from speech.data.synthetic.phonemes import phonemize
 from speech.data.synthetic.postprocess import trim_silence
+from speech.data.synthetic.programs import EngineError
 
 RATE = 16000
 VOICE = kokoro.KokoroVoice((("jm_kumo", 1.0),))

@@ -6,7 +6,7 @@
 Whisper tiny.en (``WhisperCT2ASR``, one thread) transcribes up to ``--per-speaker`` English utterances of
 every speaker, training and test, and the table gives each speaker's utterance-mean WER against the
 transcript (the ground-truth row per voice). The separability check of the build (resemblyzer, pairs in
-one language only; ``speech.data.synthetic.separability``) is then run over *all* speakers rather than
+one language only; ``speech.metrics.separability``) is then run over *all* speakers rather than
 the test split alone, so that voices that would be confused show up whichever split they are in.
 ``scripts/score_ground_truth.py`` scores a test set's ``meta.lst`` the same way, test speakers only.
 """
@@ -22,9 +22,9 @@ import numpy as np
 
 from speech.audio.io import load_audio
 from speech.data.synthetic import read_manifest
-from speech.data.synthetic.separability import format_separability, measure_separability
 from speech.metrics.asr.base import ASR_SAMPLE_RATE
 from speech.metrics.asr.whisper_ct2 import WhisperCT2ASR
+from speech.metrics.separability import format_separability, measure_separability
 from speech.metrics.wer import score_utterance
 
 

@@ -14,10 +14,11 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from speech.checkpoints import build_component, build_model
 from speech.data.cache import FeatureCache
-from speech.data.collate import duration_batches, pad_sequences
+from speech.data.collate import duration_batches
 from speech.data.prepare import prepared_cuts
-from speech.lit.checkpoint import build_component, build_model
+from speech.tensors import pad_sequences
 
 
 @torch.no_grad()

@@ -14,6 +14,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from speech.data.synthetic import CorpusConfig, build_corpus
+from speech.metrics.separability import check_separability
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="corpus")
@@ -24,7 +25,7 @@ def main(cfg: DictConfig) -> dict:
         config,
         sample_rate=cfg.data.sample_rate,
         num_workers=cfg.num_workers,
-        separability=cfg.separability,
+        separability=check_separability if cfg.separability else None,
         progress=cfg.progress,
     )
 

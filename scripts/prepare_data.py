@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from speech.data.prepare import export_shar, prepare_corpus
 from speech.data.rejects import RejectLog
-from speech.data.report import check_pipeline, plot_durations
+from speech.lit.data_report import check_pipeline, plot_durations
 
 log = logging.getLogger("prepare_data")
 

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from speech.audio.io import load_audio, save_audio
-from speech.lit.checkpoint import build_model
+from speech.checkpoints import build_model
 
 
 @torch.no_grad()

@@ -1,1 +1,1 @@
-"""Audio I/O (soundfile), resampling (soxr) and features (torch)."""
+"""Audio I/O (soundfile), resampling (soxr), features (torch), the WORLD vocoder and prosody measurements."""

@@ -9,7 +9,7 @@ import librosa
 import torch
 from torch import nn
 
-from speech.data.collate import lengths_to_mask
+from speech.tensors import lengths_to_mask
 
 
 class LogMelSpectrogram(nn.Module):

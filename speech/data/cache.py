@@ -21,14 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+from speech.checkpoints import file_sha256
 
 
 class FeatureCache:

@@ -13,8 +13,8 @@ import torch
 from lhotse import CutSet
 
 from speech.data.cache import FeatureCache
-from speech.data.collate import pad_sequences
 from speech.data.references import ReferenceSampler
+from speech.tensors import pad_sequences
 from speech.text.bpe import TextTokenizer
 
 log = logging.getLogger(__name__)

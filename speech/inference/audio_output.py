@@ -6,8 +6,9 @@ mono signal on both channels, and the bytes are written by soundfile: ``wav`` (1
 (16-bit), ``mp3`` (libsndfile >= 1.1) or ``pcm`` (headerless 16-bit little-endian, the Speech-02 format).
 
 An mp3 ``bitrate`` (``BITRATES``) is written as constant bitrate, exactly that rate; which bitrates a sample
-rate can carry depends on its MPEG version (:func:`mp3_bitrates`), e.g. 256 kbps needs 32 kHz or more.
-Without one, mp3 gets libsndfile's default.
+rate can carry depends on its MPEG version (``speech.inference.request.mp3_bitrates``, where the audio
+settings and their rules live), e.g. 256 kbps needs 32 kHz or more. Without one, mp3 gets libsndfile's
+default.
 
 Where files go is checked before anything is generated (:func:`check_destination`, :func:`check_folder`):
 a file's suffix must name its format, and its folder must take a new file. A failed write names the file
@@ -24,14 +25,15 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from speech.inference.request import BITRATES, FORMATS, SAMPLE_RATES, AudioSetting, VoiceSetting
+from speech.inference.request import (
+    FORMATS,
+    AudioSetting,
+    VoiceSetting,
+    mp3_bitrate_problem,
+    mp3_kbps_range,
+)
 
 _SOUNDFILE = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "mp3": ("MP3", "MPEG_LAYER_III")}
-
-# (lowest sample rate in Hz, lo kbps, hi kbps) per MPEG version: MPEG-1, MPEG-2, MPEG-2.5. From libsndfile's
-# mpeg_l3_encoder_set_quality (src/mpeg_l3_encode.c): in constant-bitrate mode a compression level c in
-# [0, 1] becomes int(hi - c * (hi - lo)) kbps, and LAME takes the nearest legal bitrate of the version.
-_MPEG_KBPS = ((32000, 32, 320), (16000, 8, 160), (0, 8, 64))
 
 
 class OutputError(ValueError):
@@ -101,39 +103,15 @@ class ChunkRenderer:
         return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def _kbps_range(sample_rate: int) -> tuple[int, int]:
-    """``(lo, hi)`` kbps of the MPEG version libsndfile writes at ``sample_rate`` Hz."""
-    return next((lo, hi) for min_rate, lo, hi in _MPEG_KBPS if sample_rate >= min_rate)
-
-
-def mp3_bitrates(sample_rate: int) -> tuple[int, ...]:
-    """The ``BITRATES`` (bit/s) an mp3 at ``sample_rate`` Hz can be written at."""
-    lo, hi = _kbps_range(sample_rate)
-    return tuple(b for b in BITRATES if lo <= b // 1000 <= hi)
-
-
-def mp3_bitrate_problem(bitrate: int, sample_rate: int) -> str | None:
-    """Why an mp3 at ``sample_rate`` Hz cannot be written at ``bitrate`` bit/s, or ``None`` if it can."""
-    if bitrate not in BITRATES:
-        return f"mp3 bitrate must be one of {list(BITRATES)} bit/s, got {bitrate!r}"
-    allowed = mp3_bitrates(sample_rate)
-    if bitrate in allowed:
-        return None
-    carriers = [rate for rate in SAMPLE_RATES if bitrate in mp3_bitrates(rate)]
-    return (
-        f"mp3 at {sample_rate} Hz cannot carry {bitrate} bit/s: allowed there {list(allowed)};"
-        f" {bitrate} bit/s needs a sample rate in {carriers}"
-    )
-
-
 def _compression_level(bitrate: int, sample_rate: int) -> float:
     """libsndfile's compression level that writes constant-bitrate mp3 at ``bitrate`` bit/s.
 
-    libsndfile truncates its kbps to an integer, so this aims half a kbps above the target. That also keeps
-    the level below 1, which fails: soundfile sets the level while libsndfile is still in VBR mode, where 1
-    becomes LAME VBR quality 10, out of its range.
+    In constant-bitrate mode libsndfile maps a level c in [0, 1] to ``int(hi - c * (hi - lo))`` kbps of the
+    rate's MPEG version (``mp3_kbps_range``). It truncates its kbps to an integer, so this aims half a kbps
+    above the target. That also keeps the level below 1, which fails: soundfile sets the level while
+    libsndfile is still in VBR mode, where 1 becomes LAME VBR quality 10, out of its range.
     """
-    lo, hi = _kbps_range(sample_rate)
+    lo, hi = mp3_kbps_range(sample_rate)
     return max(0.0, (hi - (bitrate / 1000 + 0.5)) / (hi - lo))
 
 
@@ -141,7 +119,7 @@ def encode(wav: np.ndarray, sample_rate: int, fmt: str, bitrate: int | None = No
     """Audio ``(t,)`` or ``(t, c)`` -> file bytes in ``fmt`` (``wav``, ``flac``, ``mp3`` or ``pcm``).
 
     Args:
-        bitrate: mp3 only: constant bitrate in bit/s, one of :func:`mp3_bitrates` ``(sample_rate)``;
+        bitrate: mp3 only: constant bitrate in bit/s, one of ``request.mp3_bitrates(sample_rate)``;
             ``None``: libsndfile's default.
 
     Raises:

@@ -16,9 +16,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from speech.data.cache import file_sha256
-from speech.lit.ar_adapter import load_adapter
-from speech.lit.checkpoint import build_component, build_model, load_checkpoint
+from speech.checkpoints import build_component, build_model, file_sha256, load_adapter, load_checkpoint
 from speech.modules.lora import LoRAAdapter
 from speech.text.bpe import TextTokenizer
 

@@ -25,7 +25,7 @@ import soxr
 import torch
 import torch.nn.functional as F
 
-from speech.data.collate import pad_sequences
+from speech.tensors import pad_sequences
 
 
 def pitch_factor(semitones: float) -> float:

@@ -5,7 +5,9 @@ names a LoRA adapter on the AR model (MiniMax-Speech section 4.1); which names e
 the synthesizer has loaded, so the synthesizer checks it.
 
 ``validate()`` checks every field without the models (types, ranges, and that the text has something to
-speak) and raises ``RequestError`` naming the field and what it allows. What needs the models or the audio
+speak) and raises ``RequestError`` naming the field and what it allows. The audio settings and their rules
+live here alone (``AudioSetting``, the mp3 bitrates each sample rate carries: :func:`mp3_bitrates`);
+``speech.inference.audio_output`` writes what they ask for. What needs the models or the audio
 (the reference's measured length and level, emotion adapters, the AR model's length budget) the synthesizer
 checks; docs/inference.md lists every rule.
 """
@@ -29,6 +31,10 @@ PITCH_RANGE = (-12, 12)
 SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100)
 FORMATS = ("wav", "flac", "pcm", "mp3")
 BITRATES = (32000, 64000, 128000, 256000)
+# (lowest sample rate in Hz, lo kbps, hi kbps) per MPEG version: MPEG-1, MPEG-2, MPEG-2.5. From libsndfile's
+# mpeg_l3_encoder_set_quality (src/mpeg_l3_encode.c): in constant-bitrate mode a compression level c in
+# [0, 1] becomes int(hi - c * (hi - lo)) kbps, and LAME takes the nearest legal bitrate of the version.
+_MPEG_KBPS = ((32000, 32, 320), (16000, 8, 160), (0, 8, 64))
 CHANNELS = (1, 2)
 TIMBRE_WEIGHT_RANGE = (1, 100)
 MAX_TIMBRE_VOICES = 4
@@ -71,6 +77,31 @@ def is_number(value) -> bool:
 def is_integer(value) -> bool:
     """An integer that is not a bool."""
     return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def mp3_kbps_range(sample_rate: int) -> tuple[int, int]:
+    """``(lo, hi)`` kbps of the MPEG version libsndfile writes at ``sample_rate`` Hz."""
+    return next((lo, hi) for min_rate, lo, hi in _MPEG_KBPS if sample_rate >= min_rate)
+
+
+def mp3_bitrates(sample_rate: int) -> tuple[int, ...]:
+    """The ``BITRATES`` (bit/s) an mp3 at ``sample_rate`` Hz can be written at."""
+    lo, hi = mp3_kbps_range(sample_rate)
+    return tuple(b for b in BITRATES if lo <= b // 1000 <= hi)
+
+
+def mp3_bitrate_problem(bitrate: int, sample_rate: int) -> str | None:
+    """Why an mp3 at ``sample_rate`` Hz cannot be written at ``bitrate`` bit/s, or ``None`` if it can."""
+    if bitrate not in BITRATES:
+        return f"mp3 bitrate must be one of {list(BITRATES)} bit/s, got {bitrate!r}"
+    allowed = mp3_bitrates(sample_rate)
+    if bitrate in allowed:
+        return None
+    carriers = [rate for rate in SAMPLE_RATES if bitrate in mp3_bitrates(rate)]
+    return (
+        f"mp3 at {sample_rate} Hz cannot carry {bitrate} bit/s: allowed there {list(allowed)};"
+        f" {bitrate} bit/s needs a sample rate in {carriers}"
+    )
 
 
 @dataclass
@@ -116,8 +147,8 @@ class AudioSetting:
     Attributes:
         sample_rate: Output rate in Hz, one of ``SAMPLE_RATES``, or ``None`` for the model's own rate.
         format: ``wav``, ``flac``, ``pcm`` (raw 16-bit little-endian) or ``mp3``.
-        bitrate: mp3 constant bitrate in bit/s (``BITRATES``; those a rate can carry:
-            ``audio_output.mp3_bitrates``), or ``None`` for libsndfile's default.
+        bitrate: mp3 constant bitrate in bit/s (``BITRATES``; those a rate can carry: :func:`mp3_bitrates`),
+            or ``None`` for libsndfile's default.
         channel: 1 (mono) or 2 (the mono signal on both channels).
     """
 
@@ -141,14 +172,24 @@ class AudioSetting:
             )
         if self.bitrate is not None and self.format != "mp3":
             raise RequestError("audio.bitrate", f"applies to mp3 only, the format is {self.format!r}")
-        if self.bitrate is not None and self.sample_rate is not None:
-            # Imported here: audio_output imports this module. Without a sample_rate, encoding checks it.
-            from speech.inference.audio_output import mp3_bitrate_problem
-
-            if problem := mp3_bitrate_problem(self.bitrate, self.sample_rate):
-                raise RequestError("audio.bitrate", problem)
+        self.check_bitrate()
         if not is_integer(self.channel) or self.channel not in CHANNELS:
             raise RequestError("audio.channel", f"must be one of {list(CHANNELS)}, got {self.channel!r}")
+
+    def check_bitrate(self, model_rate: int | None = None) -> None:
+        """Checks that the mp3 ``bitrate`` fits the rate the audio is written at: ``sample_rate``, else the
+        model's ``model_rate`` (``validate`` passes none: without a ``sample_rate`` the synthesizer checks
+        it with its rate).
+
+        Raises:
+            RequestError: ``audio.bitrate``, naming the bitrates the rate carries and the rates that carry it.
+        """
+        rate = self.sample_rate or model_rate
+        if self.bitrate is None or rate is None:
+            return
+        if problem := mp3_bitrate_problem(self.bitrate, rate):
+            where = "" if self.sample_rate else " (the model's rate; set audio.sample_rate)"
+            raise RequestError("audio.bitrate", problem + where)
 
 
 AR_OPTIONS = ("temperature", "top_k", "top_p", "ras_window", "ras_threshold", "max_tokens")

@@ -39,7 +39,6 @@ import torch
 from torch import nn
 
 from speech.audio.io import AudioError
-from speech.data.collate import pad_sequences
 from speech.inference import audio_output, prosody, streaming
 from speech.inference.loading import load_adapters, load_pipeline
 from speech.inference.request import RequestError, SamplingSetting, SynthesisRequest, is_integer
@@ -53,6 +52,7 @@ from speech.inference.voice import (
 )
 from speech.models.ar_transformer import MAX_TOKENS_PER_TEXT, MIN_TOKENS_PER_TEXT
 from speech.modules.lora import LoRAAdapter
+from speech.tensors import pad_sequences
 from speech.text.bpe import TextTokenizer
 from speech.text.pauses import Pause
 
@@ -327,7 +327,7 @@ class Synthesizer:
                 )
             request.validate()
             self._check_emotion(request)
-            self._check_bitrate(request)
+            request.audio.check_bitrate(self.sample_rate)
             parts, prompt_text = self._encode_texts(request)
             job = _Job(request, index, parts, [], prompt_text)
             job.voices = [(self._load(ref, name, job), w) for name, ref, w in request.voices()]
@@ -354,13 +354,6 @@ class Synthesizer:
         """While open, the AR model carries the job's emotion adapter (none for ``voice.emotion=None``)."""
         emotion = job.request.voice.emotion
         return nullcontext() if emotion is None else self.adapters[emotion].applied(self.ar)
-
-    def _check_bitrate(self, request: SynthesisRequest) -> None:
-        """An mp3 bitrate at the model's own rate (``validate`` checks it where the rate is given)."""
-        bitrate, rate = request.audio.bitrate, request.audio.sample_rate or self.sample_rate
-        problem = None if bitrate is None else audio_output.mp3_bitrate_problem(bitrate, rate)
-        if problem:
-            raise RequestError("audio.bitrate", f"{problem} (the model's rate; set audio.sample_rate)")
 
     def _load(self, reference, name: str, job: _Job) -> np.ndarray:
         """The reference of field ``name`` at the model's rate, measured (``voice.check_reference``)."""

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from speech.audio.io import AudioError, load_audio, resample
-from speech.data.collate import pad_sequences
 from speech.inference.request import Reference
+from speech.tensors import pad_sequences
 
 # Refused: shorter than this, or a peak below SILENT_PEAK_DBFS (nothing recorded, at most dither).
 MIN_REFERENCE_SECONDS = 0.5

@@ -9,8 +9,8 @@ the paper found emotion-congruent references made the output lean on the referen
 
 Checkpoints hold only the adapter's ``A`` and ``B`` (and their optimizer state), the text BPE and
 ``checkpoint["adapter"]``: its name, LoRA settings and the SHA-256 of the base checkpoint. Resuming rebuilds
-the base from ``base`` and loads the adapter on top; :func:`load_adapter` turns a checkpoint into the
-``LoRAAdapter`` that ``speech.inference.Synthesizer`` applies per request.
+the base from ``base`` and loads the adapter on top; ``speech.checkpoints.load_adapter`` turns a checkpoint
+into the ``LoRAAdapter`` that ``speech.inference.Synthesizer`` applies per request.
 """
 
 from __future__ import annotations
@@ -20,15 +20,10 @@ from pathlib import Path
 import torch
 
 from speech.audio.mel import LogMelSpectrogram
-from speech.data.cache import file_sha256
+from speech.checkpoints import ADAPTER_KEY, file_sha256
 from speech.lit.ar import ARModule
-from speech.lit.checkpoint import load_checkpoint
 from speech.models.ar_transformer import ARTransformer
-from speech.modules.lora import LoRAAdapter, LoRAConfig, add_lora
-
-ADAPTER_KEY = "adapter"  # checkpoint["adapter"]: {"name", "lora", "base", "base_sha256"}
-PREFIX = "model."  # the AR model's key prefix in the module's state dict
-TRAIN_COMMAND = "python train.py experiment=ar_emotion_tiny emotion=<name>"
+from speech.modules.lora import LoRAConfig, add_lora
 
 
 class ARAdapterModule(ARModule):
@@ -107,27 +102,3 @@ class ARAdapterModule(ARModule):
         missing = sorted(set(self._adapter_keys()) - set(checkpoint["state_dict"]))
         if missing:
             raise ValueError(f"the checkpoint lacks adapter weights {missing[:4]} ({len(missing)} in all)")
-
-
-def load_adapter(path: str | Path) -> LoRAAdapter:
-    """Reads the adapter of a checkpoint written by :class:`ARAdapterModule`.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: the checkpoint holds no adapter.
-    """
-    ckpt = load_checkpoint(path)
-    meta = ckpt.get(ADAPTER_KEY)
-    if meta is None:
-        raise ValueError(f"{path} holds no LoRA adapter; train one with `{TRAIN_COMMAND}`")
-    config = LoRAConfig(**meta["lora"])
-    parts: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in ckpt["state_dict"].items():
-        layer, _, which = key.removeprefix(PREFIX).rpartition(".")
-        parts.setdefault(layer, {})[which] = value
-    weights = {}
-    for layer, pair in parts.items():
-        if set(pair) != {"lora_a", "lora_b"}:
-            raise ValueError(f"{path}: layer {layer!r} has {sorted(pair)}, expected lora_a and lora_b")
-        weights[layer] = (pair["lora_a"], pair["lora_b"])
-    return LoRAAdapter(meta["name"], config, weights, meta["base_sha256"])

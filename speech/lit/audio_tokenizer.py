@@ -16,11 +16,11 @@ import torch.nn.functional as F
 from jiwer import cer
 
 from speech.audio.mel import LogMelSpectrogram
-from speech.data.collate import lengths_to_mask
 from speech.lit.ctc_asr import judge_target
 from speech.lit.schedules import adamw_warmup_cosine
 from speech.models.audio_tokenizer import AudioTokenizer, TokenizerOutput
 from speech.modules.quantizers import code_histogram, usage_and_perplexity
+from speech.tensors import lengths_to_mask
 from speech.text.byte_ctc import BLANK, greedy_decode, text_to_ids
 
 

@@ -18,12 +18,12 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
-from speech.lit.checkpoint import CheckpointWriteError, readable
+from speech.checkpoints import CheckpointWriteError, readable
 
 
 class ConfigInCheckpoint(L.Callback):
     """Stores the run's resolved config in every checkpoint under ``"config"``, so a checkpoint alone
-    rebuilds its model (``speech.lit.checkpoint``)."""
+    rebuilds its model (``speech.checkpoints``)."""
 
     def __init__(self, config: dict) -> None:
         self.config = config
@@ -37,11 +37,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     previous checkpoint intact instead of a truncated file under the name ``last.ckpt``, and a write that
     fails (a full disk) removes its partial ``.tmp`` and raises ``CheckpointWriteError`` naming the file and
     the free space. Reading a truncated or corrupt checkpoint (one copied by hand, say) to resume raises
-    ``CheckpointError`` naming the file (``speech.lit.checkpoint.readable``).
+    ``CheckpointError`` naming the file (``speech.checkpoints.readable``).
 
     Args:
         resume_check: Called with ``(checkpoint, path)`` on every checkpoint read, before Lightning loads it
-            (``speech.lit.checkpoint.ResumeCheck``: refuses one whose weights do not fit the run's model).
+            (``speech.checkpoints.ResumeCheck``: refuses one whose weights do not fit the run's model).
     """
 
     def __init__(self, resume_check: Callable[[dict, Path], None] | None = None) -> None:

@@ -1,6 +1,6 @@
 """LightningModule of the CTC judge ASR (stage ``ctc_asr``): log-mel -> CTC over UTF-8 bytes.
 
-Targets are the transcripts as the WER scorer normalizes them (``speech.metrics.text_norm``), with the
+Targets are the transcripts as the WER scorer normalizes them (``speech.text.wer_norm``), with the
 per-character spaces of Chinese and Japanese removed, so the judge's output is scored as-is.
 """
 
@@ -13,10 +13,10 @@ from jiwer import cer
 
 from speech.audio.mel import LogMelSpectrogram
 from speech.lit.schedules import adamw_warmup_cosine
-from speech.metrics.text_norm import normalize_for_wer
 from speech.models.ctc_asr import CTCASR
 from speech.text.byte_ctc import BLANK, greedy_decode, text_to_ids
 from speech.text.normalize import base_language
+from speech.text.wer_norm import normalize_for_wer
 
 CHARACTER_LANGUAGES = frozenset({"zh", "ja"})
 

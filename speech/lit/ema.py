@@ -8,7 +8,7 @@ micro-batch), for ``g > start_step`` and ``(g - start_step) % every_n_steps == 0
 
 Up to ``start_step`` the shadow copies the weights. The shadow is saved in every checkpoint under
 ``checkpoint["ema_state_dict"]`` with the LightningModule's ``state_dict()`` keys (``model.…``), restored when
-a run resumes (so the average continues), and read by ``speech.lit.checkpoint.build_model`` by default.
+a run resumes (so the average continues), and read by ``speech.checkpoints.build_model`` by default.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-EMA_KEY = "ema_state_dict"
+from speech.checkpoints import EMA_KEY
 
 
 class EMA(L.Callback):

@@ -15,9 +15,9 @@ import lightning as L
 import torch
 
 from speech.audio.mel import LogMelSpectrogram
-from speech.data.collate import lengths_to_mask
 from speech.lit.schedules import adamw_warmup_cosine
 from speech.models.flow_matching import FlowMatching, FMOutput
+from speech.tensors import lengths_to_mask
 
 VAL_PROMPT_RATIO = 0.3
 

@@ -18,7 +18,6 @@ import lightning as L
 import torch
 
 from speech.audio.mel import LogMelSpectrogram
-from speech.data.collate import lengths_to_mask
 from speech.lit.schedules import warmup_cosine
 from speech.models.flow_vae import FlowVAE, FlowVAEOutput
 from speech.modules.discriminators import (
@@ -27,6 +26,7 @@ from speech.modules.discriminators import (
     feature_matching_loss,
     generator_loss,
 )
+from speech.tensors import lengths_to_mask
 
 
 def frame_mean(diff: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:

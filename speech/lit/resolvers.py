@@ -15,7 +15,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from speech.data.cache import FeatureCache, file_sha256
+from speech.checkpoints import file_sha256
+from speech.data.cache import FeatureCache
 
 ENCODE_COMMANDS = {"tokens": "scripts/encode_tokens.py", "latents": "scripts/encode_latents.py"}
 
@@ -30,7 +31,7 @@ def text_vocab_size(prepared_dir: str) -> int:
 
 
 def _model(ckpt: str):
-    from speech.lit.checkpoint import build_model
+    from speech.checkpoints import build_model
 
     if not Path(ckpt).is_file():
         raise FileNotFoundError(f"upstream checkpoint {ckpt} not found: train that stage first")

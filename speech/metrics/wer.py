@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import jiwer
 
-from speech.metrics.text_norm import normalize_for_wer
+from speech.text.wer_norm import normalize_for_wer
 
 
 @dataclass(frozen=True)

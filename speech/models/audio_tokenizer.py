@@ -22,9 +22,9 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from speech.data.collate import lengths_to_mask
 from speech.modules.conformer import ConformerBlock, sinusoidal_positions
 from speech.modules.quantizers import Quantizer
+from speech.tensors import lengths_to_mask
 from speech.text.byte_ctc import VOCAB_SIZE, greedy_decode
 
 

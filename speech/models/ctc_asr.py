@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from speech.data.collate import lengths_to_mask
 from speech.modules.conformer import ConformerBlock, sinusoidal_positions
+from speech.tensors import lengths_to_mask
 from speech.text.byte_ctc import VOCAB_SIZE, greedy_decode
 
 

@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from speech.data.collate import lengths_to_mask
 from speech.models.speaker_encoder import SpeakerEncoder
 from speech.modules.dit import DiT
+from speech.tensors import lengths_to_mask
 
 SOLVERS = ("euler", "midpoint")
 TIME_SCHEDULES = ("uniform", "logit_normal")

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from speech.data.collate import lengths_to_mask
 from speech.modules.coupling import CouplingFlow
 from speech.modules.dac import DACDecoder, DACEncoder
+from speech.tensors import lengths_to_mask
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 

@@ -14,9 +14,9 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from speech.data.collate import lengths_to_mask
 from speech.modules.rope import RotaryEmbedding
 from speech.modules.transformer import RMSNorm, TransformerBlock, attention_mask, positions_from_mask
+from speech.tensors import lengths_to_mask
 
 
 class SpeakerEncoder(nn.Module):

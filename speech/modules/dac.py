@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from speech.data.collate import lengths_to_mask
+from speech.tensors import lengths_to_mask
 
 RESIDUAL_DILATIONS = (1, 3, 9)  # DAC's dilations in every encoder/decoder block
 RESIDUAL_KERNEL = 7

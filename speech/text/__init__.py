@@ -1,4 +1,5 @@
-"""Text front-end: normalization, pause markers ``<#x#>`` and the multilingual byte-level BPE tokenizer."""
+"""Text: the synthesis front-end (normalization, pause markers ``<#x#>``, the multilingual byte-level BPE
+tokenizer), the CTC byte vocabulary and the WER scoring normalizer (``wer_norm``)."""
 
 from speech.text.bpe import PAD_ID, TextTokenizer
 from speech.text.normalize import base_language, normalize_text

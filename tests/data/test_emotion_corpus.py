@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 
 from speech.audio.io import resample, save_audio
+from speech.audio.prosody import measure_prosody as measure
 from speech.data.manifest import CutRules, build_cuts, cut_emotion
 from speech.data.recipes.synthetic import load_synthetic
 from speech.data.records import Utterance
@@ -24,7 +25,6 @@ from speech.data.synthetic import EMOTIONS, STYLES, EmotionCorpusConfig, apply_e
 from speech.data.synthetic import emotion_corpus as emotion_corpus_module
 from speech.data.synthetic.emotion_corpus import pick_sources
 from speech.data.synthetic.emotions import TREMOLO_HZ, EmotionStyle, breathe, style_f0
-from speech.metrics.prosody import measure_prosody as measure
 
 pytestmark = pytest.mark.skipif(
     shutil.which("espeak-ng") is None or importlib.util.find_spec("pyworld") is None,
@@ -57,7 +57,7 @@ def neutral(clip) -> np.ndarray:
 
 
 def log_f0_spread(wav: np.ndarray) -> float:
-    from speech.data.synthetic.world import f0_contour
+    from speech.audio.world import f0_contour
 
     f0 = f0_contour(wav, SR)
     return float(np.std(np.log(f0[f0 > 0])))

@@ -24,9 +24,9 @@ from speech.data.synthetic import CorpusConfig, EngineNotFoundError, build_corpu
 from speech.data.synthetic import build as build_module
 from speech.data.synthetic.config import TextConfig, VoiceConfig
 from speech.data.synthetic.render import RenderTask, render
-from speech.data.synthetic.separability import equal_error_rate, measure_separability, ordered_fraction
 from speech.data.synthetic.text_sources import ALLOWED, build_pools
 from speech.data.synthetic.warp import Warp, apply_warp, stretch_envelope
+from speech.metrics.separability import equal_error_rate, measure_separability, ordered_fraction
 from speech.text.normalize import normalize_text
 
 pytestmark = pytest.mark.skipif(

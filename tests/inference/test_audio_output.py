@@ -11,7 +11,14 @@ import pytest
 import soundfile as sf
 
 from speech.inference import audio_output
-from speech.inference.request import BITRATES, SAMPLE_RATES, AudioSetting, RequestError, VoiceSetting
+from speech.inference.request import (
+    BITRATES,
+    SAMPLE_RATES,
+    AudioSetting,
+    RequestError,
+    VoiceSetting,
+    mp3_bitrates,
+)
 
 SR = 16000
 
@@ -82,7 +89,7 @@ def test_mp3_encodes(tone):
 
 
 def test_mp3_bitrates_per_rate():
-    assert {rate: audio_output.mp3_bitrates(rate) for rate in SAMPLE_RATES} == CARRIED
+    assert {rate: mp3_bitrates(rate) for rate in SAMPLE_RATES} == CARRIED
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,9 @@ import pytest
 import torch
 from tiny_pipeline import save_adapter
 
+from speech.checkpoints import load_adapter
 from speech.inference import RequestError, SamplingSetting, SynthesisRequest, Synthesizer, VoiceSetting
 from speech.inference.loading import load_pipeline
-from speech.lit.ar_adapter import load_adapter
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from tiny_pipeline import AR, MEL, save_checkpoint
 
+from speech.checkpoints import EMA_KEY
 from speech.inference import Synthesizer
 from speech.inference.loading import load_pipeline
-from speech.lit.ema import EMA_KEY
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

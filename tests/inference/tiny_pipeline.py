@@ -102,8 +102,8 @@ def write_references(root):
 def save_adapter(path, ar_ckpt, name, seed=0, scale=0.3, rank=4):
     """An emotion adapter for the AR checkpoint ``ar_ckpt``, in the format the ar_adapter stage writes, with
     random ``A`` and ``B`` (a trained-looking update)."""
-    from speech.data.cache import file_sha256
-    from speech.lit.ar_adapter import ADAPTER_KEY, PREFIX
+    from speech.checkpoints import ADAPTER_KEY, file_sha256
+    from speech.checkpoints import MODEL_PREFIX as PREFIX
     from speech.lit.checkpoint import pretrained_model
     from speech.modules.lora import LoRAConfig, add_lora, lora_layers
 

@@ -11,12 +11,11 @@ import torch
 from script_runs import run_script
 from test_ar_stage import TINY, fake_token_cache
 
-from speech.data.cache import file_sha256
+from speech.checkpoints import ADAPTER_KEY, file_sha256, load_adapter
 from speech.data.manifest import CutRules, cut_emotion
 from speech.data.prepare import prepare_corpus
 from speech.data.records import Utterance
 from speech.data.rejects import RejectLog
-from speech.lit.ar_adapter import ADAPTER_KEY, load_adapter
 from speech.lit.checkpoint import pretrained_model
 from speech.lit.datamodule import SpeechDataModule
 

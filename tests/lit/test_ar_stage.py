@@ -11,9 +11,9 @@ from hydra.utils import instantiate
 from lhotse import CutSet
 from script_runs import run_script
 
+from speech.checkpoints import build_model
 from speech.data.cache import FeatureCache
 from speech.lit.ar import ARModule
-from speech.lit.checkpoint import build_model
 from speech.lit.resolvers import register_resolvers
 from speech.models.ar_transformer import ARTransformer
 from speech.text.bpe import TextTokenizer

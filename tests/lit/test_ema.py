@@ -7,9 +7,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from speech.checkpoints import EMA_KEY, build_model
 from speech.lit.callbacks import ConfigInCheckpoint
-from speech.lit.checkpoint import build_model
-from speech.lit.ema import EMA, EMA_KEY
+from speech.lit.ema import EMA
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,8 +13,8 @@ from lhotse import CutSet
 from omegaconf import OmegaConf
 from script_runs import run_script
 
+from speech.checkpoints import build_model
 from speech.data.cache import FeatureCache
-from speech.lit.checkpoint import build_model
 from speech.lit.flow_matching import FlowMatchingModule
 from speech.models.flow_matching import FlowMatching
 

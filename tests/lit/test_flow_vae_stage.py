@@ -8,8 +8,8 @@ import torch
 from script_runs import run_script
 
 from speech.audio.mel import LogMelSpectrogram
+from speech.checkpoints import build_model
 from speech.data.cache import FeatureCache
-from speech.lit.checkpoint import build_model
 from speech.lit.datamodule import SpeechDataModule
 from speech.lit.flow_vae import FlowVAEModule
 from speech.models.flow_vae import FlowVAE

@@ -14,9 +14,9 @@ from lhotse import CutSet
 from script_runs import run_script
 
 from speech.audio.mel import LogMelSpectrogram
+from speech.checkpoints import build_model
 from speech.data.cache import FeatureCache
 from speech.lit.audio_tokenizer import AudioTokenizerModule
-from speech.lit.checkpoint import build_model
 from speech.lit.datamodule import SpeechDataModule
 from speech.models.audio_tokenizer import AudioTokenizer
 from speech.modules.quantizers import build_quantizer

@@ -13,9 +13,9 @@ import pytest
 import torch
 from script_runs import run_script
 
+from speech.checkpoints import CheckpointWriteError, ResumeError, load_checkpoint
 from speech.lit.audio_tokenizer import AudioTokenizerModule
 from speech.lit.callbacks import NonFiniteLossError
-from speech.lit.checkpoint import CheckpointWriteError, ResumeError, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = ROOT / "train.py"

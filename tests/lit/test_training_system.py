@@ -16,6 +16,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from speech.checkpoints import CheckpointError, load_checkpoint
 from speech.lit.callbacks import (
     AtomicCheckpointIO,
     FinalCheckpoint,
@@ -24,7 +25,6 @@ from speech.lit.callbacks import (
     ProgressLog,
     RNGState,
 )
-from speech.lit.checkpoint import CheckpointError, load_checkpoint
 from speech.lit.resolvers import register_resolvers
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from speech.data.collate import lengths_to_mask
 from speech.models.flow_matching import FlowMatching
 from speech.models.speaker_encoder import SpeakerEncoder
 from speech.modules.dit import DiT
+from speech.tensors import lengths_to_mask
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -4,8 +4,8 @@ and global conditions reach the output."""
 import pytest
 import torch
 
-from speech.data.collate import lengths_to_mask
 from speech.modules.dit import DiT
+from speech.tensors import lengths_to_mask
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -19,7 +19,7 @@ from speech.data.synthetic.catalog import read_manifest
 from speech.data.synthetic.config import CorpusConfig, EmotionCorpusConfig
 from speech.data.synthetic.emotion_corpus import build_emotion_corpus
 from speech.data.synthetic.emotions import EMOTIONS, STYLES, EmotionStyle, apply_emotion
-from speech.data.synthetic.engines import EngineError, EngineNotFoundError
+from speech.data.synthetic.programs import EngineError, EngineNotFoundError
 
 __all__ = [
     "EMOTIONS",

@@ -1,5 +1,6 @@
 """Building the synthetic corpus: plan it, render it in parallel (resumably), then write the manifest,
-the test sets, ``stats.json`` and the separability check.
+the test sets, ``stats.json`` and the speaker-separability check it is given
+(``speech.metrics.separability``).
 
 Resuming: ``plan.jsonl`` is written before rendering. A rerun renders only the planned utterances whose wav
 is missing, unreadable, not 16-bit mono at the corpus rate, or whose plan line changed (e.g. a different
@@ -13,6 +14,7 @@ import importlib.metadata
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +30,9 @@ from speech.data.synthetic.catalog import (
     write_speakers,
 )
 from speech.data.synthetic.config import CorpusConfig
-from speech.data.synthetic.engines import PACKAGES, debian_versions
 from speech.data.synthetic.plan import PlannedUtterance, plan_speakers, plan_utterances
+from speech.data.synthetic.programs import PACKAGES, debian_versions
 from speech.data.synthetic.render import RenderResult, RenderTask, map_in_workers, render
-from speech.data.synthetic.separability import format_separability, measure_separability
 from speech.data.synthetic.stats import corpus_stats, pool_sizes, speaker_mix
 from speech.data.synthetic.testsets import write_test_sets
 from speech.data.synthetic.text_sources import TEXT_PACKAGES, SentencePool, build_pools
@@ -50,7 +51,7 @@ def build_corpus(
     *,
     sample_rate: int = 16000,
     num_workers: int = 1,
-    separability: bool = True,
+    separability: Callable[..., dict[str, Any]] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Builds (or resumes building) the corpus under ``root``.
@@ -60,7 +61,10 @@ def build_corpus(
         config: What to build; the same config gives byte-identical manifests and audio.
         sample_rate: Rate of every wav.
         num_workers: Rendering processes; 1 renders in this process.
-        separability: Run the resemblyzer speaker-separability check on the test speakers.
+        separability: The speaker-separability check of the test speakers, called as
+            ``separability(root, manifest_records, per_speaker=...)`` and stored in ``stats.json``:
+            ``speech.metrics.separability.check_separability`` (resemblyzer), which
+            ``scripts/make_synthetic_corpus.py`` passes; ``None`` (or ``False``) skips it.
         progress: Show a tqdm progress bar.
 
     Returns:
@@ -106,7 +110,7 @@ def _finish(
     failures: list[RenderResult],
     config: CorpusConfig,
     sample_rate: int,
-    separability: bool,
+    separability: Callable[..., dict[str, Any]] | None,
 ) -> dict[str, Any]:
     """Writes the reject log, the manifest and the test sets; returns their statistics."""
     rejects = RejectLog()
@@ -121,8 +125,7 @@ def _finish(
     stats["test_sets"] = test_sets
     if separability:
         per_speaker = config.separability_utts_per_speaker
-        stats["separability"] = measure_separability(root, records, per_speaker=per_speaker)
-        log.info(format_separability(stats["separability"]))
+        stats["separability"] = separability(root, records, per_speaker=per_speaker)
     return stats
 
 

@@ -32,9 +32,10 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from speech.audio import world
 from speech.audio.io import save_audio
+from speech.audio.prosody import measure_prosody
 from speech.data.rejects import RejectLog
-from speech.data.synthetic import world
 from speech.data.synthetic.build import BUILD_LOG, REJECTS, STATS
 from speech.data.synthetic.catalog import MANIFEST, read_manifest, reconcile_plan, wav_frames, write_jsonl
 from speech.data.synthetic.config import AudioConfig, EmotionCorpusConfig
@@ -149,7 +150,7 @@ class EmotionTask:
 @dataclass(frozen=True)
 class EmotionResult:
     """``failures``: ``(rendition id, reason, detail)``; ``measures``: ``(emotion, Prosody)`` of every
-    rendition whose wav exists (``speech.metrics.prosody``; ``f0_hz`` NaN when no frame is voiced)."""
+    rendition whose wav exists (``speech.audio.prosody``; ``f0_hz`` NaN when no frame is voiced)."""
 
     source_id: str
     failures: tuple[tuple[str, str, str], ...] = ()
@@ -303,8 +304,6 @@ def render_source(task: EmotionTask) -> EmotionResult:
                 reason, detail = _render_one(features, emotion, task)
                 if reason:
                     failures.append((rendition_id(task.source_id, emotion), reason, detail))
-    from speech.metrics.prosody import measure_prosody  # here: speech.metrics.prosody imports this package
-
     measures = []
     for emotion, path in task.out_paths.items():
         if wav_frames(Path(path), task.sample_rate) is not None:
@@ -356,7 +355,7 @@ def emotion_stats(
     Args:
         records: Manifest lines of the rendered renditions.
         measures: Source id -> emotion -> ``Prosody`` (f0 Hz, seconds, RMS dB), from
-            ``speech.metrics.prosody.measure_prosody``.
+            ``speech.audio.prosody.measure_prosody``.
         emotions: The configured emotions, in order.
 
     Returns:

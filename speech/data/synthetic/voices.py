@@ -20,11 +20,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from speech.data.synthetic.config import KokoroConfig, VoiceConfig
-from speech.data.synthetic.engines import EngineNotFoundError, require
 from speech.data.synthetic.kokoro import PACKAGE as KOKORO_PACKAGE
 from speech.data.synthetic.kokoro import KokoroVoice
 from speech.data.synthetic.kokoro_voices import design_voices
 from speech.data.synthetic.phonemes import LANGUAGES as KOKORO_LANGUAGES
+from speech.data.synthetic.programs import EngineNotFoundError, require
 
 ALL_LANGUAGES = ("en", "de", "es", "it", "zh", "ja")
 

@@ -1,6 +1,6 @@
 """Pseudo-speakers from the WORLD vocoder: a base voice with its pitch, formants and rate changed.
 
-After WORLD analysis (``world.py``: F0, spectral envelope, aperiodicity), a warp multiplies F0 by
+After WORLD analysis (``speech.audio.world``: F0, spectral envelope, aperiodicity), a warp multiplies F0 by
 ``pitch``, stretches the envelope along frequency by ``formant`` (> 1 moves formants up, like a shorter
 vocal tract) and resynthesizes with a frame period divided by ``rate`` (> 1 speaks faster).
 """
@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from speech.data.synthetic import world
+from speech.audio import world
 from speech.data.synthetic.config import WarpConfig
 
 

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from speech.data.collate import pad_sequences
-from speech.lit.checkpoint import build_component, build_model
+from speech.checkpoints import build_component, build_model
 from speech.metrics.asr.base import ASR_SAMPLE_RATE, ASRBackend
+from speech.tensors import pad_sequences
 
 
 class CTCJudgeASR(ASRBackend):

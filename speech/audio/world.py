@@ -1,4 +1,5 @@
-"""WORLD vocoder analysis and resynthesis, shared by the pseudo-speaker warps and the emotive renditions.
+"""WORLD vocoder analysis and resynthesis, shared by the synthetic corpus (pseudo-speaker warps, emotive
+renditions) and the F0 of prosody measurements (``speech.audio.prosody``).
 
 WORLD splits speech into F0 (DIO + StoneMask: fast, and good enough on clean synthetic speech where
 Harvest is 3-4x slower), a spectral envelope (CheapTrick) and aperiodicity (D4C), one frame every

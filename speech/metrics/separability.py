@@ -1,4 +1,4 @@
-"""Are the test speakers different voices? A resemblyzer check of the built corpus.
+"""Are the test speakers different voices? A resemblyzer check of a built synthetic corpus.
 
 resemblyzer's speaker encoder (its weights ship inside the PyPI package) embeds up to ``per_speaker``
 utterances of every test speaker in every language it speaks. Pairs of utterances *in the same language*
@@ -10,6 +10,10 @@ are scored by cosine similarity, so a language change never passes for a speaker
   (the ROC AUC);
 - ``warp_vs_base``: mean cosine between an unseen warp of a training voice and that voice itself. Near
   ``same`` would mean the warp is the base voice in disguise; near ``different`` means a new speaker.
+
+The corpus build runs it when ``scripts/make_synthetic_corpus.py`` passes :func:`check_separability`
+(``speech.data.synthetic.build_corpus(separability=...)``); ``scripts/corpus_voice_report.py`` runs it over
+all speakers.
 """
 
 from __future__ import annotations
@@ -144,6 +148,13 @@ def ordered_fraction(same: np.ndarray, different: np.ndarray) -> float:
 
 def _mean(values: np.ndarray) -> float:
     return round(float(np.mean(values)), 4) if len(values) else float("nan")
+
+
+def check_separability(root: Path, records: list[Record], *, per_speaker: int = 6) -> dict[str, Any]:
+    """:func:`measure_separability`, logged as one line: the check the corpus build runs."""
+    result = measure_separability(root, records, per_speaker=per_speaker)
+    log.info(format_separability(result))
+    return result
 
 
 def format_separability(result: dict[str, Any]) -> str:

@@ -4,7 +4,7 @@ import string
 
 import pytest
 
-from speech.metrics.text_norm import REMOVED_PUNCTUATION, ZHON_HANZI_PUNCTUATION, normalize_for_wer
+from speech.text.wer_norm import REMOVED_PUNCTUATION, ZHON_HANZI_PUNCTUATION, normalize_for_wer
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 An emotion adapter should move these the way its training data does. For the same text and reference, a
 rendition with the emotion is compared with one without: F0 and duration as ratios, loudness as a
 difference in dB, then medians over utterances (robust to the odd clip where F0 tracking fails).
-F0 comes from WORLD's DIO + StoneMask (``pyworld``, the ``corpus`` extra).
+F0 comes from WORLD's DIO + StoneMask (``speech.audio.world``; ``pyworld``, the ``corpus`` extra).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from speech.data.synthetic.world import f0_contour
+from speech.audio.world import f0_contour
 
 
 class Prosody(NamedTuple):
