@@ -15,7 +15,6 @@ to install (both in ``programs.py``, with the programs' packages).
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import soundfile as sf
 
 from speech.data.synthetic import kokoro as kokoro_engine
 from speech.data.synthetic.kokoro import KokoroVoice
-from speech.data.synthetic.programs import ESPEAK_LANGUAGES, PROGRAMS, TIMEOUT_S, EngineError, require
+from speech.data.synthetic.programs import ESPEAK_LANGUAGES, PROGRAMS, EngineError, require, run_program
 
 
 def synthesize(
@@ -73,17 +72,8 @@ def synthesize(
             cmd = ["text2wave", "-eval", f"(voice_{voice})", str(txt), "-o", str(out)]
         else:
             raise ValueError(f"unknown engine {engine!r}; known: {sorted(PROGRAMS)}")
-        _run(cmd, engine)
+        run_program(cmd, engine)
         return _read(out, engine)
-
-
-def _run(cmd: list[str], engine: str) -> None:
-    try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as err:
-        raise EngineError(f"{engine}: timed out after {TIMEOUT_S} s") from err
-    if proc.returncode != 0:
-        raise EngineError(f"{engine}: exit status {proc.returncode}: {_first_line(proc.stderr)}")
 
 
 def _read(path: Path, engine: str) -> tuple[np.ndarray, int]:
@@ -97,8 +87,3 @@ def _read(path: Path, engine: str) -> tuple[np.ndarray, int]:
     if wav.size == 0 or not np.any(wav):
         raise EngineError(f"{engine}: silent output")
     return wav, int(sr)
-
-
-def _first_line(stderr: bytes) -> str:
-    lines = [line.strip() for line in stderr.decode("utf-8", errors="replace").splitlines() if line.strip()]
-    return lines[0][:200] if lines else "no message"

@@ -24,9 +24,8 @@ sentence with the reason) rather than say something other than the transcript.
 from __future__ import annotations
 
 import re
-import subprocess
 
-from speech.data.synthetic.programs import ESPEAK_LANGUAGES, TIMEOUT_S, EngineError, require
+from speech.data.synthetic.programs import ESPEAK_LANGUAGES, EngineError, require, run_program
 
 # misaki's espeak fallback for English (misaki/espeak.py, EspeakFallback), longest key first.
 _EN = {
@@ -96,13 +95,8 @@ def espeak_ipa(text: str, language: str) -> str:
     require("espeak-ng")
     voice = ESPEAK_LANGUAGES[language]
     cmd = ["espeak-ng", "-q", "-b", "1", "--ipa", "--tie=^", "-v", voice, text]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as err:
-        raise EngineError(f"kokoro: espeak-ng phonemizer timed out after {TIMEOUT_S} s") from err
-    if proc.returncode != 0:
-        raise EngineError(f"kokoro: espeak-ng phonemizer exit status {proc.returncode}")
-    ipa = _LANGUAGE_FLAG.sub("", proc.stdout.decode("utf-8", errors="replace"))
+    stdout = run_program(cmd, "kokoro: espeak-ng phonemizer")
+    ipa = _LANGUAGE_FLAG.sub("", stdout.decode("utf-8", errors="replace"))
     return _SPACES.sub(" ", ipa).strip()
 
 

@@ -61,3 +61,24 @@ def debian_versions(packages: list[str]) -> dict[str, str]:
     cmd = ["dpkg-query", "-W", "-f", "${Package} ${Version}\\n", *sorted(set(packages))]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S).stdout
     return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+
+def run_program(cmd: list[str], what: str) -> bytes:
+    """Runs a synthesizer or phonemizer command and returns its stdout.
+
+    Raises:
+        EngineError: it timed out or failed; the message starts with ``what`` and gives the first line of
+            its stderr.
+    """
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as err:
+        raise EngineError(f"{what}: timed out after {TIMEOUT_S} s") from err
+    if proc.returncode != 0:
+        raise EngineError(f"{what}: exit status {proc.returncode}: {_first_line(proc.stderr)}")
+    return proc.stdout
+
+
+def _first_line(stderr: bytes) -> str:
+    lines = [line.strip() for line in stderr.decode("utf-8", errors="replace").splitlines() if line.strip()]
+    return lines[0][:200] if lines else "no message"
