@@ -49,7 +49,7 @@ fi
 stamp="$venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "setup: installing the speech package and its dependencies into $venv"
-  "${pip[@]}" install -e ".[corpus,eval,dev]"
+  "${pip[@]}" install -e ".[corpus,eval,serve,dev]"
   rm -f "$venv"/.installed-*
   touch "$stamp"
 fi

@@ -24,9 +24,12 @@ LAYERS = [
     {"data"},  # corpora, manifests, batching, feature caches (keyed by checkpoint hashes)
     {"metrics"},  # WER, SIM, ASR and speaker backends, scoring of test sets, corpus separability
     {"lit", "inference"},  # training and inference: neither imports the other (inference: no Lightning)
+    {"serve"},  # the HTTP server over inference; never lit (see NEVER)
     {"runner"},  # the main job's task graph: nothing of speech imports it
 ]
 FLOOR = {name: level for level, names in enumerate(LAYERS) for name in names}
+# Packages a package never imports though they are on a lower floor: the server runs without Lightning.
+NEVER = {"serve": {"lit"}}
 
 
 def module_name(path: Path) -> str:
@@ -88,6 +91,16 @@ def test_packages_import_only_lower_floors():
     assert not upward, "imports that are not of a lower floor:\n" + "\n".join(upward)
 
 
+def test_packages_skip_the_floors_they_must_not_import():
+    found = [
+        f"{name} imports {target}"
+        for name, targets in GRAPH.items()
+        for target in sorted(targets)
+        if floor_package(target) in NEVER.get(floor_package(name), ())
+    ]
+    assert not found, "imports that NEVER forbids:\n" + "\n".join(found)
+
+
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """One import cycle of ``graph`` as ``[a, b, ..., a]``, or None."""
     state: dict[str, str] = {}  # "open" while on the current path, "done" after
@@ -121,7 +134,7 @@ def test_the_walk_sees_function_level_imports_and_cycles():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
-@pytest.mark.parametrize("module", ["speech.inference", "speech.checkpoints"])
+@pytest.mark.parametrize("module", ["speech.inference", "speech.checkpoints", "speech.serve.app"])
 def test_inference_does_not_import_lightning(module):
     code = (
         f"import sys, {module}; "
