@@ -4,12 +4,14 @@
 # CPU build), and this package with its extras. A second run changes nothing and takes a second.
 #
 # Environment knobs: SPEECH_VENV (default .venv), PYTHON (default python3),
-# TORCH_SPEC (default torch==2.13.0: what to install when no torch is importable).
+# TORCH_SPEC (default torch==2.13.0: what to install when no torch is importable),
+# SPEECH_EXTRAS (default corpus,eval,serve,dev; add natural for the Kokoro voices, as CI does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${SPEECH_VENV:-.venv}
 py=${PYTHON:-python3}
 torch_spec=${TORCH_SPEC:-torch==2.13.0}
+extras=${SPEECH_EXTRAS:-corpus,eval,serve,dev}
 
 # 1. Debian packages: speech synthesizers, their voices and the offline text sources.
 missing=()
@@ -45,11 +47,11 @@ if ! "$venv/bin/python" -c "import torch" >/dev/null 2>&1; then
   "${pip[@]}" install "$torch_spec"
 fi
 
-# 4. The package (editable) with the corpus, eval and dev extras; skipped while pyproject.toml is unchanged.
-stamp="$venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+# 4. The package (editable) with its extras; skipped while pyproject.toml and the extras are unchanged.
+stamp="$venv/.installed-$( (cat pyproject.toml; echo "$extras") | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  echo "setup: installing the speech package and its dependencies into $venv"
-  "${pip[@]}" install -e ".[corpus,eval,serve,dev]"
+  echo "setup: installing the speech package and its dependencies ($extras) into $venv"
+  "${pip[@]}" install -e ".[$extras]"
   rm -f "$venv"/.installed-*
   touch "$stamp"
 fi
