@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from lhotse import CutSet
 from script_runs import run_script
+from tiny_tokenizer import tokenizer_command
 
 from speech.audio.mel import LogMelSpectrogram
 from speech.checkpoints import build_model
@@ -27,16 +28,6 @@ TRAIN, ENCODE, EVAL = (
     ROOT / "scripts" / "encode_tokens.py",
     ROOT / "eval" / "tokenizer_eval.py",
 )
-TINY = [
-    "model.dim=32",
-    "model.encoder_layers=1",
-    "model.decoder_layers=1",
-    "model.ctc_layers=0",
-    "model.heads=2",
-    "model.conv_channels=16",
-    "model.quantizer.vq.codebook_size=64",  # the default quantizer, small
-    "model.quantizer.vq.codebook_dim=8",
-]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -89,18 +80,7 @@ def test_overfits_one_batch(shared_prepared):
 def trained(shared_prepared, tmp_path_factory):
     """Two steps of experiment=tokenizer_tiny through train.py, then two more (a resume)."""
     log_dir = tmp_path_factory.mktemp("tokenizer_runs")
-    common = [
-        "experiment=tokenizer_tiny",
-        f"data.prepared_dir={shared_prepared}",
-        f"paths.log_dir={log_dir}",
-        "data.datamodule.num_workers=0",
-        "data.datamodule.max_duration=4",
-        *TINY,
-        "trainer.val_check_interval=2",
-        "trainer.enable_progress_bar=false",
-        "trainer.log_every_n_steps=1",
-        "callbacks.checkpoint.every_n_train_steps=2",
-    ]
+    common = tokenizer_command(shared_prepared, log_dir)
     run_script(TRAIN, *common, "trainer.max_steps=2")
     last = log_dir / "tokenizer_tiny" / "checkpoints" / "last.ckpt"
     first = torch.load(last, weights_only=False)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from script_runs import run_script
+from tiny_tokenizer import tokenizer_command
 
 from speech.checkpoints import CheckpointWriteError, ResumeError, load_checkpoint
 from speech.lit.audio_tokenizer import AudioTokenizerModule
@@ -19,35 +20,8 @@ from speech.lit.callbacks import NonFiniteLossError
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = ROOT / "train.py"
-TINY = [
-    "model.dim=32",
-    "model.encoder_layers=1",
-    "model.decoder_layers=1",
-    "model.ctc_layers=0",
-    "model.heads=2",
-    "model.conv_channels=16",
-    "model.quantizer.vq.codebook_size=64",  # the default quantizer: a VQ codebook updated by EMA
-    "model.quantizer.vq.codebook_dim=8",
-]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def command(prepared: Path, log_dir: Path, *overrides: str) -> list[str]:
-    """``python train.py experiment=tokenizer_tiny`` on the test corpus, a checkpoint every 2 steps."""
-    return [
-        "experiment=tokenizer_tiny",
-        f"data.prepared_dir={prepared}",
-        f"paths.log_dir={log_dir}",
-        "data.datamodule.num_workers=0",
-        "data.datamodule.max_duration=4",
-        *TINY,
-        "trainer.val_check_interval=2",
-        "trainer.enable_progress_bar=false",
-        "trainer.log_every_n_steps=1",
-        "callbacks.checkpoint.every_n_train_steps=2",
-        *overrides,
-    ]
 
 
 def checkpoints(log_dir: Path) -> Path:
@@ -88,7 +62,7 @@ def _killed_while_saving(args: list[str], at_step: int) -> None:
 def test_kill_9_while_writing_a_checkpoint_keeps_the_previous_one_and_a_rerun_resumes_from_it(
     shared_prepared, tmp_path
 ):
-    args = command(shared_prepared, tmp_path, "trainer.max_steps=4")
+    args = tokenizer_command(shared_prepared, tmp_path, "trainer.max_steps=4")
     child = multiprocessing.get_context("fork").Process(target=_killed_while_saving, args=(args, 4))
     child.start()
     child.join(timeout=300)
@@ -107,17 +81,18 @@ def test_a_full_disk_while_writing_a_checkpoint_fails_clearly_and_keeps_the_prev
     shared_prepared, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # the error itself, not Hydra's exit
-    run_script(TRAIN, *command(shared_prepared, tmp_path, "trainer.max_steps=2"))
+    run_script(TRAIN, *tokenizer_command(shared_prepared, tmp_path, "trainer.max_steps=2"))
     last = checkpoints(tmp_path) / "last.ckpt"
     partial = last.with_name("last.ckpt.tmp")
     partial.symlink_to("/dev/full")  # the next write of last.ckpt meets a full disk (ENOSPC), for real
     with pytest.raises(CheckpointWriteError) as err:
-        run_script(TRAIN, *command(shared_prepared, tmp_path, "trainer.max_steps=4"))
+        run_script(TRAIN, *tokenizer_command(shared_prepared, tmp_path, "trainer.max_steps=4"))
     assert str(err.value).startswith(f"writing the checkpoint {last} failed (")
     assert "the previous last.ckpt (if any) is kept. " in str(err.value)
     assert "free on its disk: is it full?" in str(err.value)
     assert not partial.exists() and load_checkpoint(last)["global_step"] == 2
-    run_script(TRAIN, *command(shared_prepared, tmp_path, "trainer.max_steps=4"))  # room again: resumes
+    # room again: resumes
+    run_script(TRAIN, *tokenizer_command(shared_prepared, tmp_path, "trainer.max_steps=4"))
     assert load_checkpoint(last)["global_step"] == 4
 
 
@@ -142,7 +117,7 @@ def test_a_nan_batch_stops_the_run_naming_the_step_and_last_ckpt_stays_finite(
     with pytest.raises(
         NonFiniteLossError, match=r"non-finite loss nan at global step 2 \(epoch 0, batch 2\)"
     ):
-        run_script(TRAIN, *command(shared_prepared, tmp_path, "trainer.max_steps=4"))
+        run_script(TRAIN, *tokenizer_command(shared_prepared, tmp_path, "trainer.max_steps=4"))
     checkpoint = load_checkpoint(checkpoints(tmp_path) / "last.ckpt")
     assert checkpoint["global_step"] == 2
     assert all(torch.isfinite(v.float()).all() for v in checkpoint["state_dict"].values())
@@ -153,9 +128,8 @@ def test_a_nan_batch_in_skip_mode_is_skipped_and_leaves_no_nan_in_the_model(shar
     with pytest.warns(
         UserWarning, match=r"global step 2 .*skipped this optimizer update \(1 skipped so far\)"
     ):
-        run_script(
-            TRAIN, *command(shared_prepared, tmp_path, "trainer.max_steps=4", "callbacks.nan_guard.mode=skip")
-        )
+        skip = "callbacks.nan_guard.mode=skip"
+        run_script(TRAIN, *tokenizer_command(shared_prepared, tmp_path, "trainer.max_steps=4", skip))
     checkpoint = load_checkpoint(checkpoints(tmp_path) / "last.ckpt")
     assert checkpoint["global_step"] == 4
     # The VQ codebook is a buffer its forward pass updates: it took the NaN batch in before the guard ran.
@@ -169,10 +143,11 @@ def test_a_resume_that_changes_the_model_shape_is_refused_naming_the_settings(
     shared_prepared, tmp_path, monkeypatch, capsys
 ):
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
-    run_script(TRAIN, *command(shared_prepared, tmp_path, "trainer.max_steps=2"))
+    run_script(TRAIN, *tokenizer_command(shared_prepared, tmp_path, "trainer.max_steps=2"))
     last = checkpoints(tmp_path) / "last.ckpt"
     with pytest.raises(ResumeError) as err:
-        run_script(TRAIN, *command(shared_prepared, tmp_path, "trainer.max_steps=4", "model.dim=48"))
+        wider = tokenizer_command(shared_prepared, tmp_path, "trainer.max_steps=4", "model.dim=48")
+        run_script(TRAIN, *wider)
     message = str(err.value)
     assert message.startswith(
         f"cannot resume from {last}: this run's config builds a model its weights do not fit"
@@ -186,7 +161,7 @@ def test_a_resume_that_changes_the_model_shape_is_refused_naming_the_settings(
     assert "ckpt_path=null" in message and load_checkpoint(last)["global_step"] == 2
     # A longer budget keeps the shapes: the run resumes, saying what changed.
     capsys.readouterr()
-    run_script(TRAIN, *command(shared_prepared, tmp_path, "trainer.max_steps=4"))
+    run_script(TRAIN, *tokenizer_command(shared_prepared, tmp_path, "trainer.max_steps=4"))
     assert load_checkpoint(last)["global_step"] == 4
     printed = capsys.readouterr().out  # Hydra's log
     assert (
