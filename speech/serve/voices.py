@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from speech.inference import audio_output
 from speech.serve.errors import VOICE_EXISTS, ApiError
 
 # MiniMax: 8-256 characters, a letter first, letters, digits, '-' and '_', not ending in '-' or '_'.
@@ -169,9 +170,7 @@ class VoiceStore:
         with self._lock:
             if voice_id in self.system or self._row(voice_id) is not None:
                 raise ApiError(VOICE_EXISTS, f"voice_id {voice_id!r} already exists", "voice_id")
-            buffer = io.BytesIO()
-            sf.write(buffer, wav, rate, format="WAV", subtype="PCM_16")
-            _write_atomic(final, buffer.getvalue())
+            _write_atomic(final, audio_output.encode(wav, rate, "wav"))
             created = int(time.time())
             try:
                 with self._transaction():
