@@ -30,6 +30,7 @@ from speech.inference.batch_runner import RunSummary
 from speech.inference.request import SamplingSetting
 from speech.inference.synthesizer import Synthesizer
 from speech.inference.voice import load_reference
+from speech.tensors import pad_sequences
 
 KINDS = ("resynthesis", "oracle_tokens")
 
@@ -61,19 +62,15 @@ def render_ceiling(
         raise ValueError(f"{len(truths)} truths but {len(references)} references")
     if not truths:
         return []
-    prompts = synth.voice.prompts(list(truths))  # tokens (k,) and posterior-mean latents (2k, d)
-    if kind == "resynthesis":
-        rows = [p.latents for p in prompts]
-        latents = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
-        latent_lens = torch.tensor([len(r) for r in rows], device=latents.device)
+    if kind == "resynthesis":  # posterior means, cut to two frames per token as prompts are
+        latents, latent_lens, _ = pad_sequences([p.latents for p in synth.voice.prompts(list(truths))])
     else:
         sampling = sampling or SamplingSetting()
         generator = None
         if sampling.seed is not None:
             device = next(synth.fm.parameters()).device  # not synth.device: that is the AR model's
             generator = torch.Generator(device=device).manual_seed(sampling.seed)
-        tokens = torch.nn.utils.rnn.pad_sequence([p.tokens for p in prompts], batch_first=True)
-        token_lens = torch.tensor([len(p.tokens) for p in prompts], device=tokens.device)
+        tokens, token_lens, _ = pad_sequences(synth.voice.tokens(list(truths)))
         _, speaker = synth.voice.speakers([[(ref, 1.0)] for ref in references])
         latents, latent_lens = synth.fm.sample(
             tokens=tokens,

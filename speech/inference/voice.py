@@ -205,20 +205,28 @@ class VoiceEncoder:
         return self.mel(*pad_audio(wavs, self.mel.mel_basis.device))
 
     @torch.inference_mode()
+    def tokens(self, wavs: list[np.ndarray]) -> list[torch.Tensor]:
+        """The audio tokens ``(k_i,)`` int64 of whole waveforms."""
+        audio, audio_lens = pad_audio(wavs, self.mel.mel_basis.device)
+        return self._tokens(audio, audio_lens)
+
+    def _tokens(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> list[torch.Tensor]:
+        tokens, token_lens = self.audio_tokenizer.encode(*self.mel(audio, audio_lens))
+        return [tokens[row, :n] for row, n in enumerate(token_lens.tolist())]
+
+    @torch.inference_mode()
     def prompts(self, wavs: list[np.ndarray]) -> list[Prompt]:
         """One-shot prompts of whole reference waveforms: their tokens and matching latents."""
-        device = self.mel.mel_basis.device
-        audio, audio_lens = pad_audio(wavs, device)
-        tokens, token_lens = self.audio_tokenizer.encode(*self.mel(audio, audio_lens))
+        audio, audio_lens = pad_audio(wavs, self.mel.mel_basis.device)
         latents, _ = self.flow_vae.encode(audio, audio_lens)
         out = []
-        for row, n in enumerate(token_lens.tolist()):
-            frames = n * self.frames_per_token
+        for row, row_tokens in enumerate(self._tokens(audio, audio_lens)):
+            frames = len(row_tokens) * self.frames_per_token
             lat = latents[row, :frames]
             # Latents may be a frame short of two per token (data contract: crop/pad to 2 * tokens).
             if lat.shape[0] < frames:
                 lat = torch.cat([lat, lat[-1:].expand(frames - lat.shape[0], -1)])
-            out.append(Prompt(tokens[row, :n], lat))
+            out.append(Prompt(row_tokens, lat))
         return out
 
 
