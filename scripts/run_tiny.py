@@ -54,18 +54,19 @@ def generated_dir() -> Path:
     return OUT / digest
 
 
+TRUTH_SUMMARY = "test-synth-en/en/summary.json"  # under truth_dir(): what score_ground_truth.py writes
 # The issue's goals for the main job (zero-shot, on test-synth-en, with Whisper tiny.en and resemblyzer)
 GOAL_WER_RATIO, GOAL_SIM = 2.0, 0.75
 
 
-def truth_summary(env: dict) -> Path:
-    """The ground-truth scores of the test set with the run's judge."""
-    return OUT / f"ground_truth_{env.get('EVAL_ASR', 'whisper_ct2')}" / "test-synth-en/en/summary.json"
+def truth_dir(env: dict) -> Path:
+    """Where the test set's ground truth is scored with the run's judge."""
+    return OUT / f"ground_truth_{env.get('EVAL_ASR', 'whisper_ct2')}"
 
 
 def goals(env: dict) -> str:
     """Whether zero-shot cloning met the main job's goals, in two lines."""
-    truth = json.loads(truth_summary(env).read_text())["ground_truth"]
+    truth = json.loads((truth_dir(env) / TRUTH_SUMMARY).read_text())["ground_truth"]
     clone = json.loads((generated_dir() / "eval/zero_shot/summary.json").read_text())["generated"]
     ratio = clone["wer"]["estimate"] / truth["wer"]["estimate"]
     sim = clone["sim"]["estimate"]
@@ -88,7 +89,7 @@ def tasks(extra: list[str], env: dict, slots: int) -> list[Task]:
 
     asr = env.get("EVAL_ASR", "whisper_ct2")
     vae_steps = env.get("VAE_STEPS", 4000)
-    truth_dir = truth_summary(env).parents[2]
+    truth = truth_dir(env)
 
     def clone(mode: str):
         def command():
@@ -112,8 +113,8 @@ def tasks(extra: list[str], env: dict, slots: int) -> list[Task]:
     def table() -> list[str]:
         gen = generated_dir()
         runs = [f"{label}={gen / 'eval' / mode}" for mode, label in ROWS.items()]
-        truth = f"--ground-truth={truth_dir / 'test-synth-en/en'}"
-        return [sys.executable, "eval/compare_runs.py", *runs, truth, f"--out={gen / 'results.md'}"]
+        truth_row = f"--ground-truth={truth / 'test-synth-en/en'}"
+        return [sys.executable, "eval/compare_runs.py", *runs, truth_row, f"--out={gen / 'results.md'}"]
 
     corpus = ("scripts/make_synthetic_corpus.py", "data=synthetic_tiny")
     return [
@@ -158,11 +159,9 @@ def tasks(extra: list[str], env: dict, slots: int) -> list[Task]:
         # earlier in this list is ready, i.e. in the gap one training lane leaves while the other finishes
         Task(
             "eval_ground_truth",
-            hydra(
-                "scripts/score_ground_truth.py", f"asr={asr}", "sets=[test-synth-en]", f"out_dir={truth_dir}"
-            ),
+            hydra("scripts/score_ground_truth.py", f"asr={asr}", "sets=[test-synth-en]", f"out_dir={truth}"),
             after=("encode_tokens",),
-            done_if=truth_dir / "test-synth-en/en/summary.json",
+            done_if=truth / TRUTH_SUMMARY,
         ),  # fmt: skip
         Task("table", table, after=(*(f"eval_{mode}" for mode in ROWS), "eval_ground_truth")),
     ]
