@@ -150,6 +150,11 @@ def build_cuts(
     return CutSet.from_cuts(cuts)
 
 
+def cut_language(cut: Cut) -> str | None:
+    """The language of a cut from :func:`build_cuts` (its first supervision's), ``None`` when it has none."""
+    return cut.supervisions[0].language if cut.supervisions else None
+
+
 def cut_emotion(cut: Cut) -> str | None:
     """The emotion label of a cut from :func:`build_cuts` (e.g. ``"happy"``), ``None`` when it has none.
 

@@ -18,7 +18,7 @@ from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
 
 from speech.data.cache import FeatureCache
 from speech.data.dataset import SpeechDataset
-from speech.data.manifest import cut_emotion
+from speech.data.manifest import cut_emotion, cut_language
 from speech.data.references import ReferenceSampler
 from speech.text.bpe import TextTokenizer
 
@@ -125,9 +125,9 @@ class SpeechDataModule(L.LightningDataModule):
         """
         if self.languages is None:
             return cuts
-        kept = cuts.filter(lambda c: _language(c) in self.languages).to_eager()
+        kept = cuts.filter(lambda c: cut_language(c) in self.languages).to_eager()
         if len(kept) == 0:
-            there = sorted({str(_language(c)) for c in cuts})
+            there = sorted({str(cut_language(c)) for c in cuts})
             raise ValueError(
                 f"no cuts in languages {self.languages} in {self.prepared_dir}; its cuts are in {there}"
             )
@@ -192,8 +192,3 @@ class SpeechDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state: dict) -> None:
         self._skip_batches = int(state.get("batches_done", 0))
-
-
-def _language(cut) -> str | None:
-    """The language of a cut's first supervision (``None`` without one)."""
-    return cut.supervisions[0].language if cut.supervisions else None
