@@ -19,9 +19,11 @@ the GAN phase cost 2.5x per step on CPU and did not lower the resynthesis WER), 
 ``FM_STEPS`` (1200); within this budget the AR model trains on the corpus's English cuts only (754 of
 1,439: the test set is English, and a 4M-parameter model has little capacity to spare on five more
 languages; docs/main_job.md); ``EVAL_ASR`` picks the WER judge (``whisper_ct2``: Whisper tiny.en, see
-docs/evaluation.md). Besides the clones, two ceiling rows render the test set's ground truth through the
-stages after the AR model (``infer.py mode=resynthesis|oracle_tokens``): the table then shows which stage
-loses the speech. Outputs: ``logs/pipeline_tiny/`` (a log per task, ``timings.md``, ``results.md``).
+docs/evaluation.md); ``CORPUS`` picks another built-in corpus (a ``configs/data`` name, e.g.
+``synthetic_natural_tiny``: its runs go to ``logs/<corpus>/``, its English test set is scored). Besides the
+clones, two ceiling rows render the test set's ground truth through the stages after the AR model
+(``infer.py mode=resynthesis|oracle_tokens``): the table then shows which stage loses the speech.
+Outputs: ``logs/pipeline_tiny/`` (a log per task, ``timings.md``, ``results.md``).
 """
 
 from __future__ import annotations
@@ -30,44 +32,81 @@ import hashlib
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from speech.runner import Task, run_job  # noqa: E402
 
-OUT = Path("logs/pipeline_tiny")
-META = "data/synthetic_tiny/test-synth-en/meta.lst"
-TOKENIZER_CKPT = Path("logs/tokenizer_tiny/checkpoints/last.ckpt")
-VAE_CKPT = Path("logs/flow_vae_tiny/checkpoints/last.ckpt")
-AR_CKPT = Path("logs/ar_tiny/checkpoints/last.ckpt")
-FM_CKPT = Path("logs/flow_matching_tiny/checkpoints/last.ckpt")
+# The corpus (a configs/data name) and where its runs go: the default corpus keeps the plain layout
+# (logs/<stage>_tiny/, logs/pipeline_tiny/); another one gets its own tree, logs/<corpus>/..., so runs on two
+# corpora never resume each other's checkpoints
+DEFAULT_CORPUS = "synthetic_tiny"
 # infer.py mode -> row of the table: the ceiling rows first, then the clones
 ROWS = {"resynthesis": "resynthesis", "oracle_tokens": "oracle tokens", "zero_shot": "zero-shot",
         "one_shot": "one-shot"}  # fmt: skip
-
-
-def generated_dir() -> Path:
-    """Where this pair of AR + flow-matching checkpoints writes its wavs and scores: a rerun after more
-    training makes new ones instead of mixing them with the old."""
-    digest = hashlib.sha256(AR_CKPT.read_bytes() + FM_CKPT.read_bytes()).hexdigest()[:12]
-    return OUT / digest
-
-
-TRUTH_SUMMARY = "test-synth-en/en/summary.json"  # under truth_dir(): what score_ground_truth.py writes
-# The issue's goals for the main job (zero-shot, on test-synth-en, with Whisper tiny.en and resemblyzer)
+# The issue's goals for the main job (zero-shot, on the English test set, Whisper tiny.en and resemblyzer)
 GOAL_WER_RATIO, GOAL_SIM = 2.0, 0.75
 
 
-def truth_dir(env: dict) -> Path:
-    """Where the test set's ground truth is scored with the run's judge."""
-    return OUT / f"ground_truth_{env.get('EVAL_ASR', 'whisper_ct2')}"
+def test_set_prefix(corpus: str) -> str:
+    """The corpus's test-set prefix (``test-synth`` for synthetic_tiny), from its data config."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(Path("configs").resolve()), version_base=None):
+        return compose("corpus", overrides=[f"data={corpus}"]).data.synthetic.test_set_prefix
 
 
-def goals(env: dict) -> str:
+@dataclass(frozen=True)
+class Plan:
+    """Where one main job reads and writes: the corpus, its English test set and the log tree."""
+
+    corpus: str = DEFAULT_CORPUS
+    test_set: str = "test-synth-en"
+
+    @classmethod
+    def from_env(cls, env: dict) -> Plan:
+        corpus = env.get("CORPUS", DEFAULT_CORPUS)
+        return cls(corpus, f"{test_set_prefix(corpus)}-en")
+
+    @property
+    def logs(self) -> Path:
+        return Path("logs") if self.corpus == DEFAULT_CORPUS else Path("logs") / self.corpus
+
+    @property
+    def out(self) -> Path:
+        return self.logs / "pipeline_tiny"
+
+    @property
+    def meta(self) -> str:
+        return f"data/{self.corpus}/{self.test_set}/meta.lst"
+
+    def ckpt(self, stage: str) -> Path:
+        return self.logs / f"{stage}_tiny/checkpoints/last.ckpt"
+
+    def overrides(self) -> list[str]:
+        """What every Hydra command of this job is given before the user's overrides."""
+        return [] if self.corpus == DEFAULT_CORPUS else [f"paths.log_dir={self.logs}"]
+
+    def generated_dir(self) -> Path:
+        """Where this pair of AR + flow-matching checkpoints writes its wavs and scores: a rerun after more
+        training makes new ones instead of mixing them with the old."""
+        ckpts = self.ckpt("ar").read_bytes() + self.ckpt("flow_matching").read_bytes()
+        return self.out / hashlib.sha256(ckpts).hexdigest()[:12]
+
+    def truth_dir(self, env: dict) -> Path:
+        """Where the test set's ground truth is scored with the run's judge."""
+        return self.out / f"ground_truth_{env.get('EVAL_ASR', 'whisper_ct2')}"
+
+    def truth_summary(self, env: dict) -> Path:
+        return self.truth_dir(env) / self.test_set / "en/summary.json"  # what score_ground_truth.py writes
+
+
+def goals(plan: Plan, env: dict) -> str:
     """Whether zero-shot cloning met the main job's goals, in two lines."""
-    truth = json.loads((truth_dir(env) / TRUTH_SUMMARY).read_text())["ground_truth"]
-    clone = json.loads((generated_dir() / "eval/zero_shot/summary.json").read_text())["generated"]
+    truth = json.loads(plan.truth_summary(env).read_text())["ground_truth"]
+    clone = json.loads((plan.generated_dir() / "eval/zero_shot/summary.json").read_text())["generated"]
     ratio = clone["wer"]["estimate"] / truth["wer"]["estimate"]
     sim = clone["sim"]["estimate"]
     return (
@@ -77,49 +116,50 @@ def goals(env: dict) -> str:
     )
 
 
-def tasks(extra: list[str], env: dict, slots: int) -> list[Task]:
+def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
     """The main job's graph; ``extra`` Hydra overrides go to every Hydra command."""
 
     def hydra(script: str, *args) -> list[str]:
-        return [sys.executable, script, *map(str, args), *extra]
+        return [sys.executable, script, *map(str, args), *plan.overrides(), *extra]
+
+    def on_data(script: str, *args) -> list[str]:  # the scripts that read the corpus
+        return hydra(script, f"data={plan.corpus}", *args)
 
     def train(experiment: str, budget: str, default: int, *args) -> list[str]:
         steps = env.get(budget, default)
-        return hydra("train.py", f"experiment={experiment}", f"trainer.max_steps={steps}", *args)
+        return on_data("train.py", f"experiment={experiment}", f"trainer.max_steps={steps}", *args)
 
     asr = env.get("EVAL_ASR", "whisper_ct2")
     vae_steps = env.get("VAE_STEPS", 4000)
-    truth = truth_dir(env)
+    truth = plan.truth_dir(env)
 
     def clone(mode: str):
         def command():
-            out_dir = generated_dir() / mode
-            ckpts = (f"ar_ckpt={AR_CKPT}", f"fm_ckpt={FM_CKPT}")
-            return hydra(
-                "infer.py", *ckpts, f"meta={META}", f"mode={mode}", f"out_dir={out_dir}", "progress=false"
-            )
+            out_dir = f"out_dir={plan.generated_dir() / mode}"
+            ckpts = (f"ar_ckpt={plan.ckpt('ar')}", f"fm_ckpt={plan.ckpt('flow_matching')}")
+            return hydra("infer.py", *ckpts, f"meta={plan.meta}", f"mode={mode}", out_dir, "progress=false")
 
         return command
 
     def scored(mode: str):
         def command():
-            gen = generated_dir()
+            gen = plan.generated_dir()
             dirs = (f"gen_dir={gen / mode}", f"out_dir={gen / 'eval' / mode}")
-            return hydra("eval/seedtts_eval.py", f"meta={META}", "language=en", f"asr={asr}", *dirs,
+            return hydra("eval/seedtts_eval.py", f"meta={plan.meta}", "language=en", f"asr={asr}", *dirs,
                          "ground_truth=false", "progress=false")  # fmt: skip
 
         return command
 
     def table() -> list[str]:
-        gen = generated_dir()
+        gen = plan.generated_dir()
         runs = [f"{label}={gen / 'eval' / mode}" for mode, label in ROWS.items()]
-        truth_row = f"--ground-truth={truth / 'test-synth-en/en'}"
+        truth_row = f"--ground-truth={plan.truth_summary(env).parent}"
         return [sys.executable, "eval/compare_runs.py", *runs, truth_row, f"--out={gen / 'results.md'}"]
 
-    corpus = ("scripts/make_synthetic_corpus.py", "data=synthetic_tiny")
     return [
-        Task("corpus", hydra(*corpus), threads=min(2, slots)),  # it renders in two processes
-        Task("prepare", hydra("scripts/prepare_data.py", "data=synthetic_tiny"), after=("corpus",)),
+        # the corpus renders in two processes
+        Task("corpus", on_data("scripts/make_synthetic_corpus.py"), threads=min(2, slots)),
+        Task("prepare", on_data("scripts/prepare_data.py"), after=("corpus",)),
         Task("tokenizer", train("tokenizer_tiny", "TOKENIZER_STEPS", 600), after=("prepare",)),
         # the discriminator would start at the budget's end: reconstruction and KL only
         Task(
@@ -129,12 +169,14 @@ def tasks(extra: list[str], env: dict, slots: int) -> list[Task]:
         ),  # fmt: skip
         Task(
             "encode_tokens",
-            hydra("scripts/encode_tokens.py", f"ckpt={TOKENIZER_CKPT}", "progress=false"),
+            on_data("scripts/encode_tokens.py", f"ckpt={plan.ckpt('tokenizer')}", "progress=false"),
             after=("tokenizer",),
         ),  # fmt: skip
         Task(
             "encode_latents",
-            hydra("scripts/encode_latents.py", "kind=latents", f"ckpt={VAE_CKPT}", "progress=false"),
+            on_data(
+                "scripts/encode_latents.py", "kind=latents", f"ckpt={plan.ckpt('flow_vae')}", "progress=false"
+            ),
             after=("flow_vae",),
         ),  # fmt: skip
         Task(
@@ -159,9 +201,15 @@ def tasks(extra: list[str], env: dict, slots: int) -> list[Task]:
         # earlier in this list is ready, i.e. in the gap one training lane leaves while the other finishes
         Task(
             "eval_ground_truth",
-            hydra("scripts/score_ground_truth.py", f"asr={asr}", "sets=[test-synth-en]", f"out_dir={truth}"),
+            hydra(
+                "scripts/score_ground_truth.py",
+                f"asr={asr}",
+                f"corpus_root=data/{plan.corpus}",
+                f"sets=[{plan.test_set}]",
+                f"out_dir={truth}",
+            ),
             after=("encode_tokens",),
-            done_if=truth / TRUTH_SUMMARY,
+            done_if=plan.truth_summary(env),
         ),  # fmt: skip
         Task("table", table, after=(*(f"eval_{mode}" for mode in ROWS), "eval_ground_truth")),
     ]
@@ -169,12 +217,14 @@ def tasks(extra: list[str], env: dict, slots: int) -> list[Task]:
 
 def main() -> int:
     slots = int(os.environ.get("SLOTS", os.cpu_count() or 1))
-    timing = run_job(tasks(sys.argv[1:], dict(os.environ), slots), slots=slots, log_dir=OUT)
+    env = dict(os.environ)
+    plan = Plan.from_env(env)
+    timing = run_job(tasks(plan, sys.argv[1:], env, slots), slots=slots, log_dir=plan.out)
     if timing is None:
         return 1
-    results = (generated_dir() / "results.md").read_text() + "\n" + goals(dict(os.environ))
-    (OUT / "results.md").write_text(results)
-    print(f"\n{timing}\n{results}\nwavs and per-utterance scores: {generated_dir()}")
+    results = (plan.generated_dir() / "results.md").read_text() + "\n" + goals(plan, env)
+    (plan.out / "results.md").write_text(results)
+    print(f"\n{timing}\n{results}\nwavs and per-utterance scores: {plan.generated_dir()}")
     return 0
 
 

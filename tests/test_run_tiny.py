@@ -1,0 +1,53 @@
+"""scripts/run_tiny.py: the main job's task graph for the default corpus and for another one."""
+
+import runpy
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = runpy.run_path(str(ROOT / "scripts" / "run_tiny.py"))
+
+
+@pytest.fixture(autouse=True)
+def _repo_root(monkeypatch):
+    monkeypatch.chdir(ROOT)  # the job runs from the repository root
+
+
+def commands(env: dict) -> dict[str, list[str]]:
+    plan = SCRIPT["Plan"].from_env(env)
+    return {t.name: t.command for t in SCRIPT["tasks"](plan, ["seed=7"], env, 2) if not callable(t.command)}
+
+
+def test_the_default_corpus_keeps_the_plain_layout():
+    plan = SCRIPT["Plan"].from_env({})
+    assert (plan.corpus, plan.test_set) == ("synthetic_tiny", "test-synth-en")
+    assert plan.ckpt("ar") == Path("logs/ar_tiny/checkpoints/last.ckpt")
+    assert plan.out == Path("logs/pipeline_tiny")
+    tokenizer = commands({})["tokenizer"]
+    assert "data=synthetic_tiny" in tokenizer and not any(a.startswith("paths.log_dir") for a in tokenizer)
+    assert tokenizer[-1] == "seed=7"  # the user's overrides come last, so they win
+
+
+def test_another_corpus_gets_its_own_log_tree_and_test_set():
+    env = {"CORPUS": "synthetic_natural_tiny"}
+    plan = SCRIPT["Plan"].from_env(env)
+    assert plan.test_set == "test-natural-en"  # from the corpus config's test_set_prefix
+    assert plan.meta == "data/synthetic_natural_tiny/test-natural-en/meta.lst"
+    assert plan.ckpt("flow_vae") == Path("logs/synthetic_natural_tiny/flow_vae_tiny/checkpoints/last.ckpt")
+    assert plan.truth_summary(env) == Path(
+        "logs/synthetic_natural_tiny/pipeline_tiny/ground_truth_whisper_ct2/test-natural-en/en/summary.json"
+    )
+    cmds = commands(env)
+    for name in ("corpus", "prepare", "tokenizer", "flow_vae", "encode_tokens", "encode_latents", "ar"):
+        assert "data=synthetic_natural_tiny" in cmds[name], name
+    for name, command in cmds.items():
+        assert "paths.log_dir=logs/synthetic_natural_tiny" in command, name
+    truth = cmds["eval_ground_truth"]
+    assert "sets=[test-natural-en]" in truth and "corpus_root=data/synthetic_natural_tiny" in truth
+    assert not any(a.startswith("data=") for a in truth)  # its config has no data group
+
+
+def test_an_unknown_corpus_is_refused_with_the_config_error():
+    with pytest.raises(Exception, match="no_such_corpus"):
+        SCRIPT["Plan"].from_env({"CORPUS": "no_such_corpus"})
