@@ -19,10 +19,12 @@ the GAN phase cost 2.5x per step on CPU and did not lower the resynthesis WER), 
 ``FM_STEPS`` (1200); within this budget the AR model trains on the corpus's English cuts only (754 of
 1,439: the test set is English, and a 4M-parameter model has little capacity to spare on five more
 languages; docs/main_job.md); ``EVAL_ASR`` picks the WER judge (``whisper_ct2``: Whisper tiny.en, see
-docs/evaluation.md); ``CORPUS`` picks another built-in corpus (a ``configs/data`` name, e.g.
-``synthetic_natural_tiny``: its runs go to ``logs/<corpus>/``, its English test set is scored). Besides the
-clones, two ceiling rows render the test set's ground truth through the stages after the AR model
-(``infer.py mode=resynthesis|oracle_tokens``): the table then shows which stage loses the speech.
+docs/evaluation.md). ``CORPUS`` picks another built-in corpus (a ``configs/data`` name, e.g.
+``synthetic_natural_tiny``; its runs go to ``logs/<corpus>/``) and scores its English test set;
+``TEST_CORPUS`` renders and scores another corpus's English test set with the models trained on ``CORPUS``
+(under ``pipeline_tiny/on_<test corpus>/``). Besides the clones, two ceiling rows render the test set's
+ground truth through the stages after the AR model (``infer.py mode=resynthesis|oracle_tokens``): the table
+then shows which stage loses the speech.
 Outputs: ``logs/pipeline_tiny/`` (a log per task, ``timings.md``, ``results.md``).
 """
 
@@ -60,15 +62,22 @@ def test_set_prefix(corpus: str) -> str:
 
 @dataclass(frozen=True)
 class Plan:
-    """Where one main job reads and writes: the corpus, its English test set and the log tree."""
+    """Where one main job reads and writes: the training corpus, the corpus whose English test set is
+    rendered (the same one unless ``TEST_CORPUS`` crosses them), that test set and the log tree."""
 
     corpus: str = DEFAULT_CORPUS
+    test_corpus: str = DEFAULT_CORPUS
     test_set: str = "test-synth-en"
 
     @classmethod
     def from_env(cls, env: dict) -> Plan:
         corpus = env.get("CORPUS", DEFAULT_CORPUS)
-        return cls(corpus, f"{test_set_prefix(corpus)}-en")
+        test_corpus = env.get("TEST_CORPUS", corpus)
+        return cls(corpus, test_corpus, f"{test_set_prefix(test_corpus)}-en")
+
+    @property
+    def crossed(self) -> bool:
+        return self.test_corpus != self.corpus
 
     @property
     def logs(self) -> Path:
@@ -76,11 +85,12 @@ class Plan:
 
     @property
     def out(self) -> Path:
-        return self.logs / "pipeline_tiny"
+        out = self.logs / "pipeline_tiny"
+        return out / f"on_{self.test_corpus}" if self.crossed else out
 
     @property
     def meta(self) -> str:
-        return f"data/{self.corpus}/{self.test_set}/meta.lst"
+        return f"data/{self.test_corpus}/{self.test_set}/meta.lst"
 
     def ckpt(self, stage: str) -> Path:
         return self.logs / f"{stage}_tiny/checkpoints/last.ckpt"
@@ -156,7 +166,14 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
         truth_row = f"--ground-truth={plan.truth_summary(env).parent}"
         return [sys.executable, "eval/compare_runs.py", *runs, truth_row, f"--out={gen / 'results.md'}"]
 
+    # a crossed test set comes from the other corpus, built here too (its test speakers only matter)
+    test_data = ("test_corpus",) if plan.crossed else ("corpus",)
     return [
+        *(
+            [Task("test_corpus", hydra("scripts/make_synthetic_corpus.py", f"data={plan.test_corpus}"))]
+            if plan.crossed
+            else []
+        ),  # fmt: skip
         # the corpus renders in two processes
         Task("corpus", on_data("scripts/make_synthetic_corpus.py"), threads=min(2, slots)),
         Task("prepare", on_data("scripts/prepare_data.py"), after=("corpus",)),
@@ -195,7 +212,7 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
             train("flow_matching_tiny", "FM_STEPS", 1200),
             after=("encode_tokens", "encode_latents"),
         ),  # fmt: skip
-        *(Task(mode, clone(mode), after=("ar", "flow_matching")) for mode in ROWS),
+        *(Task(mode, clone(mode), after=("ar", "flow_matching", *test_data)) for mode in ROWS),
         *(Task(f"eval_{mode}", scored(mode), after=(mode,)) for mode in ROWS),
         # needs only the test set, but waits for the token cache: from then on it starts only when no task
         # earlier in this list is ready, i.e. in the gap one training lane leaves while the other finishes
@@ -204,11 +221,11 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
             hydra(
                 "scripts/score_ground_truth.py",
                 f"asr={asr}",
-                f"corpus_root=data/{plan.corpus}",
+                f"corpus_root=data/{plan.test_corpus}",
                 f"sets=[{plan.test_set}]",
                 f"out_dir={truth}",
             ),
-            after=("encode_tokens",),
+            after=("encode_tokens", *test_data),
             done_if=plan.truth_summary(env),
         ),  # fmt: skip
         Task("table", table, after=(*(f"eval_{mode}" for mode in ROWS), "eval_ground_truth")),

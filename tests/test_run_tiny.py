@@ -48,6 +48,20 @@ def test_another_corpus_gets_its_own_log_tree_and_test_set():
     assert not any(a.startswith("data=") for a in truth)  # its config has no data group
 
 
+def test_a_crossed_test_set_is_built_and_scored_apart_with_the_same_checkpoints():
+    env = {"TEST_CORPUS": "synthetic_natural_tiny"}
+    plan = SCRIPT["Plan"].from_env(env)
+    assert plan.ckpt("ar") == Path("logs/ar_tiny/checkpoints/last.ckpt")  # trained on synthetic_tiny
+    assert plan.meta == "data/synthetic_natural_tiny/test-natural-en/meta.lst"
+    assert plan.out == Path("logs/pipeline_tiny/on_synthetic_natural_tiny")
+    tasks = {t.name: t for t in SCRIPT["tasks"](plan, [], env, 2)}
+    assert "data=synthetic_natural_tiny" in tasks["test_corpus"].command
+    assert "data=synthetic_tiny" in tasks["tokenizer"].command
+    assert "test_corpus" in tasks["zero_shot"].after and "test_corpus" in tasks["eval_ground_truth"].after
+    assert "corpus_root=data/synthetic_natural_tiny" in tasks["eval_ground_truth"].command
+    assert "test_corpus" not in {t.name for t in SCRIPT["tasks"](SCRIPT["Plan"].from_env({}), [], {}, 2)}
+
+
 def test_an_unknown_corpus_is_refused_with_the_config_error():
     with pytest.raises(Exception, match="no_such_corpus"):
         SCRIPT["Plan"].from_env({"CORPUS": "no_such_corpus"})
