@@ -5,6 +5,7 @@ wrote (so configs never hard-code a vocabulary size or a cache folder's hash):
 - ``${codebook_size:<tokenizer checkpoint>}``: number of audio tokens of a trained tokenizer.
 - ``${latent_dim:<flow-vae checkpoint>}``: latent channels of a trained Flow-VAE.
 - ``${feature_cache:<kind>,<checkpoint>,<cache_dir>}``: the cache folder that checkpoint's encode run filled.
+- ``${mixed_precision:<accelerator>}``: the precision of the GPU trainers (``configs/trainer/gpu.yaml``).
 
 The config stored in a checkpoint is resolved, so these run once, when training starts.
 """
@@ -13,9 +14,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
-from speech.checkpoints import file_sha256
+from speech.checkpoints import checkpoint_config, file_sha256, load_checkpoint
 from speech.data.cache import FeatureCache
 
 ENCODE_COMMANDS = {"tokens": "scripts/encode_tokens.py", "latents": "scripts/encode_latents.py"}
@@ -30,20 +32,23 @@ def text_vocab_size(prepared_dir: str) -> int:
     return TextTokenizer.load(path).vocab_size
 
 
-def _model(ckpt: str):
-    from speech.checkpoints import build_model
-
+def _stored_model_config(ckpt: str) -> DictConfig:
+    """The ``model`` config an upstream checkpoint carries (read, not built: its weights are not loaded
+    into a model)."""
     if not Path(ckpt).is_file():
         raise FileNotFoundError(f"upstream checkpoint {ckpt} not found: train that stage first")
-    return build_model(ckpt)[0]
+    return checkpoint_config(load_checkpoint(ckpt)).model
 
 
 def codebook_size(ckpt: str) -> int:
-    return int(_model(ckpt).codebook_size)
+    """Audio tokens of a trained tokenizer: its stored quantizer config, built alone (a few kB) so the
+    FSQ/VQ size rule stays in ``speech.modules.quantizers``."""
+    return int(instantiate(_stored_model_config(ckpt).quantizer).codebook_size)
 
 
 def latent_dim(ckpt: str) -> int:
-    return int(_model(ckpt).latent_dim)
+    """Latent channels of a trained Flow-VAE: its decoder's input channels (``FlowVAE`` checks they match)."""
+    return int(_stored_model_config(ckpt).decoder.in_channels)
 
 
 def feature_cache(kind: str, ckpt: str, cache_dir: str) -> str:
@@ -60,9 +65,17 @@ def feature_cache(kind: str, ckpt: str, cache_dir: str) -> str:
     return str(root)
 
 
+def mixed_precision(accelerator: str) -> str:
+    """``"32-true"`` on the CPU, ``"bf16-mixed"`` on anything else: the GPU trainers (``gpu``, ``ddp``,
+    ``fsdp``, ``slurm``) run float32 when given ``trainer.accelerator=cpu`` (bf16 autocast on a CPU is slow
+    and would change the numbers the CPU runs are compared with)."""
+    return "32-true" if accelerator == "cpu" else "bf16-mixed"
+
+
 def register_resolvers() -> None:
     """Registers the resolvers above (idempotent); entry points call it before reading configs."""
     for name, fn in {"text_vocab_size": text_vocab_size, "codebook_size": codebook_size,
-                     "latent_dim": latent_dim, "feature_cache": feature_cache}.items():  # fmt: skip
+                     "latent_dim": latent_dim, "feature_cache": feature_cache,
+                     "mixed_precision": mixed_precision}.items():  # fmt: skip
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn, use_cache=True)
