@@ -22,7 +22,7 @@ from tqdm import tqdm
 from speech.audio.io import load_audio
 from speech.checkpoints import build_component, build_model
 from speech.data.meta_list import MetaEntry, read_meta_list
-from speech.lit.ctc_asr import judge_target
+from speech.lit.ctc_judge import judge_target
 from speech.modules.quantizers import usage_and_perplexity
 from speech.tensors import pad_sequences
 

@@ -1,7 +1,7 @@
 """Ground-truth rows of every synthetic test set (each language separately) with one ASR/SIM setup.
 
     python scripts/score_ground_truth.py asr=ctc_judge \
-        asr.checkpoint=logs/judge_asr_tiny/checkpoints/last.ckpt
+        asr.checkpoint=logs/ctc_judge_tiny/checkpoints/last.ckpt
     python scripts/score_ground_truth.py asr=pocketsphinx sets=[test-synth-en]
 
 Runs the evaluation suite on each ``meta.lst`` / ``meta.<lang>.lst`` of ``corpus_root`` with no generated

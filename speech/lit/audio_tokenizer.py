@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from jiwer import cer
 
 from speech.audio.mel import LogMelSpectrogram
-from speech.lit.ctc_asr import judge_target
+from speech.lit.ctc_judge import judge_target
 from speech.lit.schedules import adamw_warmup_cosine
 from speech.models.audio_tokenizer import AudioTokenizer, TokenizerOutput
 from speech.modules.quantizers import code_histogram, usage_and_perplexity

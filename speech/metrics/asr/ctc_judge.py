@@ -1,4 +1,4 @@
-"""The project's own CTC judge ASR (``python train.py experiment=judge_asr_tiny``) as an ASR backend."""
+"""The project's own CTC judge ASR (``python train.py experiment=ctc_judge_tiny``) as an ASR backend."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from speech.tensors import pad_sequences
 
 
 class CTCJudgeASR(ASRBackend):
-    """Greedy CTC transcription with a checkpoint written by ``train.py`` (stage ``ctc_asr``).
+    """Greedy CTC transcription with a checkpoint written by ``train.py`` (stage ``ctc_judge``).
 
     Args:
         checkpoint: A ``.ckpt`` from the judge's run folder (it carries its config).

@@ -1,6 +1,6 @@
 """A small Conformer-CTC recognizer over log-mels: the project's own "judge" ASR for WER.
 
-It is trained on the synthetic corpus's training speakers (``experiment=judge_asr_tiny``), so it reads the
+It is trained on the synthetic corpus's training speakers (``experiment=ctc_judge_tiny``), so it reads the
 languages and voices that pocketsphinx's English model cannot. Targets are UTF-8 bytes
 (``speech.text.byte_ctc``), so one model covers every language without a data-dependent vocabulary.
 
@@ -38,7 +38,7 @@ class CTCOutput(NamedTuple):
     lens: torch.Tensor  # (b,) valid encoder frames
 
 
-class CTCASR(nn.Module):
+class CTCJudge(nn.Module):
     """Conv2d subsampling (2x in time per stride-2 layer) -> Conformer blocks -> linear CTC head.
 
     Args:

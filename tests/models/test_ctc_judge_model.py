@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from speech.models.ctc_asr import CTCASR
+from speech.models.ctc_judge import CTCJudge
 from speech.text.byte_ctc import VOCAB_SIZE, greedy_decode, ids_to_text, text_to_ids
 
 
@@ -15,7 +15,7 @@ def test_byte_targets_roundtrip_every_script():
 
 def test_shapes_and_padding_invariance():
     torch.manual_seed(0)
-    model = CTCASR(dim=32, layers=2, heads=2, subsampling=4).eval()
+    model = CTCJudge(dim=32, layers=2, heads=2, subsampling=4).eval()
     mel, lens = torch.randn(2, 97, 80), torch.tensor([97, 61])
     out = model(mel, lens)
     assert out.log_probs.shape == (2, 25, VOCAB_SIZE) and out.lens.tolist() == [25, 16]
@@ -26,4 +26,4 @@ def test_shapes_and_padding_invariance():
 
 def test_bad_subsampling():
     with pytest.raises(ValueError, match="power of two"):
-        CTCASR(subsampling=3)
+        CTCJudge(subsampling=3)

@@ -1,4 +1,4 @@
-"""LightningModule of the CTC judge ASR (stage ``ctc_asr``): log-mel -> CTC over UTF-8 bytes.
+"""LightningModule of the CTC judge ASR (stage ``ctc_judge``): log-mel -> CTC over UTF-8 bytes.
 
 Targets are the transcripts as the WER scorer normalizes them (``speech.text.wer_norm``), with the
 per-character spaces of Chinese and Japanese removed, so the judge's output is scored as-is.
@@ -13,7 +13,7 @@ from jiwer import cer
 
 from speech.audio.mel import LogMelSpectrogram
 from speech.lit.schedules import adamw_warmup_cosine
-from speech.models.ctc_asr import CTCASR
+from speech.models.ctc_judge import CTCJudge
 from speech.text.byte_ctc import BLANK, greedy_decode, text_to_ids
 from speech.text.normalize import base_language
 from speech.text.wer_norm import normalize_for_wer
@@ -55,8 +55,8 @@ def spec_augment(
     return out
 
 
-class CTCASRModule(L.LightningModule):
-    """Trains a ``CTCASR`` on batches from ``SpeechDataModule``.
+class CTCJudgeModule(L.LightningModule):
+    """Trains a ``CTCJudge`` on batches from ``SpeechDataModule``.
 
     Args:
         model: The recognizer.
@@ -67,7 +67,7 @@ class CTCASRModule(L.LightningModule):
 
     def __init__(
         self,
-        model: CTCASR,
+        model: CTCJudge,
         mel: LogMelSpectrogram,
         *,
         lr: float = 1e-3,

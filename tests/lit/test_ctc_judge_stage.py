@@ -8,10 +8,10 @@ import torch
 from script_runs import run_script
 
 from speech.audio.mel import LogMelSpectrogram
-from speech.lit.ctc_asr import CTCASRModule, judge_target
+from speech.lit.ctc_judge import CTCJudgeModule, judge_target
 from speech.lit.datamodule import SpeechDataModule
 from speech.metrics.asr.ctc_judge import CTCJudgeASR
-from speech.models.ctc_asr import CTCASR
+from speech.models.ctc_judge import CTCJudge
 
 TRAIN = Path(__file__).resolve().parents[2] / "train.py"
 
@@ -26,7 +26,7 @@ def test_overfits_one_batch(shared_prepared):
     dm = SpeechDataModule(shared_prepared, max_duration=4.0, num_workers=0, references=False)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
-    module = CTCASRModule(CTCASR(dim=64, layers=2, heads=2, dropout=0.0), LogMelSpectrogram(),
+    module = CTCJudgeModule(CTCJudge(dim=64, layers=2, heads=2, dropout=0.0), LogMelSpectrogram(),
                           lr=3e-3, warmup_steps=1, total_steps=1000)  # fmt: skip
     opt = module.configure_optimizers()["optimizer"]
     losses = []
@@ -41,21 +41,21 @@ def test_overfits_one_batch(shared_prepared):
 
 def test_train_py_step_resume_and_rebuild(shared_prepared, tmp_path):
     common = [
-        "experiment=judge_asr_tiny", f"data.prepared_dir={shared_prepared}", f"paths.log_dir={tmp_path}",
+        "experiment=ctc_judge_tiny", f"data.prepared_dir={shared_prepared}", f"paths.log_dir={tmp_path}",
         "data.datamodule.num_workers=0", "data.datamodule.max_duration=4", "model.dim=32", "model.layers=1",
         "model.heads=2", "trainer.val_check_interval=2", "trainer.enable_progress_bar=false",
         "callbacks.checkpoint.every_n_train_steps=2",
     ]  # fmt: skip
     run_script(TRAIN, *common, "trainer.max_steps=2")
-    last = tmp_path / "judge_asr_tiny" / "checkpoints" / "last.ckpt"
+    last = tmp_path / "ctc_judge_tiny" / "checkpoints" / "last.ckpt"
     first = torch.load(last, weights_only=False)
     assert first["global_step"] == 2 and first["config"]["model"]["dim"] == 32
-    assert (tmp_path / "judge_asr_tiny" / "csv" / "version_0" / "metrics.csv").is_file()
+    assert (tmp_path / "ctc_judge_tiny" / "csv" / "version_0" / "metrics.csv").is_file()
     run_script(TRAIN, *common, "trainer.max_steps=4")  # same command, longer: resumes
     second = torch.load(last, weights_only=False)
-    first_log = (tmp_path / "judge_asr_tiny" / "csv" / "version_0" / "metrics.csv").read_text()
+    first_log = (tmp_path / "ctc_judge_tiny" / "csv" / "version_0" / "metrics.csv").read_text()
     assert "val/loss" in first_log  # the resumed launch logged into version_1 and kept these
-    assert (tmp_path / "judge_asr_tiny" / "csv" / "version_1" / "metrics.csv").is_file()
+    assert (tmp_path / "ctc_judge_tiny" / "csv" / "version_1" / "metrics.csv").is_file()
     assert second["global_step"] == 4
     adam_steps = {int(s["step"]) for s in second["optimizer_states"][0]["state"].values()}
     assert adam_steps == {4}  # a fresh optimizer would have counted 2
