@@ -14,19 +14,21 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from speech.inference import RequestError, SynthesisRequest
 from speech.serve import openai
-from speech.serve.common import Chunks, as_api_error, json_body, synthesize
+from speech.serve.common import Chunks, ClientGone, as_api_error, json_body, synthesize
 from speech.serve.errors import NOT_AVAILABLE, UNKNOWN, ApiError, success
 from speech.serve.minimax import T2ARequest, extra_info, parse_t2a
 from speech.serve.outputs import MEDIA_TYPES
 from speech.serve.server import Server
 
 log = logging.getLogger(__name__)
+FORM_OVERHEAD = 64 * 1024  # bytes of a multipart body besides the file: boundaries, part headers, purpose
+CLIENT_GONE = 499  # nginx's "client closed request": logged, never received
 SEED_ROUTES = {"turbo": "speech-02-turbo", "hd": "speech-02-hd"}
 VOICE_TYPES = ("system", "voice_cloning", "all")
 
@@ -77,11 +79,14 @@ def create_app(server: Server) -> FastAPI:
     @app.post("/v1/files/upload")
     async def upload(request: Request):
         async def run(_):
-            form = await _form(request)
-            file, purpose = form.get("file"), form.get("purpose")
-            if file is None or isinstance(file, str):
-                raise ApiError.invalid("file", "is required: a multipart file field")
-            data = await file.read(server.voices.limits.max_bytes + 1)
+            form = await _form(request, server.voices.limits.max_bytes)
+            try:
+                file, purpose = form.get("file"), form.get("purpose")
+                if file is None or isinstance(file, str):
+                    raise ApiError.invalid("file", "is required: a multipart file field")
+                data = await file.read(server.voices.limits.max_bytes + 1)
+            finally:
+                await form.close()
             entry = await run_in_threadpool(server.voices.upload, file.filename, data, purpose)
             return {"file": entry}
 
@@ -136,6 +141,8 @@ async def _minimax(
         reply = await handler(await json_body(request) if body else None)
     except ApiError as err:
         reply = {"base_resp": err.base_resp()}
+    except ClientGone:
+        return Response(status_code=CLIENT_GONE)
     except Exception:
         log.exception("internal error, trace_id %s", trace_id)
         reply = {"base_resp": ApiError(UNKNOWN, f"internal error (trace_id {trace_id})").base_resp()}
@@ -146,10 +153,39 @@ async def _minimax(
     return JSONResponse(reply)
 
 
-async def _form(request: Request):
+class _TooLarge(Exception):
+    pass
+
+
+async def _form(request: Request, max_bytes: int):
+    """The multipart form of an upload, refused as it arrives once it is larger than a ``max_bytes`` file
+    could make it: at once by its Content-Length, else when the bytes received pass that (a chunked body).
+    The rest of a refused body is read and dropped by the server, so the client gets the answer."""
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         raise ApiError.invalid("Content-Type", "must be multipart/form-data with the fields file and purpose")
-    return await request.form()
+    limit = max_bytes + FORM_OVERHEAD
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        problem = f"must be at most {max_bytes} bytes; the request body is {declared} bytes (Content-Length)"
+        raise ApiError.invalid("file", problem)
+    received = 0
+
+    async def receive():
+        nonlocal received
+        message = await request.receive()
+        received += len(message.get("body", b""))
+        if received > limit:
+            raise _TooLarge
+        return message
+
+    try:
+        return await Request(request.scope, receive).form(max_files=2, max_fields=8)
+    except _TooLarge:
+        raise ApiError.invalid(
+            "file", f"must be at most {max_bytes} bytes; the request body passed {received} bytes, refused"
+        ) from None
+    except HTTPException as err:  # starlette's answer to malformed multipart
+        raise ApiError.invalid("body", f"is not valid multipart/form-data: {err.detail}") from None
 
 
 def _dict(body) -> dict:
@@ -164,7 +200,7 @@ async def _t2a(server: Server, http: Request, body, model: str | None, seed: boo
     server.check_model(t2a.model)
     if t2a.stream:
         return await _t2a_stream(server, t2a, seed)
-    result, data = await synthesize(server, t2a.model, t2a.request)
+    result, data = await synthesize(server, t2a.model, t2a.request, http=http)
     audio = data.hex()
     if t2a.output_format == "url":
         name = await run_in_threadpool(server.files.put, data, t2a.request.audio.format)
@@ -230,12 +266,13 @@ async def _clone(server: Server, http: Request, body):
         except RequestError as err:
             raise ApiError.from_request_error(err) from err
     voice = await run_in_threadpool(
-        server.voices.clone, file_id, voice_id, body.get("transcript"), body.get("description") or ""
-    )
+        server.voices.clone, file_id, voice_id, body.get("transcript"), body.get("description") or "",
+        server.voice_files,
+    )  # fmt: skip
     demo_url = ""
     if demo is not None:
         demo.reference, demo.prompt_text = str(voice.reference), voice.transcript
-        _, data = await synthesize(server, model, demo)
+        _, data = await synthesize(server, model, demo, http=http)
         name = await run_in_threadpool(server.files.put, data, "mp3")
         demo_url = f"{str(http.base_url).rstrip('/')}/v1/audio/files/{name}"
     return {"input_sensitive": False, "input_sensitive_type": 0, "demo_audio": demo_url}

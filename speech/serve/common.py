@@ -30,19 +30,55 @@ async def json_body(request: Request):
         raise ApiError.invalid("body", f"is not valid JSON: {err}") from None
 
 
+class ClientGone(Exception):
+    """The client closed its connection before its audio was ready; there is no one to answer."""
+
+
 async def synthesize(
-    server: Server, model: str, request: SynthesisRequest, names: dict[str, str] | None = None
+    server: Server,
+    model: str,
+    request: SynthesisRequest,
+    names: dict[str, str] | None = None,
+    http: Request | None = None,
 ) -> tuple[SynthesisResult, bytes]:
     """Queues one request for batched generation; its result and encoded bytes. ``names``: how the body
-    names the request's fields (``errors.MINIMAX_FIELDS`` by default)."""
+    names the request's fields (``errors.MINIMAX_FIELDS`` by default).
+
+    Raises:
+        ClientGone: the client of ``http`` disconnected first; the request was cancelled (it leaves the
+            queue, or is dropped before its batch starts; ``Engine``).
+    """
     try:
-        result = await asyncio.wrap_future(server.engine.submit(model, request))
+        await run_in_threadpool(server.bind_voices, model, request)
+        result = await _unless_gone(asyncio.wrap_future(server.engine.submit(model, request)), http)
         data = await run_in_threadpool(result.to_bytes)
     except RequestError as err:
         raise ApiError.from_request_error(err, names) from err
     except (ValueError, FileNotFoundError) as err:  # unusable reference audio and the like
         raise ApiError.invalid("request", str(err)) from err
     return result, data
+
+
+async def _unless_gone(result: asyncio.Future, http: Request | None):
+    """``await result``, unless the client of ``http`` disconnects first: then ``result`` is cancelled."""
+    if http is None:
+        return await result
+    gone = asyncio.ensure_future(_disconnect(http))
+    try:
+        await asyncio.wait((result, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not result.done():
+        result.cancel()  # cancels the engine's future: it leaves the queue unless it is generating
+        log.info("the client left before its audio was made; the request is cancelled")
+        raise ClientGone
+    return result.result()
+
+
+async def _disconnect(http: Request) -> None:
+    """Returns once the client disconnects (the body has been read: nothing else can arrive)."""
+    while (await http.receive())["type"] != "http.disconnect":
+        pass
 
 
 class Chunks:
@@ -60,6 +96,7 @@ class Chunks:
 
         def produce() -> None:
             try:
+                server.bind_voices(model, request)  # before the stream's first step reads the request
                 for chunk in stream:
                     data = audio_output.encode(chunk, audio.sample_rate, audio.format, audio.bitrate)
                     if not self._put((data, chunk.shape[0])):

@@ -13,7 +13,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from speech.inference import AudioSetting, RequestError, SynthesisRequest, VoiceSetting
-from speech.serve.common import Chunks, as_api_error, json_body, synthesize
+from speech.serve.common import Chunks, ClientGone, as_api_error, json_body, synthesize
 from speech.serve.errors import UNKNOWN, ApiError
 from speech.serve.outputs import MEDIA_TYPES
 from speech.serve.server import Server
@@ -34,10 +34,12 @@ async def speech(server: Server, http: Request) -> Response:
         model, request, sse = parse(server, body)
         if sse:
             return await _sse(server, model, request, body["input"])
-        _, data = await synthesize(server, model, request, FIELDS)
+        _, data = await synthesize(server, model, request, FIELDS, http)
     except ApiError as err:
         status, error = err.openai()
         return JSONResponse(error, status_code=status)
+    except ClientGone:
+        return Response(status_code=499)  # never received: the client left
     except Exception:
         log.exception("internal error on /v1/audio/speech")
         status, error = ApiError(UNKNOWN, "internal error (logged on the server)").openai()

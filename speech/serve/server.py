@@ -7,20 +7,24 @@ variable holding more, comma-separated), ``store`` (the folder of cloned voices,
 ``system_voices``
 (voice_id -> ``{wav, transcript, name, description, language}``), ``batching`` (``max_batch``,
 ``queue_size``, ``wait_ms``, ``max_streams``), ``sampling`` (``SamplingSetting`` fields for every request),
-``language`` (the default text language), ``stream_chunk_tokens``, ``url_ttl_s`` and ``upload``
-(``max_bytes``, ``min_seconds``, ``max_seconds``).
+``language`` (the default text language), ``stream_chunk_tokens``, ``url_ttl_s``, ``upload``
+(``max_bytes``, ``min_seconds``, ``max_seconds``) and ``voice_cache_mb`` (reference audio kept in memory with
+its encoded features, per loaded synthesizer).
 """
 
 from __future__ import annotations
 
 import hmac
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from speech.inference import SamplingSetting, Synthesizer
+from speech.audio.io import AudioError
+from speech.inference import SamplingSetting, SynthesisRequest, Synthesizer
 from speech.serve.engine import Engine
 from speech.serve.errors import AUTH_FAILED, ApiError
+from speech.serve.features import VoiceFeatures
 from speech.serve.outputs import AudioFiles
 from speech.serve.voices import UploadLimits, Voice, VoiceStore, check_voice_id
 
@@ -37,10 +41,49 @@ class Server:
     auth: bool = True
     language: str = "en"
     chunk_tokens: int = 25
+    features: dict[str, VoiceFeatures] = field(default_factory=dict)  # model name -> its voices' features
 
     @property
     def models(self) -> list[str]:
         return list(self.engine.synthesizers)
+
+    def bind_voices(self, model: str, request: SynthesisRequest) -> None:
+        """Points the request's voice references (wav paths) at the waveforms whose features the model's
+        synthesizer keeps, so that it does not encode them (``features.VoiceFeatures``). Encodes a voice the
+        first time it is used with these checkpoints: call it off the event loop."""
+        features = self.features.get(model)
+        if features is None or request.reference_sample_rate is not None:
+            return
+        if request.timbre_weights is None:
+            if isinstance(request.reference, (str, Path)):
+                wav = features.reference(request.reference, request.one_shot)
+                request.reference = request.reference if wav is None else wav
+            return
+        for voice in request.timbre_weights:
+            if isinstance(voice.reference, (str, Path)):
+                wav = features.reference(voice.reference, one_shot=False)
+                voice.reference = voice.reference if wav is None else wav
+
+    def voice_files(self, wav: Path, one_shot: bool) -> tuple[dict[str, bytes], Callable[[Path], None]]:
+        """A new voice's feature files for every loaded synthesizer (``VoiceStore.clone``'s ``files``).
+
+        Raises:
+            ApiError: 2013 when the audio cannot give a voice (``voice.check_reference``).
+        """
+        made, files = [], {}
+        for cache in {id(f): f for f in self.features.values()}.values():  # once per synthesizer
+            try:
+                loaded, features, data = cache.encode_clone(wav, one_shot)
+            except AudioError as err:
+                raise ApiError.invalid("file_id", f"the audio {err}") from err
+            files[cache.file_suffix] = data
+            made.append((cache, loaded, features))
+
+        def keep(final: Path) -> None:  # the clone is stored: its features stay in memory
+            for cache, loaded, features in made:
+                cache.add(final, loaded, features)
+
+        return files, keep
 
     def check_model(self, name, field: str = "model") -> str:
         if name not in self.engine.synthesizers:
@@ -123,13 +166,20 @@ def build_server(config: dict, synthesizers: dict[str, Synthesizer] | None = Non
     sampling = SamplingSetting(**(config.get("sampling") or {}))
     sampling.validate()
     batching = config.get("batching") or {}
+    synthesizers = synthesizers if synthesizers is not None else load_synthesizers(config)
     engine = Engine(
-        synthesizers if synthesizers is not None else load_synthesizers(config),
+        synthesizers,
         max_batch=batching.get("max_batch", 8),
         queue_size=batching.get("queue_size", 64),
         wait_s=batching.get("wait_ms", 10) / 1000,
         max_streams=batching.get("max_streams", 16),
     )
+    cache_bytes, shared = int(config.get("voice_cache_mb", 512)) << 20, {}
+    for synth in synthesizers.values():
+        if id(synth) not in shared:
+            lock = engine.lock(synth) if synth.adapters else None  # an adapter changes the weights it is in
+            shared[id(synth)] = VoiceFeatures(synth, voices, lock, cache_bytes)
+    features = {name: shared[id(synth)] for name, synth in synthesizers.items()}
     files = AudioFiles(store / "outputs", config.get("url_ttl_s", 24 * 3600))
     language, chunk_tokens = config.get("language", "en"), config.get("stream_chunk_tokens", 25)
-    return Server(engine, voices, files, sampling, keys, auth, language, chunk_tokens)
+    return Server(engine, voices, files, sampling, keys, auth, language, chunk_tokens, features)

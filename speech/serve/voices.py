@@ -1,29 +1,29 @@
 """Voices: system voices from the config, cloned voices in a SQLite store with a folder of reference audio.
 
 Layout under the store root: ``store.sqlite`` (tables ``files`` and ``voices``), ``files/<file_id>.<ext>``
-(uploads), ``voices/<voice_id>.wav`` (a cloned voice's reference, decoded once to mono 16-bit wav). A clone
-writes its wav to a temporary name, renames it into place, then inserts its row in one transaction: a crash
-before the insert leaves no voice (the orphaned wav is swept at the next start), and a voice that is listed
-always has its audio. A voice_id is checked against MiniMax's rules before anything touches the disk, so
-no id can name a path outside ``voices/``.
+(uploads), ``voices/<voice_id>.wav`` (a cloned voice's reference, decoded once to mono 16-bit wav) and
+``voices/<voice_id>.<model id>.pt`` (its speaker vectors and one-shot prompt for the checkpoints of a served
+model, ``speech.serve.features``). A clone writes its files under temporary names, renames them into place,
+then inserts its row in one transaction: a crash before the insert leaves no voice (files without a row are
+swept at the next start), and a voice that is listed always has its audio and features. A voice_id is
+checked against MiniMax's rules before anything touches the disk, so no id can name a path outside
+``voices/``.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
-
 from speech.inference import audio_output
+from speech.serve.decoding import decode_audio
 from speech.serve.errors import VOICE_EXISTS, ApiError
 
 # MiniMax: 8-256 characters, a letter first, letters, digits, '-' and '_', not ending in '-' or '_'.
@@ -52,6 +52,11 @@ class Voice:
     description: str = ""
     language: str | None = None
     created_time: int | None = None  # cloned voices: seconds since the epoch
+
+
+# Given a clone's wav (a temporary file) and whether it is one-shot: the files to store beside it, by the
+# suffix after ``<voice_id>.`` (its features per served checkpoint), and what to do once the voice exists.
+VoiceFiles = Callable[[Path, bool], tuple[dict[str, bytes], Callable[[Path], None]]]
 
 
 @dataclass(frozen=True)
@@ -97,10 +102,10 @@ class VoiceStore:
         self._db.close()
 
     def _sweep(self) -> None:
-        """Removes what a crash may have left: temporary files and wavs of voices with no row."""
+        """Removes what a crash may have left: temporary files and files of voices with no row."""
         listed = {row[0] for row in self._db.execute("SELECT voice_id FROM voices")}
         for path in (self.root / "voices").iterdir():
-            if path.suffix == ".tmp" or path.stem not in listed:
+            if path.suffix == ".tmp" or path.name.split(".")[0] not in listed:  # no voice_id holds a dot
                 path.unlink(missing_ok=True)
         for path in (self.root / "files").glob("*.tmp"):
             path.unlink(missing_ok=True)
@@ -115,11 +120,7 @@ class VoiceStore:
             raise ApiError.invalid("file", f"must be one of {list(UPLOAD_SUFFIXES)}, got {filename!r}")
         if len(data) > self.limits.max_bytes:
             raise ApiError.invalid("file", f"must be at most {self.limits.max_bytes} bytes, got {len(data)}")
-        wav, rate = _decode(data, "file")
-        seconds = wav.shape[0] / rate
-        lo, hi = self.limits.min_seconds, self.limits.max_seconds
-        if not lo <= seconds <= hi:
-            raise ApiError.invalid("file", f"must hold {lo:g} s to {hi:g} s of audio, got {seconds:.2f} s")
+        self._decode(data, suffix, "file")
         file_id, created = secrets.randbelow(2**53 - 1) + 1, int(time.time())
         path = self.root / "files" / f"{file_id}{suffix}"
         _write_atomic(path, data)
@@ -154,9 +155,23 @@ class VoiceStore:
             ).fetchone()
         return self.root / "files" / f"{entry['file_id']}{row[0]}"
 
+    def _decode(self, data: bytes, suffix: str, field: str):
+        """Decodes an upload and checks its length: ``(wav (t,), rate)`` or a 2013 ``ApiError``."""
+        lo, hi = self.limits.min_seconds, self.limits.max_seconds
+        wav, rate = decode_audio(data, suffix, field, max_seconds=hi)
+        seconds = wav.shape[0] / rate
+        if not lo <= seconds <= hi:
+            raise ApiError.invalid(field, f"must hold {lo:g} s to {hi:g} s of audio, got {seconds:.2f} s")
+        return wav, rate
+
     # --------------------------------------------------------------------------------------------- voices
-    def clone(self, file_id, voice_id, transcript: str | None = None, description: str = "") -> Voice:
+    def clone(
+        self, file_id, voice_id, transcript: str | None = None, description: str = "",
+        files: VoiceFiles | None = None,
+    ) -> Voice:  # fmt: skip
         """Registers ``voice_id`` with the audio of upload ``file_id``.
+
+        The wav and the files ``files`` makes of it (the voice's features) are in place before the row.
 
         Raises:
             ApiError: 2013 for a bad id or file, 2039 when the voice_id is taken.
@@ -165,23 +180,49 @@ class VoiceStore:
         if transcript is not None and (not isinstance(transcript, str) or not transcript.strip()):
             raise ApiError.invalid("transcript", f"must be a non-empty string, got {transcript!r}")
         entry = self.file(file_id)
-        wav, rate = _decode(self.upload_path(entry["file_id"]).read_bytes(), "file_id")
-        final = self.root / "voices" / f"{voice_id}.wav"
+        path = self.upload_path(entry["file_id"])
+        wav, rate = self._decode(path.read_bytes(), path.suffix, "file_id")
+        self._check_free(voice_id)
+        voices, row = self.root / "voices", (voice_id, entry["file_id"], transcript, description)
+        final, tmp = voices / f"{voice_id}.wav", voices / f"{voice_id}.{secrets.token_hex(8)}.wav.tmp"
+        try:
+            _write_atomic(tmp, audio_output.encode(wav, rate, "wav"), rename=False)
+            extra, done = files(tmp, transcript is not None) if files else ({}, lambda _: None)
+            with self._lock:
+                self._check_free(voice_id)
+                written = [final] + [voices / f"{voice_id}.{name}" for name in extra]
+                try:
+                    for name, data in extra.items():
+                        _write_atomic(voices / f"{voice_id}.{name}", data)
+                    os.replace(tmp, final)
+                    with self._transaction():
+                        insert = "INSERT INTO voices VALUES (?, ?, ?, ?, ?)"
+                        self._db.execute(insert, (*row, int(time.time())))
+                except BaseException:
+                    for written_path in written:
+                        written_path.unlink(missing_ok=True)
+                    raise
+        finally:
+            tmp.unlink(missing_ok=True)
+        done(final)
+        return self.voice(voice_id)
+
+    def _check_free(self, voice_id: str) -> None:
         with self._lock:
             if voice_id in self.system or self._row(voice_id) is not None:
                 raise ApiError(VOICE_EXISTS, f"voice_id {voice_id!r} already exists", "voice_id")
-            _write_atomic(final, audio_output.encode(wav, rate, "wav"))
-            created = int(time.time())
-            try:
-                with self._transaction():
-                    self._db.execute(
-                        "INSERT INTO voices VALUES (?, ?, ?, ?, ?)",
-                        (voice_id, entry["file_id"], transcript, description, created),
-                    )
-            except BaseException:
-                final.unlink(missing_ok=True)
-                raise
-        return self.voice(voice_id)
+
+    def owns(self, path: Path) -> bool:
+        """Whether ``path`` is a cloned voice's reference wav in this store."""
+        return path.parent == self.root / "voices" and path.suffix == ".wav"
+
+    def add_voice_file(self, voice_id: str, name: str, data: bytes) -> bool:
+        """Stores ``voices/<voice_id>.<name>`` (features for other checkpoints) if the voice still exists."""
+        with self._lock:
+            if self._row(voice_id) is None:
+                return False
+            _write_atomic(self.root / "voices" / f"{voice_id}.{name}", data)
+            return True
 
     def delete(self, voice_id) -> None:
         """Deletes a cloned voice (system voices cannot be deleted)."""
@@ -193,7 +234,9 @@ class VoiceStore:
                 deleted = self._db.execute("DELETE FROM voices WHERE voice_id = ?", (voice_id,)).rowcount
             if not deleted:
                 raise ApiError.invalid("voice_id", f"no cloned voice {voice_id!r}")
-            (self.root / "voices" / f"{voice_id}.wav").unlink(missing_ok=True)
+            for path in (self.root / "voices").glob(f"{voice_id}.*"):  # the id holds no glob character
+                if path.suffix != ".tmp":  # a clone of the same id under way keeps its files
+                    path.unlink(missing_ok=True)
 
     def voice(self, voice_id, field: str = "voice_id") -> Voice:
         """A system or cloned voice, or a 2013 ``ApiError`` naming the field."""
@@ -239,22 +282,13 @@ class _Transaction:
         return False
 
 
-def _decode(data: bytes, field: str) -> tuple[np.ndarray, int]:
-    """Mono float32 samples and the rate of an audio file's bytes, or a 2013 ``ApiError``."""
-    try:
-        wav, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except Exception as err:  # soundfile raises LibsndfileError, RuntimeError or TypeError
-        raise ApiError.invalid(field, f"not decodable audio ({err}); upload wav or mp3") from err
-    if wav.shape[0] == 0:
-        raise ApiError.invalid(field, "holds no audio samples")
-    return wav.mean(axis=1), rate
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` through ``<path>.tmp`` and a rename, synced: never a half file."""
-    tmp = path.with_name(path.name + ".tmp")
+def _write_atomic(path: Path, data: bytes, rename: bool = True) -> None:
+    """Writes ``data`` to ``path`` through ``<path>.tmp`` and a rename, synced: never a half file
+    (``rename=False``: ``path`` is itself a temporary name, written in place)."""
+    tmp = path.with_name(path.name + ".tmp") if rename else path
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+    if rename:
+        os.replace(tmp, path)

@@ -4,6 +4,7 @@ import base64
 import io
 import json
 import threading
+import time
 
 import httpx
 import numpy as np
@@ -148,6 +149,58 @@ def test_a_disconnect_mid_stream_stops_generation(live, monkeypatch):
     # the chunk read, those waiting for the client (STREAM_AHEAD), and one or two made meanwhile
     assert whole >= 20 and len(made) <= STREAM_AHEAD + 4, (len(made), whole)
     assert post(live, body())["base_resp"]["status_code"] == 0
+
+
+def test_a_client_that_leaves_cancels_its_waiting_request(live, monkeypatch):
+    """Two clients give up while the model is busy: the one whose request was taken into a batch and the one
+    still queued. The queued one leaves the queue at once; neither is generated."""
+    engine = live.server.engine
+    synth = engine.synthesizers["speech-02-hd"]
+    generated = []
+    synthesize_batch = synth.synthesize_batch
+
+    def counted(requests, **kwargs):
+        generated.extend(r.text for r in requests)
+        return synthesize_batch(requests, **kwargs)
+
+    monkeypatch.setattr(synth, "synthesize_batch", counted)
+    timeouts = []
+
+    def leave(text):
+        with httpx.Client(
+            base_url=live.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=1.5
+        ) as client:
+            try:
+                client.post("/v1/t2a_v2", json=body(text=text))
+            except httpx.ReadTimeout:
+                timeouts.append(text)  # the client gives up and closes its connection
+
+    def until(condition, what):
+        deadline = time.monotonic() + 10
+        while not condition():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.01)
+
+    assert post(live, body())["base_resp"]["status_code"] == 0  # the voice is encoded (features.py)
+    generated.clear()
+    lock = engine.lock(synth)
+    lock.acquire()  # the model is busy
+    try:
+        taken = threading.Thread(target=leave, args=("alpha left.",))
+        taken.start()
+        until(lambda: engine.waiting == 0, "the first request was not taken")
+        time.sleep(0.2)  # past wait_ms: its batch is closed and waits for the model
+        queued = threading.Thread(target=leave, args=("beta left.",))
+        queued.start()
+        until(lambda: engine.waiting == 1, "the second request was not queued")
+        taken.join()
+        queued.join()
+        until(lambda: engine.waiting == 0, "the request of a client that left is still queued")
+    finally:
+        lock.release()
+    assert sorted(timeouts) == ["alpha left.", "beta left."]
+    assert post(live, body())["base_resp"]["status_code"] == 0
+    assert generated == [TEXT], "a request whose client had left was generated"
 
 
 def test_seed_v3_routes(live):
