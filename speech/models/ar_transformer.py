@@ -14,13 +14,14 @@ and ``bos_id = V + 1`` (the head predicts ``V + 1`` classes; BOS is input only).
 
 Training batches are right-padded, so the causal mask alone keeps padding out of every valid position.
 Generation left-pads the prefixes (RoPE positions from 0 per row via ``positions_from_mask``), prefills a
-static KV cache and then decodes one token per step for the whole batch; every row stops at its own EOS.
+static KV cache through the blocks' ``forward`` and then decodes one token per step for the whole batch
+(on CPU through the blocks' lean ``step``, elsewhere their ``forward``); every row stops at its own EOS.
+The block math lives in ``speech.modules.transformer.TransformerBlock``, not here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator
-from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
@@ -31,11 +32,48 @@ from speech.models.speaker_encoder import SpeakerEncoder
 from speech.modules.kv_cache import KVCache
 from speech.modules.rope import RotaryEmbedding
 from speech.modules.sampling import ras_next
-from speech.modules.transformer import RMSNorm, TransformerBlock, attention_mask, positions_from_mask
+from speech.modules.transformer import (
+    RMSNorm,
+    StepWeights,
+    TransformerBlock,
+    positions_from_mask,
+    slot_mask,
+    unit_rms,
+)
 
 IGNORE = -100  # cross-entropy target of padded positions
 # Generated audio tokens per target BPE token: synthetic_tiny spans 1.6-5.9 at 25 Hz (docs/ar.md).
 MIN_TOKENS_PER_TEXT, MAX_TOKENS_PER_TEXT = 1.0, 10.0
+
+
+class _Limits(NamedTuple):
+    """Bounds on each row's new tokens: EOS is masked before ``min_new (b,)`` and forced at ``max_new (b,)``;
+    no row is masked from step ``min_steps`` on, none is forced before ``first_cap``."""
+
+    min_new: torch.Tensor
+    max_new: torch.Tensor
+    min_steps: int
+    first_cap: int
+
+
+class _Lean(NamedTuple):
+    """Per generation, for the blocks' lean decoding ``step``: their ``step_weights``, the packed RoPE
+    tables ``(s, 3, 1, 1, e)`` of every cache slot and the final norm in ``unit_rms`` form."""
+
+    weights: list[StepWeights]
+    cos: torch.Tensor
+    sin: torch.Tensor
+    norm_gain: torch.Tensor  # the final RMSNorm's gain * sqrt(d), (d,)
+    norm_floor: torch.Tensor  # and its floor, as in ``StepWeights``
+
+
+class _Decoding(NamedTuple):
+    """What every decoding step of one generation reads besides the token."""
+
+    keys: torch.Tensor  # (b, s) slots that hold or will hold a real token (``_prefill``)
+    pad: torch.Tensor  # (b,) each row's left padding (its False keys)
+    lean: _Lean | None  # the blocks' lean ``step`` (CPU), or None: their ``forward``
+    lean_pad: torch.Tensor | None  # ``pad``, or None when no row is padded (no mask needed)
 
 
 class AROutput(NamedTuple):
@@ -45,32 +83,6 @@ class AROutput(NamedTuple):
     loss: torch.Tensor
     accuracy: torch.Tensor
     logits: torch.Tensor
-
-
-class BlockWeights(NamedTuple):
-    """One block's weights for ``ARTransformer._step``, transposed to ``(in, out)``; ``qkv`` and ``w13`` carry
-    the preceding RMSNorm's gain times ``sqrt(d)`` (see ``_unit_rms``)."""
-
-    qkv: torch.Tensor  # (d, 3d)
-    out: torch.Tensor  # (d, d)
-    w13: torch.Tensor  # (d, 2f)
-    w2: torch.Tensor  # (f, d)
-    floor: torch.Tensor  # sqrt(d * eps) of the block's RMSNorms, 0-dim
-
-
-class DecodeWeights(NamedTuple):
-    """Everything ``ARTransformer._step`` reads besides the caches: per-block weights, then the final
-    RMSNorm's gain times ``sqrt(d)`` ``(d,)`` and floor."""
-
-    blocks: list[BlockWeights]
-    head_gain: torch.Tensor
-    head_floor: torch.Tensor
-
-
-def _unit_rms(x: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
-    """``x (b, d) / sqrt(||x||^2 + floor^2)``: with ``floor = sqrt(d * eps)`` this is RMSNorm (eps included)
-    up to the factor ``sqrt(d) * gain`` that the next weights carry, in three ops instead of six."""
-    return x / torch.hypot(torch.linalg.vector_norm(x, dim=-1, keepdim=True), floor)
 
 
 def pack(
@@ -144,7 +156,6 @@ class ARTransformer(nn.Module):
             TransformerBlock(dim, heads, ffn_hidden=ffn_hidden, dropout=dropout) for _ in range(layers)
         )
         self.norm = RMSNorm(dim)
-        self._decode_cache: tuple[tuple, DecodeWeights] | None = None  # see ``_decode_weights``
         self.head = nn.Linear(dim, audio_vocab_size + 1, bias=False)
         # small embeddings and head: training starts from a near-uniform prediction (loss ~ ln(V + 1))
         for weight in (self.text_emb.weight, self.audio_emb.weight, self.head.weight):
@@ -167,86 +178,13 @@ class ARTransformer(nn.Module):
             segments.append((self.audio_emb(prompt_tokens.long()), prompt_lens))
         return segments
 
-    def _blocks(self, x, *, rope, mask=None, is_causal=False) -> torch.Tensor:
+    def _blocks(self, x, *, rope, mask=None, is_causal=False, cached=False) -> torch.Tensor:
+        """The blocks and the final norm; ``cached``: through every block's KV cache (generation)."""
         for block in self.blocks:
-            x = block(x, rope=rope, mask=mask, is_causal=is_causal)
+            x = block(
+                x, rope=rope, mask=mask, is_causal=is_causal, cache=block.attn.kv_cache if cached else None
+            )
         return self.norm(x)
-
-    def _decode_weights(self) -> DecodeWeights:
-        """The weights laid out for ``_step`` (a copy: the decoder's size in memory while kept).
-
-        Made once and reused by later ``generate`` calls until a parameter changes: the key is every
-        block / final-norm parameter's storage and version counter, which in-place updates (optimizer
-        steps, ``load_state_dict``) and moves (``.to``) change. ``clear_cache`` drops it.
-        """
-        params = [*self.blocks.parameters(), self.norm.weight]
-        key = tuple((p.data_ptr(), p._version) for p in params)
-        if self._decode_cache is None or self._decode_cache[0] != key:
-            self._decode_cache = (key, self._layout_decode_weights())
-        return self._decode_cache[1]
-
-    def _layout_decode_weights(self) -> DecodeWeights:
-        d = self.head.in_features
-        scale = d**0.5
-
-        def floor(norm: RMSNorm) -> torch.Tensor:
-            return torch.tensor((d * norm.eps) ** 0.5, device=norm.weight.device)
-
-        def t(weight, norm=None):  # (out, in) -> (in, out), the RMSNorm's gain * sqrt(d) folded into the rows
-            w = weight.float().t()
-            if norm is not None:
-                w = w * (norm.weight.float() * scale)[:, None]
-            return w.to(weight.dtype).contiguous()
-
-        blocks = [
-            BlockWeights(t(b.attn.qkv.weight, b.attn_norm), t(b.attn.out.weight),
-                         t(b.ffn.w13.weight, b.ffn_norm), t(b.ffn.w2.weight), floor(b.attn_norm))
-            for b in self.blocks
-        ]  # fmt: skip
-        return DecodeWeights(blocks, self.norm.weight * scale, floor(self.norm))
-
-    def _step(self, token, weights: DecodeWeights, cos, sin, mask) -> torch.Tensor:
-        """One decoding step: ``token (b,)`` -> next-token logits ``(b, v)`` in float32, keys and values
-        appended to the caches.
-
-        The math of ``TransformerBlock`` (dropout off) in as few ops as it takes: at batch 1 on CPU a step
-        is a few dozen tiny kernels, so per-op overhead, not arithmetic, is what a leaner step saves.
-        RMSNorm is ``x / ||x||`` with its gain and ``sqrt(d)`` folded into the next matmul's weights
-        (``_decode_weights``, stored ``(in, out)``: faster matrix-vector products on CPU), queries, keys and
-        values are rotated in one op and stored with one copy, and residual adds ride on ``addmm``.
-        ``tests/models/test_ar_transformer.py`` pins it to the module path (cached decoding equals a full
-        forward).
-
-        Args:
-            weights: ``_decode_weights()``.
-            cos, sin: ``RotaryEmbedding.packed_angles`` of the new position, ``(b, 3, 1, 1, e)`` (one per
-                row) or ``(3, 1, 1, e)`` (the same for all).
-            mask: ``(b, 1, 1, s)`` boolean over the cached keys, or None (no padding).
-        """
-        x = self.audio_emb(token)  # (b, d)
-        b, d = x.shape
-        for block, w in zip(self.blocks, weights.blocks, strict=True):
-            attn = block.attn
-            qkv = (_unit_rms(x, w.floor) @ w.qkv).view(b, 3, attn.heads, 1, attn.head_dim)
-            qkv = RotaryEmbedding.rotate_packed(qkv, cos, sin)
-            k, v = attn.kv_cache.append(qkv[:, 1:])
-            y = F.scaled_dot_product_attention(qkv[:, 0], k, v, attn_mask=mask)  # (b, h, 1, e)
-            x = torch.addmm(x, y.view(b, d), w.out)
-            gate, up = (_unit_rms(x, w.floor) @ w.w13).chunk(2, dim=-1)
-            x = torch.addmm(x, F.silu(gate) * up, w.w2)
-        return self.head(_unit_rms(x, weights.head_floor) * weights.head_gain).float()
-
-    @contextmanager
-    def _no_cache(self):
-        """Training forwards never touch a cache left set up for generation."""
-        caches = [block.attn.kv_cache for block in self.blocks]
-        for block in self.blocks:
-            block.attn.kv_cache = None
-        try:
-            yield
-        finally:
-            for block, cache in zip(self.blocks, caches, strict=True):
-                block.attn.kv_cache = cache
 
     def forward(
         self,
@@ -277,8 +215,7 @@ class ARTransformer(nn.Module):
                               prompt_lens)  # fmt: skip
         x, _, starts = pack([*prefix, (self.audio_emb(audio_tokens.long()), audio_lens)])
         positions = torch.arange(x.shape[1], device=x.device)[None]
-        with self._no_cache():
-            h = self._blocks(x, rope=self.rope.angles(positions), is_causal=True)
+        h = self._blocks(x, rope=self.rope.angles(positions), is_causal=True)
         k = audio_tokens.shape[1]
         # position p predicts the token at p + 1: audio token j (and EOS at j = k) from start - 1 + j
         gather = (starts[-1][:, None] - 1 + torch.arange(k + 1, device=x.device)).clamp(max=x.shape[1] - 1)
@@ -303,10 +240,10 @@ class ARTransformer(nn.Module):
                                     dtype=dtype or param.dtype, device=device or param.device)  # fmt: skip
 
     def clear_cache(self) -> None:
-        """Frees the KV caches and the decoding copy of the weights."""
+        """Frees the KV caches and the blocks' decoding copies of their weights."""
         for block in self.blocks:
             block.attn.kv_cache = None
-        self._decode_cache = None
+            block.drop_step_weights()
 
     def _ready_cache(self, batch_size: int, length: int, dtype: torch.dtype) -> None:
         """Reuses the caches when they fit this call, else sets up new ones; empties them."""
@@ -328,6 +265,21 @@ class ARTransformer(nn.Module):
             max_new = max_new.clamp(max=max_tokens)
         min_new = torch.ceil(text_lens.float() * min_per_text).long().clamp(max=max_new)
         return min_new.clamp(min=0), max_new
+
+    def _fit_limits(self, prefix_len: int, min_new: torch.Tensor, max_new: torch.Tensor) -> _Limits:
+        """Caps the ``_length_limits`` so that the prefix and the new tokens fit in ``max_len`` positions.
+
+        Raises:
+            ValueError: the prefix alone leaves no room.
+        """
+        room = self.max_len - prefix_len
+        if int(max_new.max()) > room:
+            if room <= 0:
+                raise ValueError(
+                    f"prefix of {prefix_len} positions leaves no room within max_len {self.max_len}"
+                )
+            max_new = max_new.clamp(max=room)
+        return _Limits(min_new, max_new, int(min_new.max()), int(max_new.min()))
 
     def generate(self, **options) -> tuple[torch.Tensor, torch.Tensor]:
         """Decodes audio tokens for a batch (call in eval mode): :meth:`generate_stream` run to its end.
@@ -385,51 +337,117 @@ class ARTransformer(nn.Module):
         prefix = self._prefix(speaker, text, text_lens, prompt_text, prompt_text_lens, prompt_tokens,
                               prompt_lens)  # fmt: skip
         x, lens, _ = pack(prefix, left_pad=True)
-        b, t, device = x.shape[0], x.shape[1], x.device
-        min_new, max_new = self._length_limits(
-            text_lens, min_tokens_per_text, max_tokens_per_text, max_tokens
-        )
-        steps = int(max_new.max())
-        if t + steps > self.max_len:
-            steps = self.max_len - t
-            if steps <= 0:
-                raise ValueError(f"prefix of {t} positions leaves no room within max_len {self.max_len}")
-            max_new = max_new.clamp(max=steps)
+        bounds = self._length_limits(text_lens, min_tokens_per_text, max_tokens_per_text, max_tokens)
+        limits = self._fit_limits(x.shape[1], *bounds)
+        logits, keys = self._prefill(x, lens, int(limits.max_new.max()))
+        sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "window": ras_window,
+                    "threshold": ras_threshold, "generator": generator}  # fmt: skip
+        out = yield from self._decode(logits, self._decoding(keys), limits, sampling)
+        return self._trim(out, limits.max_new)
+
+    def _prefill(self, x: torch.Tensor, lens: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Runs the left-padded prefix ``x (b, t, d)`` (``lens (b,)`` real positions) into emptied caches of
+        ``s >= t + steps`` slots.
+
+        Returns:
+            ``(logits (b, v) float32 of the first new token, keys (b, s))``: the slots that hold or will
+            hold a real token (False on each row's left padding), for ``slot_mask``.
+        """
+        b, t = x.shape[:2]
         self._ready_cache(b, t + steps, x.dtype)
-        padded = bool((lens != t).any())
-        valid = torch.arange(t, device=device)[None] >= (t - lens)[:, None]
-        if padded:
-            rope = self.rope.angles(positions_from_mask(valid))
-            h = self._blocks(x, rope=rope, mask=attention_mask(valid, causal=True))
-            keys = torch.cat([valid, valid.new_ones(b, steps)], 1)[:, None, None]  # (b, 1, 1, t + steps)
-        else:
-            h = self._blocks(x, rope=self.rope.angles(torch.arange(t, device=device)[None]), is_causal=True)
-        cos, sin = self.rope.packed_angles(torch.arange(t + steps, device=device))  # (t + steps, 3, 1, 1, e)
-        weights = self._decode_weights()
-        logits = self.head(h[:, -1]).float()
-        out = torch.zeros(b, steps, dtype=torch.long, device=device)
-        done = torch.zeros(b, dtype=torch.bool, device=device)
-        min_steps, first_cap = int(min_new.max()), int(max_new.min())
+        # every slot of the caches (a kept cache may be longer than t + steps)
+        slots = torch.arange(self.blocks[0].attn.kv_cache.max_len, device=x.device)
+        keys = slots[None] >= (t - lens)[:, None]
+        rope = self.rope.angles(positions_from_mask(keys[:, :t]))
+        # the prefix attends over its own t slots only (the rest are empty)
+        h = self._blocks(x, rope=rope, mask=slot_mask(keys[:, :t], slots[:t]), cached=True)
+        return self.head(h[:, -1]).float(), keys
+
+    def _lean_tables(self, slots: int) -> _Lean:
+        """What ``TransformerBlock.step`` reads besides the caches, for one generation of ``slots``."""
+        norm = self.norm
+        cos, sin = self.rope.packed_angles(torch.arange(slots, device=norm.weight.device))
+        d = norm.weight.shape[0]
+        floor = torch.tensor((d * norm.eps) ** 0.5, device=norm.weight.device)
+        return _Lean([block.step_weights() for block in self.blocks], cos, sin, norm.weight * d**0.5, floor)
+
+    def _decode_step(self, token: torch.Tensor, keys: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """One decoding step through the blocks' ``forward``, with static shapes (``torch.compile`` traces it
+        once): ``token (b,)`` into the caches' next slot; returns the next token's logits ``(b, v)`` float32.
+
+        Args:
+            keys: ``(b, s)`` from ``_prefill``.
+            pad: ``(b,)`` each row's left padding (its False keys).
+        """
+        slot = self.blocks[0].attn.kv_cache.pos  # (1,): every layer's cache is at the same slot
+        rope = self.rope.angles((slot - pad)[:, None])  # RoPE counts each row's real tokens from 0
+        h = self._blocks(self.audio_emb(token)[:, None], rope=rope, mask=slot_mask(keys, slot), cached=True)
+        return self.head(h[:, 0]).float()
+
+    def _lean_decode_step(self, token, keys, pad, lean: _Lean, filled: int) -> torch.Tensor:
+        """``_decode_step`` through the blocks' lean ``step`` (CPU), attending over the ``filled`` slots
+        only (the caller counts them on the host): fewer keys, and no mask at all without padding.
+
+        Args:
+            pad: ``(b,)``, or None when no row is padded.
+        """
+        position = filled - 1 if pad is None else filled - 1 - pad  # RoPE: real tokens from 0
+        rope = lean.cos[position], lean.sin[position]
+        mask = None if pad is None else keys[:, None, None, :filled]
+        x = self.audio_emb(token)
+        for block, weights in zip(self.blocks, lean.weights, strict=True):
+            x = block.step(x, weights, rope=rope, mask=mask, cache=block.attn.kv_cache, filled=filled)
+        return self.head(unit_rms(x, lean.norm_floor) * lean.norm_gain).float()
+
+    def _next_token(self, logits, history, i: int, limits: _Limits, sampling: dict) -> torch.Tensor:
+        """Step ``i``'s tokens ``(b,)``: EOS is masked (in ``logits``, in place) for the rows that have not
+        made ``min_new`` tokens yet and forced for those that reached ``max_new``."""
+        if i < limits.min_steps:
+            logits[:, self.eos_id].masked_fill_(i < limits.min_new, float("-inf"))
+        token = ras_next(logits, history, **sampling)
+        if i >= limits.first_cap:
+            token = token.masked_fill(limits.max_new <= i, self.eos_id)
+        return token
+
+    def _decoding(self, keys: torch.Tensor) -> _Decoding:
+        """This generation's decoding state; the blocks' lean ``step`` on CPU, where per-op overhead
+        dominates (``scripts/bench_ar.py``), else their ``forward`` (static shapes)."""
+        pad = (~keys).sum(1)  # (b,) each row's left padding
+        if keys.device.type != "cpu":
+            return _Decoding(keys, pad, None, None)
+        return _Decoding(keys, pad, self._lean_tables(keys.shape[1]), pad if bool(pad.any()) else None)
+
+    def _step(self, token: torch.Tensor, filled: int, decoding: _Decoding) -> torch.Tensor:
+        """One decoding step: ``token (b,)`` into slot ``filled - 1`` of the caches -> the next token's
+        logits ``(b, v)`` float32."""
+        if decoding.lean is None:
+            return self._decode_step(token, decoding.keys, decoding.pad)
+        return self._lean_decode_step(token, decoding.keys, decoding.lean_pad, decoding.lean, filled)
+
+    def _decode(
+        self, logits, decoding: _Decoding, limits: _Limits, sampling: dict
+    ) -> Generator[torch.Tensor, None, torch.Tensor]:
+        """Samples and feeds back one token per step, yielding each ``(b,)``, until every row has made an EOS
+        or ``max_new`` tokens; returns the tokens ``(b, steps)`` (anything after a row's EOS is junk)."""
+        b, steps = logits.shape[0], int(limits.max_new.max())
+        prefix = self.blocks[0].attn.kv_cache.length
+        out = torch.zeros(b, steps, dtype=torch.long, device=logits.device)
+        done = torch.zeros(b, dtype=torch.bool, device=logits.device)
         for i in range(steps):
-            if i < min_steps:
-                logits[:, self.eos_id].masked_fill_(i < min_new, float("-inf"))
-            token = ras_next(logits, out[:, :i], temperature=temperature, top_k=top_k, top_p=top_p,
-                             window=ras_window, threshold=ras_threshold, generator=generator)  # fmt: skip
-            if i >= first_cap:
-                token = token.masked_fill(max_new <= i, self.eos_id)
+            token = self._next_token(logits, out[:, :i], i, limits, sampling)
             out[:, i] = token
             yield token
             done |= token == self.eos_id
             if i == steps - 1 or bool(done.all()):
                 break
-            if padded:
-                pos = lens + i
-                logits = self._step(token, weights, cos[pos], sin[pos], keys[..., : t + i + 1])
-            else:
-                logits = self._step(token, weights, cos[t + i], sin[t + i], None)
-        # each row ends at its first EOS; a row that made none reached max_new (every shorter one is forced)
+            logits = self._step(token, prefix + i + 1, decoding)
+        return out
+
+    def _trim(self, out: torch.Tensor, max_new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(tokens (b, k), token_lens (b,))``: each row up to its first EOS (a row without one reached
+        ``max_new``: every shorter row is forced), 0-padded."""
         eos = out == self.eos_id
         out_lens = torch.where(eos.any(1), eos.int().argmax(1), max_new)
-        k = int(out_lens.max()) if b else 0
-        out = out[:, :k].masked_fill(torch.arange(k, device=device)[None] >= out_lens[:, None], 0)
+        k = int(out_lens.max()) if out.shape[0] else 0
+        out = out[:, :k].masked_fill(torch.arange(k, device=out.device)[None] >= out_lens[:, None], 0)
         return out, out_lens

@@ -101,7 +101,8 @@ class LoRALinear(nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:
-        """The adapted weight ``W + s B A`` (for code that reads ``.weight`` directly)."""
+        """The adapted weight ``W + s B A`` (for code that reads ``.weight`` directly:
+        ``TransformerBlock.step_weights`` lays it out for decoding a wrapped model)."""
         return self.base.weight + self.delta()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -205,7 +206,7 @@ class LoRAAdapter:
         """Adds the adapter into ``model``'s weights (in place) until the block ends.
 
         The weights are restored from copies, bit for bit. The in-place change bumps the parameters' version
-        counters, which is what invalidates caches keyed on them (``ARTransformer``'s decode weights).
+        counters, which is what invalidates caches keyed on them (``TransformerBlock.step_weights``).
         """
         self.check_fits(model)
         saved = []

@@ -3,8 +3,9 @@ padding invariance, seeds, and the length limits of generation."""
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
-from speech.models.ar_transformer import ARTransformer
+from speech.models.ar_transformer import ARTransformer, pack
 from speech.models.speaker_encoder import SpeakerEncoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -183,17 +184,67 @@ def test_decoding_weights_are_reused_until_a_parameter_changes():
     kw = inputs([4, 6])
     greedy = {"temperature": 0, "min_tokens_per_text": 1, "max_tokens": 10}
     model.generate(**kw, **greedy)
-    kept = model._decode_weights()
-    assert model._decode_weights() is kept  # a second call copies nothing
+    block = model.blocks[0]
+    kept = block.step_weights()  # the lean step's copy, made by the generate call above
+    assert model._lean_tables(8).weights[0] is kept  # a second generation copies nothing
     with torch.no_grad():  # as an optimizer step does: in place
         for m in (model, fresh):
             m.blocks[0].ffn.w2.weight.mul_(-3.0)
             m.norm.weight.add_(0.5)
-    assert model._decode_weights() is not kept
+    assert block.step_weights() is not kept
     # the step reads the updated weights: the same tokens as a model that never decoded before the update
     assert torch.equal(model.generate(**kw, **greedy)[0], fresh.generate(**kw, **greedy)[0])
     model.clear_cache()
-    assert model._decode_cache is None
+    assert block._step_weights is None
+
+
+def decode_teacher_forced(model, kw, tokens, *, lean):
+    """Logits ``(b, 1 + k, v)`` of prefill + one decoding step per given token ``(b, k)``."""
+    x, lens, _ = pack(model._prefix(**kw), left_pad=True)
+    logits, keys = model._prefill(x, lens, tokens.shape[1] + 1)
+    if lean:
+        decoding, t = model._decoding(keys), x.shape[1]
+        steps = (model._step(tokens[:, i], t + i + 1, decoding) for i in range(tokens.shape[1]))
+    else:  # the blocks' forward, whatever the device
+        steps = (model._decode_step(tokens[:, i], keys, (~keys).sum(1)) for i in range(tokens.shape[1]))
+    return torch.stack([logits, *steps], 1)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_training_forward_cached_forward_and_lean_step_give_the_same_logits(case):
+    """The three paths of the blocks' math over one model: training ``forward``, prefill + decoding through
+    the blocks' ``forward`` with the cache (static shapes, as compiled on GPU), and the lean CPU ``step``;
+    float32 logits within 1e-5."""
+    model = make_model()
+    kw = inputs(*CASES[case])
+    prefix = {k: kw.get(k) for k in ("speaker", "text", "text_lens", "prompt_text", "prompt_text_lens",
+                                     "prompt_tokens", "prompt_lens")}  # fmt: skip
+    audio, lens = padded([5] * len(kw["text_lens"]), V, 4)
+    with torch.no_grad():
+        full = model(**kw, audio_tokens=audio, audio_lens=lens).logits  # (b, 6, v)
+        for lean in (False, True):
+            got = decode_teacher_forced(model, prefix, audio, lean=lean)
+            torch.testing.assert_close(got, full, rtol=0, atol=1e-5)
+
+
+def test_compiled_decoding_step_does_not_recompile():
+    """The model's static-shape step (``_decode_step``) is traced once for every position and padding."""
+    model = make_model()
+    kw = inputs(*CASES["left_padded_prompt"])
+    tokens = padded([6, 6, 6], V, 4)[0]
+    with torch.no_grad():
+        want = decode_teacher_forced(model, kw, tokens, lean=False)
+    torch._dynamo.reset()
+    counters.clear()
+    eager, model._decode_step = model._decode_step, torch.compile(model._decode_step, backend="eager")
+    try:
+        with torch.no_grad(), torch._dynamo.config.patch(error_on_recompile=True):
+            got = decode_teacher_forced(model, kw, tokens, lean=False)
+    finally:
+        model._decode_step = eager
+        torch._dynamo.reset()
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert counters["stats"]["unique_graphs"] == 1
 
 
 def test_prefix_longer_than_max_len_is_an_error():
@@ -215,3 +266,19 @@ def test_learns_a_tiny_batch():
         opt.step()
         losses.append(out.loss.item())
     assert losses[-1] < 0.2 * losses[0] and out.accuracy.item() > 0.9
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_decoding_through_the_blocks_forward_follows_its_full_forward():
+    """Off CPU, decoding runs the blocks' static-shape ``forward`` (not the lean step): same invariant."""
+    model = make_model().cuda()
+    kw = {k: v.cuda() for k, v in inputs(*CASES["left_padded_prompt"]).items()}
+    spy = HeadSpy(model)
+    tokens, lens = model.generate(**kw, temperature=0, min_tokens_per_text=2, max_tokens_per_text=2)
+    spy.handle.remove()
+    step_logits = torch.stack(spy.calls, 1)
+    with torch.no_grad():
+        out = model(**kw, audio_tokens=tokens, audio_lens=lens)
+    for row, n in enumerate(lens.tolist()):
+        assert (out.logits[row, :n] - step_logits[row, :n]).abs().max() < 1e-3  # TF32/SDPA kernels on GPU
