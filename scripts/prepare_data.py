@@ -14,8 +14,9 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from speech.data.prepare import export_shar, prepare_corpus
+from speech.data.prepare import prepare_corpus
 from speech.data.rejects import RejectLog
+from speech.data.shar import export_shar
 from speech.lit.data_report import check_pipeline, plot_durations
 
 log = logging.getLogger("prepare_data")

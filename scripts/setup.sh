@@ -5,13 +5,13 @@
 #
 # Environment knobs: SPEECH_VENV (default .venv), PYTHON (default python3),
 # TORCH_SPEC (default torch==2.13.0: what to install when no torch is importable),
-# SPEECH_EXTRAS (default corpus,eval,serve,dev; add natural for the Kokoro voices, as CI does).
+# SPEECH_EXTRAS (default corpus,eval,serve,cluster,dev; add natural for the Kokoro voices, as CI does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${SPEECH_VENV:-.venv}
 py=${PYTHON:-python3}
 torch_spec=${TORCH_SPEC:-torch==2.13.0}
-extras=${SPEECH_EXTRAS:-corpus,eval,serve,dev}
+extras=${SPEECH_EXTRAS:-corpus,eval,serve,cluster,dev}
 
 # 1. Debian packages: speech synthesizers, their voices and the offline text sources.
 missing=()

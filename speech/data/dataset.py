@@ -14,6 +14,7 @@ from lhotse import CutSet
 
 from speech.data.cache import FeatureCache
 from speech.data.references import ReferenceSampler
+from speech.data.shar import ShardFeatures
 from speech.tensors import pad_sequences
 from speech.text.bpe import TextTokenizer
 
@@ -29,7 +30,8 @@ class SpeechDataset(torch.utils.data.Dataset):
     Args:
         tokenizer: Text BPE.
         references: Where reference utterances come from; ``None`` leaves references out.
-        features: Cached per-cut features to add, by batch key (e.g. ``{"tokens": FeatureCache}``).
+        features: Cached per-cut features to add, by batch key (e.g. ``{"tokens": FeatureCache}``; from Shar
+            shards a ``ShardFeatures``).
         max_ref_duration: References longer than this are randomly cropped, seconds.
         ref_features: Also add the FULL (uncropped) reference's text tokens and cached features, the
             transcribed prompt of one-shot training (needs ``references``).
@@ -42,7 +44,7 @@ class SpeechDataset(torch.utils.data.Dataset):
         self,
         tokenizer: TextTokenizer,
         references: ReferenceSampler | None = None,
-        features: Mapping[str, FeatureCache] | None = None,
+        features: Mapping[str, FeatureCache | ShardFeatures] | None = None,
         max_ref_duration: float | None = 6.0,
         ref_features: bool = False,
     ) -> None:

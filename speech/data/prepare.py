@@ -94,14 +94,6 @@ def prepare_corpus(
     return summary
 
 
-def export_shar(prepared_dir: str | Path, shar_dir: str | Path, shard_size: int = 1000) -> list[str]:
-    """Writes the training cuts as Lhotse Shar shards (flac audio) for streaming on a cluster."""
-    cuts = CutSet.from_file(Path(prepared_dir) / "train_cuts.jsonl.gz")
-    Path(shar_dir).mkdir(parents=True, exist_ok=True)
-    written = cuts.to_shar(shar_dir, fields={"recording": "flac"}, shard_size=shard_size)
-    return sorted(str(p) for paths in written.values() for p in paths)
-
-
 def prepared_cuts(prepared_dir: str | Path) -> list:
     """The train + val cuts of a prepared corpus (what the cache encoders fill caches for).
 

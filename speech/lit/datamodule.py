@@ -20,6 +20,7 @@ from speech.data.cache import FeatureCache
 from speech.data.dataset import SpeechDataset
 from speech.data.manifest import cut_emotion, cut_language
 from speech.data.references import ReferenceSampler
+from speech.data.shar import ShardFeatures, read_shar
 from speech.text.bpe import TextTokenizer
 
 PREPARED_FILES = ("train_cuts.jsonl.gz", "val_cuts.jsonl.gz", "bpe.json")
@@ -27,15 +28,19 @@ PREPARED_FILES = ("train_cuts.jsonl.gz", "val_cuts.jsonl.gz", "bpe.json")
 
 class _EpochBatches(torch.utils.data.Sampler):
     """Wraps a Lhotse sampler: forwards ``set_epoch`` to it and to the reference draw, and skips the
-    first ``skip`` batches of the next pass (the batches a resumed checkpoint already trained on)."""
+    first ``skip`` batches of the next pass (the batches a resumed checkpoint already trained on). With
+    ``empty_error``, a pass that yields no batch at all raises ``ValueError(empty_error)`` (Lightning would
+    start epoch after empty epoch and never reach ``max_steps``)."""
 
     def __init__(
         self,
         sampler: DynamicBucketingSampler | SimpleCutSampler,
         references: ReferenceSampler | None,
         skip: int = 0,
+        empty_error: str | None = None,
     ):
         self.sampler, self.references, self.skip = sampler, references, skip
+        self.empty_error = empty_error
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
@@ -48,8 +53,12 @@ class _EpochBatches(torch.utils.data.Sampler):
         for _ in range(skip):
             if next(it, None) is None:
                 return
-        while (batch := next(it, None)) is not None:
+        batch = next(it, None)
+        if batch is None and skip == 0 and self.empty_error is not None:
+            raise ValueError(self.empty_error)
+        while batch is not None:
             yield batch
+            batch = next(it, None)
 
 
 class SpeechDataModule(L.LightningDataModule):
@@ -72,6 +81,9 @@ class SpeechDataModule(L.LightningDataModule):
             adapter learns to add the emotion to a neutral voice). ``None``: from every training cut.
         languages: Train, validate and draw references only on cuts in these languages (``["en"]``: an
             English model from a multilingual corpus). ``None``: every language.
+        shar_dir: Read the cuts, their audio, the BPE and the ``features`` from this folder of Lhotse Shar
+            shards (``scripts/export_shar.py``) instead of ``prepared_dir`` and the cache folders (only the
+            keys of ``features`` are used then). Same seed, same batches.
     """
 
     def __init__(
@@ -89,6 +101,7 @@ class SpeechDataModule(L.LightningDataModule):
         emotion: str | None = None,
         reference_emotion: str | None = None,
         languages: list[str] | None = None,
+        shar_dir: str | Path | None = None,
     ) -> None:
         super().__init__()
         if ref_features and not references:
@@ -100,22 +113,31 @@ class SpeechDataModule(L.LightningDataModule):
         self.ref_features = ref_features
         self.emotion, self.reference_emotion = emotion, reference_emotion
         self.languages = None if languages is None else sorted(set(languages))
+        self.shar_dir = None if shar_dir is None else Path(shar_dir)
+        self._shards: list[CutSet] = []  # both splits as read from the shards, for ShardFeatures
         self._skip_batches = 0
         self.train_cuts = self.val_cuts = self.reference_cuts = self.tokenizer = None
 
     def setup(self, stage: str | None = None) -> None:
-        missing = [f for f in PREPARED_FILES if not (self.prepared_dir / f).is_file()]
-        if missing:
-            raise FileNotFoundError(
-                f"{self.prepared_dir} lacks {', '.join(missing)}: "
-                "run `python scripts/prepare_data.py data=...` first"
-            )
-        train = self._in_languages(CutSet.from_file(self.prepared_dir / "train_cuts.jsonl.gz").to_eager())
-        val = self._in_languages(CutSet.from_file(self.prepared_dir / "val_cuts.jsonl.gz").to_eager())
+        if self.shar_dir is not None:
+            self._shards = [read_shar(self.shar_dir, split) for split in ("train", "val")]
+            train, val = self._shards
+            bpe = self.shar_dir / "bpe.json"
+        else:
+            missing = [f for f in PREPARED_FILES if not (self.prepared_dir / f).is_file()]
+            if missing:
+                raise FileNotFoundError(
+                    f"{self.prepared_dir} lacks {', '.join(missing)}: "
+                    "run `python scripts/prepare_data.py data=...` first"
+                )
+            train = CutSet.from_file(self.prepared_dir / "train_cuts.jsonl.gz").to_eager()
+            val = CutSet.from_file(self.prepared_dir / "val_cuts.jsonl.gz").to_eager()
+            bpe = self.prepared_dir / "bpe.json"
+        train, val = self._in_languages(train), self._in_languages(val)
         self.train_cuts = self._labelled(train, self.emotion, "training")
         self.val_cuts = self._labelled(val, self.emotion)  # may be empty: then no validation loop
         self.reference_cuts = self._labelled(train, self.reference_emotion, "reference")
-        self.tokenizer = TextTokenizer.load(self.prepared_dir / "bpe.json")
+        self.tokenizer = TextTokenizer.load(bpe)
 
     def _in_languages(self, cuts: CutSet) -> CutSet:
         """The cuts in ``languages`` (all when ``None``).
@@ -152,7 +174,10 @@ class SpeechDataModule(L.LightningDataModule):
 
     def _dataset(self) -> SpeechDataset:
         refs = ReferenceSampler(self.reference_cuts, seed=self.seed) if self.use_references else None
-        features = {key: FeatureCache(path) for key, path in self.feature_dirs.items()}
+        if self.shar_dir is not None:
+            features = {key: ShardFeatures(key, *self._shards) for key in self.feature_dirs}
+        else:
+            features = {key: FeatureCache(path) for key, path in self.feature_dirs.items()}
         return SpeechDataset(self.tokenizer, refs, features, self.max_ref_duration, self.ref_features)
 
     def _loader(self, cuts: CutSet, *, train: bool) -> torch.utils.data.DataLoader:
@@ -166,7 +191,12 @@ class SpeechDataModule(L.LightningDataModule):
                 buckets = min(self.num_buckets, len(cuts))  # small validation sets
                 sampler = DynamicBucketingSampler(cuts, num_buckets=buckets, **options)
         skip, self._skip_batches = (self._skip_batches, 0) if train else (0, 0)
-        batches = _EpochBatches(sampler, dataset.references, skip=skip)
+        empty = (
+            f"no training batch in an epoch for rank {sampler.rank} of {sampler.world_size}: {len(cuts)} "
+            f"cuts in batches of {self.max_duration} s, each duration bucket's partial batch dropped; lower "
+            "data.datamodule.max_duration (or num_buckets), or train on fewer ranks"
+        )
+        batches = _EpochBatches(sampler, dataset.references, skip=skip, empty_error=empty if train else None)
         if self.trainer is not None:
             batches.set_epoch(self.trainer.current_epoch)
         return torch.utils.data.DataLoader(

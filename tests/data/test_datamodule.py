@@ -223,3 +223,17 @@ def test_languages_keep_only_those_cuts_for_targets_validation_and_references(pr
 def test_a_language_with_no_cuts_is_refused_naming_the_ones_there_are(prepared):
     with pytest.raises(ValueError, match=r"no cuts in languages \['fr'\].*\['en'\]"):
         make_dm(prepared, languages=["fr"])
+
+
+def test_an_epoch_without_a_training_batch_names_the_fix(shared_prepared, monkeypatch):
+    # 21 cuts in batches of 100 s, split between two ranks: every bucket's only batch is partial and dropped
+    # (Lightning would otherwise start empty epochs forever, never reaching max_steps)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    dm = SpeechDataModule(shared_prepared, max_duration=100, num_workers=0, references=False)
+    dm.setup()
+    with pytest.raises(
+        ValueError, match=r"no training batch in an epoch for rank 1 of 2: 21 cuts in batches of"
+    ):
+        next(iter(dm.train_dataloader()))
+    assert len(list(dm.val_dataloader())) == 1  # validation keeps partial batches: one for this rank
