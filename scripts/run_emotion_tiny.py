@@ -117,7 +117,7 @@ def tasks(extra: list[str], env: dict, slots: int) -> list[Task]:
         Task("prepare", hydra("scripts/prepare_data.py", data), after=("emotion_corpus",)),
         Task(
             "encode_tokens",
-            hydra("scripts/encode_tokens.py", data, f"ckpt={TOKENIZER_CKPT}", "progress=false"),
+            hydra("scripts/encode.py", "kind=tokens", data, f"ckpt={TOKENIZER_CKPT}", "progress=false"),
             after=("prepare",),
         ),  # fmt: skip
         Task(f"clone_{BASE}", clone(BASE)),

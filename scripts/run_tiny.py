@@ -186,14 +186,12 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
         ),  # fmt: skip
         Task(
             "encode_tokens",
-            on_data("scripts/encode_tokens.py", f"ckpt={plan.ckpt('tokenizer')}", "progress=false"),
+            on_data("scripts/encode.py", "kind=tokens", f"ckpt={plan.ckpt('tokenizer')}", "progress=false"),
             after=("tokenizer",),
         ),  # fmt: skip
         Task(
             "encode_latents",
-            on_data(
-                "scripts/encode_latents.py", "kind=latents", f"ckpt={plan.ckpt('flow_vae')}", "progress=false"
-            ),
+            on_data("scripts/encode.py", "kind=latents", f"ckpt={plan.ckpt('flow_vae')}", "progress=false"),
             after=("flow_vae",),
         ),  # fmt: skip
         Task(

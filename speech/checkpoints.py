@@ -10,8 +10,8 @@ other settings that keep the shapes (a longer ``trainer.max_steps``) are logged 
 
 What a checkpoint holds besides Lightning's own keys: ``config`` (the resolved run config), ``EMA_KEY``
 (the EMA weights, ``speech.lit.ema``), ``ADAPTER_KEY`` (a LoRA adapter, ``speech.lit.ar_adapter``) and, for
-the AR stage, ``text_tokenizer``. A checkpoint's SHA-256 (``file_sha256``) keys the feature caches and ties
-an adapter to its base.
+the AR stage, ``TEXT_BPE_KEY`` (its text BPE). A checkpoint's SHA-256 (``file_sha256``) keys the feature
+caches and ties an adapter to its base.
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ from speech.modules.lora import LoRAAdapter, LoRAConfig
 
 EMA_KEY = "ema_state_dict"  # checkpoint[EMA_KEY]: the EMA shadow, keyed as the state dict
 ADAPTER_KEY = "adapter"  # checkpoint["adapter"]: {"name", "lora", "base", "base_sha256"}
+# checkpoint[TEXT_BPE_KEY]: the AR stage's ``TextBPE.to_str()``. The key keeps its old name although the
+# class is now ``TextBPE`` ("tokenizer" means the audio tokenizer), so every AR checkpoint written loads.
+TEXT_BPE_KEY = "text_tokenizer"
 MODEL_PREFIX = "model."  # the model's key prefix in a LightningModule's state dict
 ADAPTER_TRAIN_COMMAND = "python train.py experiment=ar_emotion_tiny emotion=<name>"
 MAX_LISTED = 8  # settings named in a message; the rest are counted

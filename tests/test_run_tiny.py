@@ -29,6 +29,18 @@ def test_the_default_corpus_keeps_the_plain_layout():
     assert tokenizer[-1] == "seed=7"  # the user's overrides come last, so they win
 
 
+def test_both_caches_are_filled_by_the_one_encode_entry():
+    cmds = commands({})
+    for task, kind, upstream in (
+        ("encode_tokens", "tokens", "tokenizer"),
+        ("encode_latents", "latents", "flow_vae"),
+    ):
+        assert cmds[task][1] == "scripts/encode.py", cmds[task]
+        assert (
+            f"kind={kind}" in cmds[task] and f"ckpt=logs/{upstream}_tiny/checkpoints/last.ckpt" in cmds[task]
+        )
+
+
 def test_another_corpus_gets_its_own_log_tree_and_test_set():
     env = {"CORPUS": "synthetic_natural_tiny"}
     plan = SCRIPT["Plan"].from_env(env)

@@ -16,7 +16,7 @@ from speech.data.cache import FeatureCache
 from speech.data.references import ReferenceSampler
 from speech.data.shar import ShardFeatures
 from speech.tensors import pad_sequences
-from speech.text.bpe import TextTokenizer
+from speech.text.bpe import TextBPE
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class SpeechDataset(torch.utils.data.Dataset):
     the batch with a one-line warning and counted in ``self.dropped``; training never stops on bad data.
 
     Args:
-        tokenizer: Text BPE.
+        bpe: Text BPE.
         references: Where reference utterances come from; ``None`` leaves references out.
         features: Cached per-cut features to add, by batch key (e.g. ``{"tokens": FeatureCache}``; from Shar
             shards a ``ShardFeatures``).
@@ -42,7 +42,7 @@ class SpeechDataset(torch.utils.data.Dataset):
 
     def __init__(
         self,
-        tokenizer: TextTokenizer,
+        bpe: TextBPE,
         references: ReferenceSampler | None = None,
         features: Mapping[str, FeatureCache | ShardFeatures] | None = None,
         max_ref_duration: float | None = 6.0,
@@ -50,7 +50,7 @@ class SpeechDataset(torch.utils.data.Dataset):
     ) -> None:
         if ref_features and references is None:
             raise ValueError("ref_features=True needs references (a ReferenceSampler)")
-        self.tokenizer = tokenizer
+        self.bpe = bpe
         self.ref_features = ref_features
         self.references = references
         self.features = dict(features or {})
@@ -76,7 +76,7 @@ class SpeechDataset(torch.utils.data.Dataset):
             except Exception as err:
                 return self._drop(cut.id, "reference", err)
             if self.ref_features:
-                ref_text = self.tokenizer.encode(full.supervisions[0].text)
+                ref_text = self.bpe.encode(full.supervisions[0].text)
                 item["ref_text_tokens"] = np.asarray(ref_text, dtype=np.int64)
                 if not self._add_features(item, cut.id, full.id, prefix="ref_"):
                     return None
@@ -100,7 +100,7 @@ class SpeechDataset(torch.utils.data.Dataset):
             A dict with ``ids``, ``texts``, ``speakers``, ``languages`` (lists of str), ``dropped`` (cuts of
             this batch that failed to load) and tensors
             ``audio (b, t)``, ``audio_lens (b,)``, ``audio_mask (b, t)``; ``text_tokens (b, n)`` padded with
-            the tokenizer's pad id, ``text_lens``, ``text_mask``; with references ``ref_audio (b, r)``,
+            the BPE's pad id, ``text_lens``, ``text_mask``; with references ``ref_audio (b, r)``,
             ``ref_audio_lens``, ``ref_audio_mask``, ``ref_ids``; per cached feature ``<key> (b, k, ...)``,
             ``<key>_lens``, ``<key>_mask``; with ``ref_features`` also ``ref_text_tokens (b, n_r)``,
             ``ref_text_lens``, ``ref_text_mask`` and ``ref_<key>``, ``ref_<key>_lens``, ``ref_<key>_mask`` of
@@ -123,9 +123,9 @@ class SpeechDataset(torch.utils.data.Dataset):
             "dropped": len(cuts) - len(kept),
         }
         batch["audio"], batch["audio_lens"], batch["audio_mask"] = pad_sequences([i["audio"] for i in items])
-        tokens = [np.asarray(self.tokenizer.encode(s.text), dtype=np.int64) for s in sups]
+        tokens = [np.asarray(self.bpe.encode(s.text), dtype=np.int64) for s in sups]
         batch["text_tokens"], batch["text_lens"], batch["text_mask"] = pad_sequences(
-            tokens, pad_value=self.tokenizer.pad_id
+            tokens, pad_value=self.bpe.pad_id
         )
         if self.references is not None:
             batch["ref_ids"] = [i["ref_id"] for i in items]
@@ -133,7 +133,7 @@ class SpeechDataset(torch.utils.data.Dataset):
             batch["ref_audio"], batch["ref_audio_lens"], batch["ref_audio_mask"] = ref
         if self.ref_features:
             batch["ref_text_tokens"], batch["ref_text_lens"], batch["ref_text_mask"] = pad_sequences(
-                [i["ref_text_tokens"] for i in items], pad_value=self.tokenizer.pad_id
+                [i["ref_text_tokens"] for i in items], pad_value=self.bpe.pad_id
             )
             for key in self.features:
                 ref = pad_sequences([i[f"ref_{key}"] for i in items])

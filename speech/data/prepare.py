@@ -20,7 +20,7 @@ from speech.data.manifest import (
 )
 from speech.data.records import Utterance
 from speech.data.rejects import RejectLog
-from speech.text.bpe import TextTokenizer
+from speech.text.bpe import TextBPE
 
 
 def prepare_corpus(
@@ -72,12 +72,12 @@ def prepare_corpus(
         )
     train, val = split_validation(cuts, val_per_speaker, val_max_total, seed)
     if bpe_reuse is not None:
-        tokenizer = TextTokenizer.load(bpe_reuse)
+        bpe = TextBPE.load(bpe_reuse)
     else:
-        tokenizer = TextTokenizer.train(
+        bpe = TextBPE.train(
             (c.supervisions[0].text for c in train), bpe_vocab_size, min_frequency=bpe_min_frequency
         )
-    tokenizer.save(out / "bpe.json")
+    bpe.save(out / "bpe.json")
     train.to_file(out / "train_cuts.jsonl.gz")
     val.to_file(out / "val_cuts.jsonl.gz")
     rejects.write(out / "rejects.tsv")
@@ -86,7 +86,7 @@ def prepare_corpus(
         "skipped": rejects.counts(),
         "train": describe(train),
         "val": describe(val),
-        "bpe_vocab_size": tokenizer.vocab_size,
+        "bpe_vocab_size": bpe.vocab_size,
         "bpe_reused": None if bpe_reuse is None else str(bpe_reuse),
         "sample_rate": rules.sample_rate,
     }

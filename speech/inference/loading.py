@@ -1,6 +1,6 @@
 """Building the inference pipeline from checkpoint files alone (each carries its resolved config).
 
-- AR checkpoint: ``ARTransformer`` (with its speaker encoder) and the text BPE (``ckpt["text_tokenizer"]``).
+- AR checkpoint: ``ARTransformer`` (with its speaker encoder) and the text BPE (``ckpt[TEXT_BPE_KEY]``).
 - Flow-matching checkpoint: ``FlowMatching`` (with its own speaker encoder); EMA weights when present.
 - Audio tokenizer and Flow-VAE checkpoints: by default ``cfg.upstream.tokenizer`` of the AR checkpoint and
   ``cfg.upstream.flow_vae`` of the flow-matching checkpoint (each falls back to the other's config).
@@ -16,22 +16,29 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from speech.checkpoints import build_component, build_model, file_sha256, load_adapter, load_checkpoint
+from speech.checkpoints import (
+    TEXT_BPE_KEY,
+    build_component,
+    build_model,
+    file_sha256,
+    load_adapter,
+    load_checkpoint,
+)
 from speech.modules.lora import LoRAAdapter
-from speech.text.bpe import TextTokenizer
+from speech.text.bpe import TextBPE
 
 
-def text_tokenizer_of(ckpt: dict, path: str | Path) -> TextTokenizer:
+def text_bpe_of(ckpt: dict, path: str | Path) -> TextBPE:
     """The text BPE the AR module stored in its checkpoint.
 
     Raises:
-        ValueError: the checkpoint holds no ``text_tokenizer`` (not an AR checkpoint).
+        ValueError: the checkpoint holds no ``TEXT_BPE_KEY`` (not an AR checkpoint).
     """
-    if "text_tokenizer" not in ckpt:
+    if TEXT_BPE_KEY not in ckpt:
         raise ValueError(
-            f"{path} holds no 'text_tokenizer': is it an AR checkpoint (speech.lit.ar.ARModule)?"
+            f"{path} holds no '{TEXT_BPE_KEY}': is it an AR checkpoint (speech.lit.ar.ARModule)?"
         )
-    return TextTokenizer.from_str(ckpt["text_tokenizer"])
+    return TextBPE.from_str(ckpt[TEXT_BPE_KEY])
 
 
 def upstream_path(name: str, given: str | Path | None, *configs: DictConfig) -> Path:
@@ -105,14 +112,14 @@ def load_pipeline(
         ValueError: the checkpoints do not fit together (codebook size, latent size, mel settings).
     """
     ar_model, ar_cfg = build_model(ar, use_ema=use_ema)
-    text_tokenizer = text_tokenizer_of(load_checkpoint(ar), ar)
+    bpe = text_bpe_of(load_checkpoint(ar), ar)
     fm_model, fm_cfg = build_model(flow_matching, use_ema=use_ema)
     tok_path = upstream_path("tokenizer", tokenizer, ar_cfg, fm_cfg)
     vae_path = upstream_path("flow_vae", flow_vae, fm_cfg, ar_cfg)
     tok_model, tok_cfg = build_model(tok_path, use_ema=use_ema)
     vae_model, vae_cfg = build_model(vae_path, use_ema=use_ema)
     check_same_mel({"AR": ar_cfg, "flow-matching": fm_cfg, "tokenizer": tok_cfg, "Flow-VAE": vae_cfg})
-    _check_sizes(ar_model, fm_model, tok_model, vae_model, text_tokenizer)
+    _check_sizes(ar_model, fm_model, tok_model, vae_model, bpe)
     models = {
         "ar": ar_model,
         "flow_matching": fm_model,
@@ -123,10 +130,10 @@ def load_pipeline(
     for name, module in models.items():
         models[name] = module.to(device).eval()
     max_ref = tuple(OmegaConf.select(cfg, "data.datamodule.max_ref_duration") for cfg in (ar_cfg, fm_cfg))
-    return {**models, "text_tokenizer": text_tokenizer, "max_reference_seconds": max_ref}
+    return {**models, "bpe": bpe, "max_reference_seconds": max_ref}
 
 
-def _check_sizes(ar, fm, audio_tokenizer, flow_vae, text_tokenizer: TextTokenizer) -> None:
+def _check_sizes(ar, fm, audio_tokenizer, flow_vae, bpe: TextBPE) -> None:
     checks = [
         (
             "AR audio_vocab_size",
@@ -147,10 +154,9 @@ def _check_sizes(ar, fm, audio_tokenizer, flow_vae, text_tokenizer: TextTokenize
             raise ValueError(
                 f"checkpoints do not fit together: {name} is {value} but the {other} is {expected}"
             )
-    if text_tokenizer.vocab_size > ar.text_emb.num_embeddings:
+    if bpe.vocab_size > ar.text_emb.num_embeddings:
         raise ValueError(
-            f"the text BPE has {text_tokenizer.vocab_size} ids but the AR model embeds only "
-            f"{ar.text_emb.num_embeddings}"
+            f"the text BPE has {bpe.vocab_size} ids but the AR model embeds only {ar.text_emb.num_embeddings}"
         )
 
 

@@ -53,7 +53,7 @@ from speech.inference.voice import (
 from speech.models.ar_transformer import MAX_TOKENS_PER_TEXT, MIN_TOKENS_PER_TEXT
 from speech.modules.lora import LoRAAdapter
 from speech.tensors import pad_sequences
-from speech.text.bpe import TextTokenizer
+from speech.text.bpe import TextBPE
 from speech.text.pauses import Pause
 
 STREAM_CHUNK_TOKENS = 25  # audio tokens per streamed chunk: 1 s of speech at 25 Hz
@@ -139,7 +139,7 @@ class Synthesizer:
         flow_matching: ``FlowMatching`` (with its own speaker encoder).
         audio_tokenizer: ``AudioTokenizer`` (one-shot: prompt audio -> prompt tokens).
         flow_vae: ``FlowVAE`` (decoder: latents -> audio; encoder: one-shot prompt latents).
-        text_tokenizer: The AR model's text BPE.
+        bpe: The AR model's text BPE.
         mel: The log-mel front end every model was trained with.
         max_reference_seconds: ``(AR, flow matching)``: seconds of a reference each speaker encoder reads
             (``None``: all of it).
@@ -159,7 +159,7 @@ class Synthesizer:
         flow_matching: nn.Module,
         audio_tokenizer: nn.Module,
         flow_vae: nn.Module,
-        text_tokenizer: TextTokenizer,
+        bpe: TextBPE,
         mel: nn.Module,
         *,
         max_reference_seconds: tuple[float | None, float | None] = (None, None),
@@ -167,7 +167,7 @@ class Synthesizer:
         emotion_adapters: Sequence[LoRAAdapter] = (),
     ) -> None:
         self.ar, self.fm, self.flow_vae = ar.eval(), flow_matching.eval(), flow_vae.eval()
-        self.text_tokenizer, self.mel = text_tokenizer, mel
+        self.bpe, self.mel = bpe, mel
         self.voice = VoiceEncoder(
             mel,
             ar.speaker_vector,
@@ -389,7 +389,7 @@ class Synthesizer:
         job.prompt_room = max_len - prefix - new
         if not job.request.one_shot:
             return
-        first_word = leading_text(job.request.prompt_text, 0.0, job.request.language, self.text_tokenizer, 0)
+        first_word = leading_text(job.request.prompt_text, 0.0, job.request.language, self.bpe, 0)
         least = len(first_word.tokens) + math.ceil(MIN_REFERENCE_SECONDS * self.voice.token_rate)
         if least > job.prompt_room:
             raise RequestError(
@@ -406,7 +406,7 @@ class Synthesizer:
             parts = split_text(
                 request.text,
                 request.language,
-                self.text_tokenizer,
+                self.bpe,
                 request.pronunciations(),
                 max_tokens=self.max_segment_tokens,
             )
@@ -415,7 +415,7 @@ class Synthesizer:
         if not request.one_shot:
             return parts, None
         try:
-            return parts, encode_text(request.prompt_text, request.language, self.text_tokenizer).tokens
+            return parts, encode_text(request.prompt_text, request.language, self.bpe).tokens
         except ValueError as err:
             raise RequestError("prompt_text", str(err)) from err
 
@@ -457,9 +457,7 @@ class Synthesizer:
             return
         share = job.prompt_room / (text_tokens + audio_tokens)
         request = job.request
-        text = leading_text(
-            request.prompt_text, share, request.language, self.text_tokenizer, int(share * text_tokens)
-        )
+        text = leading_text(request.prompt_text, share, request.language, self.bpe, int(share * text_tokens))
         # the rest of the room: at least the audio's share, or MIN_REFERENCE_SECONDS (_check_room)
         keep = min(audio_tokens, job.prompt_room - len(text.tokens))
         job.prompt, job.prompt_text = prompt.head(keep), text.tokens

@@ -22,7 +22,7 @@ import unicodedata
 from dataclasses import dataclass
 from itertools import pairwise
 
-from speech.text.bpe import TextTokenizer
+from speech.text.bpe import TextBPE
 from speech.text.normalize import normalize_text
 from speech.text.pauses import Pause, TextSegment, parse_pauses, speakable
 
@@ -104,14 +104,14 @@ def check_speakable(text: str, language: str) -> str:
     return normalized
 
 
-def encode_text(text: str, language: str, tokenizer: TextTokenizer) -> Segment:
+def encode_text(text: str, language: str, bpe: TextBPE) -> Segment:
     """Normalizes and BPE-encodes one piece of text.
 
     Raises:
         ValueError: the text has nothing to speak (``check_speakable``).
     """
     normalized = check_speakable(text, language)
-    return Segment(normalized, tokenizer.encode(normalized))
+    return Segment(normalized, bpe.encode(normalized))
 
 
 def _pieces_to_speak(text: str, language: str, pairs: list[tuple[str, str]]) -> list[TextSegment | Pause]:
@@ -123,7 +123,7 @@ def _pieces_to_speak(text: str, language: str, pairs: list[tuple[str, str]]) -> 
 
 
 def check_text(text: str, language: str, pairs: list[tuple[str, str]] = ()) -> None:
-    """What :func:`split_text` refuses, without a tokenizer: malformed pause markers, or a piece between
+    """What :func:`split_text` refuses, without the BPE: malformed pause markers, or a piece between
     them with nothing to speak.
 
     Raises:
@@ -134,9 +134,7 @@ def check_text(text: str, language: str, pairs: list[tuple[str, str]] = ()) -> N
             check_speakable(part.text, language)
 
 
-def leading_text(
-    text: str, share: float, language: str, tokenizer: TextTokenizer, max_tokens: int
-) -> Segment:
+def leading_text(text: str, share: float, language: str, bpe: TextBPE, max_tokens: int) -> Segment:
     """The beginning of ``text`` cut between words (after CJK characters): the most words that hold at most
     ``share`` of its characters and at most ``max_tokens`` BPE tokens, but at least the first word with
     something to speak. Used to cut a one-shot transcript along with its audio.
@@ -149,7 +147,7 @@ def leading_text(
     first = next((i for i, end in enumerate(ends) if speakable(normalize_text(text[:end], language))), -1)
 
     def encode(i: int) -> Segment:
-        return encode_text(text[: ends[i]].strip(), language, tokenizer)
+        return encode_text(text[: ends[i]].strip(), language, bpe)
 
     within_share = [i for i, end in enumerate(ends) if len(text[:end].rstrip()) <= share * len(text)]
     fits, too_long = first, max([first, *within_share]) + 1  # bisect the last word end that fits max_tokens
@@ -165,7 +163,7 @@ def leading_text(
 def split_text(
     text: str,
     language: str,
-    tokenizer: TextTokenizer,
+    bpe: TextBPE,
     pairs: list[tuple[str, str]] = (),
     max_tokens: int | None = None,
 ) -> list[Segment | Pause]:
@@ -182,7 +180,7 @@ def split_text(
     Args:
         text: Raw text, possibly with ``<#x#>`` pause markers.
         language: Language code for normalization.
-        tokenizer: The AR model's text BPE.
+        bpe: The AR model's text BPE.
         pairs: Pronunciation substitutions (``SynthesisRequest.pronunciations()``).
         max_tokens: Longest segment in BPE tokens, at least 1; ``None`` keeps each piece between pause
             markers whole.
@@ -204,18 +202,18 @@ def split_text(
         if isinstance(part, Pause):
             parts.append(part)
         elif max_tokens is None:
-            parts.append(encode_text(part.text, language, tokenizer))
+            parts.append(encode_text(part.text, language, bpe))
         else:
-            parts += _cut_long(part.text, language, tokenizer, max_tokens)
+            parts += _cut_long(part.text, language, bpe, max_tokens)
     return parts
 
 
-def _cut_long(text: str, language: str, tokenizer: TextTokenizer, max_tokens: int) -> list[Segment]:
+def _cut_long(text: str, language: str, bpe: TextBPE, max_tokens: int) -> list[Segment]:
     """``text`` as segments of at most ``max_tokens`` tokens where possible (see ``split_text``)."""
 
     def measure(raw: str) -> _Chunk:
         normalized = normalize_text(raw, language)
-        return _Chunk(raw, len(tokenizer.encode(normalized)), speakable(normalized))
+        return _Chunk(raw, len(bpe.encode(normalized)), speakable(normalized))
 
     def cut(raw: str, level: int) -> list[Segment]:
         """``raw`` cut at ``_CUTS[level]``: runs of pieces that fit are packed, longer pieces cut finer."""
@@ -225,12 +223,12 @@ def _cut_long(text: str, language: str, tokenizer: TextTokenizer, max_tokens: in
             if chunk.length <= max_tokens or level + 1 == len(_CUTS):
                 run.append(chunk)
             else:
-                segments += _pack(run, language, tokenizer, max_tokens) + cut(chunk.raw, level + 1)
+                segments += _pack(run, language, bpe, max_tokens) + cut(chunk.raw, level + 1)
                 run = []
-        return segments + _pack(run, language, tokenizer, max_tokens)
+        return segments + _pack(run, language, bpe, max_tokens)
 
     if measure(text).length <= max_tokens:
-        return [encode_text(text, language, tokenizer)]
+        return [encode_text(text, language, bpe)]
     return cut(text, 0)
 
 
@@ -251,7 +249,7 @@ def _merge_unspeakable(chunks: list[_Chunk]) -> list[_Chunk]:
     return merged
 
 
-def _pack(chunks: list[_Chunk], language: str, tokenizer: TextTokenizer, max_tokens: int) -> list[Segment]:
+def _pack(chunks: list[_Chunk], language: str, bpe: TextBPE, max_tokens: int) -> list[Segment]:
     """Consecutive chunks packed greedily by their summed lengths into segments of at most ``max_tokens``.
 
     A pack is encoded as one text, which can take more tokens than its chunks apart (a space before a word
@@ -260,7 +258,7 @@ def _pack(chunks: list[_Chunk], language: str, tokenizer: TextTokenizer, max_tok
     """
 
     def encode(start: int, end: int) -> Segment:
-        return encode_text("".join(c.raw for c in chunks[start:end]), language, tokenizer)
+        return encode_text("".join(c.raw for c in chunks[start:end]), language, bpe)
 
     segments: list[Segment] = []
     start = 0

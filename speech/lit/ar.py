@@ -7,7 +7,7 @@ is always read from the (cropped) reference audio, whose mel is computed here wi
 
 Validation logs zero-shot loss/accuracy (``val/loss``, ``val/acc``) and, when the batch has prompts, the
 one-shot ones (``val/loss_prompt``, ``val/acc_prompt``). Every checkpoint stores the text BPE
-(``checkpoint["text_tokenizer"]``, ``TextTokenizer.to_str()``), so inference needs no prepared folder.
+(``checkpoint[TEXT_BPE_KEY]``, ``TextBPE.to_str()``), so inference needs no prepared folder.
 """
 
 from __future__ import annotations
@@ -16,8 +16,11 @@ import lightning as L
 import torch
 
 from speech.audio.mel import LogMelSpectrogram
-from speech.lit.schedules import adamw_warmup_cosine
+from speech.checkpoints import TEXT_BPE_KEY
+from speech.lit.schedules import AdamWSchedule
 from speech.models.ar_transformer import AROutput, ARTransformer
+
+DEFAULT_OPTIM = AdamWSchedule()  # the stage's optimizer without a config (stage.optim sets it)
 
 TOKENS = "tokens"  # batch key of the cached audio tokens
 
@@ -29,7 +32,7 @@ class ARModule(L.LightningModule):
         model: The AR Transformer (with its speaker encoder).
         mel: Feature extractor of the reference audio, applied on the batch's device.
         prompt_prob: Probability that a training row gets the transcribed one-shot prompt.
-        lr, weight_decay, betas, warmup_steps, total_steps: AdamW with warm-up + cosine decay.
+        optim: AdamW with warm-up + cosine decay (``stage.optim``).
     """
 
     def __init__(
@@ -38,18 +41,13 @@ class ARModule(L.LightningModule):
         mel: LogMelSpectrogram,
         *,
         prompt_prob: float = 0.5,
-        lr: float = 1e-3,
-        weight_decay: float = 0.01,
-        betas: tuple[float, float] = (0.9, 0.98),
-        warmup_steps: int = 500,
-        total_steps: int = 10000,
+        optim: AdamWSchedule = DEFAULT_OPTIM,
     ) -> None:
         super().__init__()
         if not 0.0 <= prompt_prob <= 1.0:
             raise ValueError(f"prompt_prob must be in [0, 1], got {prompt_prob}")
         self.model, self.mel, self.prompt_prob = model, mel, prompt_prob
-        self.optim = {"lr": lr, "weight_decay": weight_decay, "betas": betas,
-                      "warmup_steps": warmup_steps, "total_steps": total_steps}  # fmt: skip
+        self.optim = optim
 
     def _check(self, batch: dict) -> None:
         missing = [k for k in (TOKENS, "ref_audio") if k not in batch]
@@ -101,11 +99,11 @@ class ARModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
-        tokenizer = getattr(datamodule, "tokenizer", None)
-        if tokenizer is None:
+        bpe = getattr(datamodule, "bpe", None)
+        if bpe is None:
             raise RuntimeError("the AR checkpoint must carry the text BPE: train with SpeechDataModule")
-        checkpoint["text_tokenizer"] = tokenizer.to_str()
+        checkpoint[TEXT_BPE_KEY] = bpe.to_str()
 
     def configure_optimizers(self):
         trainable = [p for p in self.model.parameters() if p.requires_grad]  # all but frozen parts
-        return adamw_warmup_cosine(trainable, **self.optim)
+        return self.optim.build(trainable)

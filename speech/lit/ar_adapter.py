@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from speech.audio.mel import LogMelSpectrogram
-from speech.checkpoints import ADAPTER_KEY, file_sha256
+from speech.checkpoints import ADAPTER_KEY, TEXT_BPE_KEY, file_sha256
 from speech.lit.ar import ARModule
 from speech.models.ar_transformer import ARTransformer
 from speech.modules.lora import LoRAConfig, add_lora
@@ -36,7 +36,7 @@ class ARAdapterModule(ARModule):
         base: The base AR checkpoint; its SHA-256 goes into every adapter checkpoint.
         adapter: The adapter's name: the emotion its data shows (``happy``, ``sad``...).
         lora: ``LoRAConfig`` or its fields (rank, alpha, dropout, targets).
-        prompt_prob, lr, weight_decay, betas, warmup_steps, total_steps: As ``ARModule``.
+        prompt_prob, optim: As ``ARModule``.
 
     Raises:
         ValueError: ``adapter`` is empty, ``base`` is not an AR checkpoint, or the LoRA settings are invalid.
@@ -59,9 +59,9 @@ class ARAdapterModule(ARModule):
         self.lora = lora if isinstance(lora, LoRAConfig) else LoRAConfig(**dict(lora or {}))
         self.base, self.base_sha256 = str(base), file_sha256(base)
         base_ckpt = torch.load(base, map_location="cpu", weights_only=False, mmap=True)
-        if "text_tokenizer" not in base_ckpt:
-            raise ValueError(f"base {base} holds no 'text_tokenizer': it is not an AR checkpoint (stage ar)")
-        self.base_text_tokenizer = base_ckpt["text_tokenizer"]
+        if TEXT_BPE_KEY not in base_ckpt:
+            raise ValueError(f"base {base} holds no '{TEXT_BPE_KEY}': it is not an AR checkpoint (stage ar)")
+        self.base_bpe = base_ckpt[TEXT_BPE_KEY]  # TextBPE.to_str() of the base
         del base_ckpt
         add_lora(self.model.train(), self.lora)  # train mode: the base's dropout (if any) as in its training
         self.strict_loading = False  # checkpoints hold the adapter only; the base comes from `base`
@@ -70,8 +70,8 @@ class ARAdapterModule(ARModule):
         return [name for name, p in self.named_parameters() if p.requires_grad]
 
     def on_fit_start(self) -> None:
-        tokenizer = getattr(getattr(self.trainer, "datamodule", None), "tokenizer", None)
-        if tokenizer is not None and tokenizer.to_str() != self.base_text_tokenizer:
+        bpe = getattr(getattr(self.trainer, "datamodule", None), "bpe", None)
+        if bpe is not None and bpe.to_str() != self.base_bpe:
             raise ValueError(
                 "the data's text BPE is not the base AR model's: an adapter must read text as the base does. "
                 "Prepare the adapter's corpus with the base corpus's BPE (data.bpe.reuse=<base prepared_dir>/"

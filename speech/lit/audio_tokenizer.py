@@ -17,11 +17,13 @@ from jiwer import cer
 
 from speech.audio.mel import LogMelSpectrogram
 from speech.lit.ctc_judge import judge_target
-from speech.lit.schedules import adamw_warmup_cosine
+from speech.lit.schedules import AdamWSchedule
 from speech.models.audio_tokenizer import AudioTokenizer, TokenizerOutput
 from speech.modules.quantizers import code_histogram, usage_and_perplexity
 from speech.tensors import lengths_to_mask
 from speech.text.byte_ctc import BLANK, greedy_decode, text_to_ids
+
+DEFAULT_OPTIM = AdamWSchedule()  # the stage's optimizer without a config (stage.optim sets it)
 
 
 def masked_mel_losses(mel_hat: torch.Tensor, target: torch.Tensor, lens: torch.Tensor):
@@ -51,7 +53,7 @@ class AudioTokenizerModule(L.LightningModule):
         model: The tokenizer.
         mel: Feature extractor, applied on the batch's device.
         recon_weight, commit_weight, ctc_weight: Loss weights.
-        lr, weight_decay, betas, warmup_steps, total_steps: AdamW with warm-up + cosine decay.
+        optim: AdamW with warm-up + cosine decay (``stage.optim``).
     """
 
     def __init__(
@@ -62,17 +64,12 @@ class AudioTokenizerModule(L.LightningModule):
         recon_weight: float = 1.0,
         commit_weight: float = 1.0,
         ctc_weight: float = 0.5,
-        lr: float = 1e-3,
-        weight_decay: float = 0.01,
-        betas: tuple[float, float] = (0.9, 0.98),
-        warmup_steps: int = 500,
-        total_steps: int = 10000,
+        optim: AdamWSchedule = DEFAULT_OPTIM,
     ) -> None:
         super().__init__()
         self.model, self.mel = model, mel
         self.weights = {"recon": recon_weight, "commit": commit_weight, "ctc": ctc_weight}
-        self.optim = {"lr": lr, "weight_decay": weight_decay, "betas": betas,
-                      "warmup_steps": warmup_steps, "total_steps": total_steps}  # fmt: skip
+        self.optim = optim
         self._val_counts: torch.Tensor | None = None
         self._val_text: tuple[list[str], list[str]] = ([], [])
 
@@ -124,4 +121,4 @@ class AudioTokenizerModule(L.LightningModule):
             self.log("val/cer", float(cer(refs, hyps)), prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self):
-        return adamw_warmup_cosine(self.model.parameters(), **self.optim)
+        return self.optim.build(self.model.parameters())

@@ -12,11 +12,13 @@ import torch.nn.functional as F
 from jiwer import cer
 
 from speech.audio.mel import LogMelSpectrogram
-from speech.lit.schedules import adamw_warmup_cosine
+from speech.lit.schedules import AdamWSchedule
 from speech.models.ctc_judge import CTCJudge
 from speech.text.byte_ctc import BLANK, greedy_decode, text_to_ids
 from speech.text.normalize import base_language
 from speech.text.wer_norm import normalize_for_wer
+
+DEFAULT_OPTIM = AdamWSchedule()  # the stage's optimizer without a config (stage.optim sets it)
 
 CHARACTER_LANGUAGES = frozenset({"zh", "ja"})
 
@@ -61,7 +63,7 @@ class CTCJudgeModule(L.LightningModule):
     Args:
         model: The recognizer.
         mel: Feature extractor, applied on the batch's device.
-        lr, weight_decay, betas, warmup_steps, total_steps: AdamW with warm-up + cosine decay.
+        optim: AdamW with warm-up + cosine decay (``stage.optim``).
         spec_augment: Keyword arguments of ``spec_augment`` for training batches, or ``None``.
     """
 
@@ -70,17 +72,12 @@ class CTCJudgeModule(L.LightningModule):
         model: CTCJudge,
         mel: LogMelSpectrogram,
         *,
-        lr: float = 1e-3,
-        weight_decay: float = 0.01,
-        betas: tuple[float, float] = (0.9, 0.98),
-        warmup_steps: int = 500,
-        total_steps: int = 10000,
+        optim: AdamWSchedule = DEFAULT_OPTIM,
         spec_augment: dict | None = None,
     ) -> None:
         super().__init__()
         self.model, self.mel = model, mel
-        self.optim = {"lr": lr, "weight_decay": weight_decay, "betas": betas,
-                      "warmup_steps": warmup_steps, "total_steps": total_steps}  # fmt: skip
+        self.optim = optim
         self.spec_augment = dict(spec_augment) if spec_augment else None
 
     def _loss(self, batch: dict, augment: bool):
@@ -113,4 +110,4 @@ class CTCJudgeModule(L.LightningModule):
         self.log("val/cer", cer(refs, hyps), prog_bar=True, batch_size=n, sync_dist=True)
 
     def configure_optimizers(self):
-        return adamw_warmup_cosine(self.model.parameters(), **self.optim)
+        return self.optim.build(self.model.parameters())

@@ -21,7 +21,7 @@ from speech.data.dataset import SpeechDataset
 from speech.data.manifest import cut_emotion, cut_language
 from speech.data.references import ReferenceSampler
 from speech.data.shar import ShardFeatures, read_shar
-from speech.text.bpe import TextTokenizer
+from speech.text.bpe import TextBPE
 
 PREPARED_FILES = ("train_cuts.jsonl.gz", "val_cuts.jsonl.gz", "bpe.json")
 
@@ -116,13 +116,13 @@ class SpeechDataModule(L.LightningDataModule):
         self.shar_dir = None if shar_dir is None else Path(shar_dir)
         self._shards: list[CutSet] = []  # both splits as read from the shards, for ShardFeatures
         self._skip_batches = 0
-        self.train_cuts = self.val_cuts = self.reference_cuts = self.tokenizer = None
+        self.train_cuts = self.val_cuts = self.reference_cuts = self.bpe = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.shar_dir is not None:
             self._shards = [read_shar(self.shar_dir, split) for split in ("train", "val")]
             train, val = self._shards
-            bpe = self.shar_dir / "bpe.json"
+            bpe_path = self.shar_dir / "bpe.json"
         else:
             missing = [f for f in PREPARED_FILES if not (self.prepared_dir / f).is_file()]
             if missing:
@@ -132,12 +132,12 @@ class SpeechDataModule(L.LightningDataModule):
                 )
             train = CutSet.from_file(self.prepared_dir / "train_cuts.jsonl.gz").to_eager()
             val = CutSet.from_file(self.prepared_dir / "val_cuts.jsonl.gz").to_eager()
-            bpe = self.prepared_dir / "bpe.json"
+            bpe_path = self.prepared_dir / "bpe.json"
         train, val = self._in_languages(train), self._in_languages(val)
         self.train_cuts = self._labelled(train, self.emotion, "training")
         self.val_cuts = self._labelled(val, self.emotion)  # may be empty: then no validation loop
         self.reference_cuts = self._labelled(train, self.reference_emotion, "reference")
-        self.tokenizer = TextTokenizer.load(bpe)
+        self.bpe = TextBPE.load(bpe_path)
 
     def _in_languages(self, cuts: CutSet) -> CutSet:
         """The cuts in ``languages`` (all when ``None``).
@@ -178,7 +178,7 @@ class SpeechDataModule(L.LightningDataModule):
             features = {key: ShardFeatures(key, *self._shards) for key in self.feature_dirs}
         else:
             features = {key: FeatureCache(path) for key, path in self.feature_dirs.items()}
-        return SpeechDataset(self.tokenizer, refs, features, self.max_ref_duration, self.ref_features)
+        return SpeechDataset(self.bpe, refs, features, self.max_ref_duration, self.ref_features)
 
     def _loader(self, cuts: CutSet, *, train: bool) -> torch.utils.data.DataLoader:
         dataset = self._dataset()

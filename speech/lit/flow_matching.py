@@ -15,9 +15,11 @@ import lightning as L
 import torch
 
 from speech.audio.mel import LogMelSpectrogram
-from speech.lit.schedules import adamw_warmup_cosine
+from speech.lit.schedules import AdamWSchedule
 from speech.models.flow_matching import FlowMatching, FMOutput
 from speech.tensors import lengths_to_mask
+
+DEFAULT_OPTIM = AdamWSchedule(lr=1e-4)  # the stage's optimizer without a config (stage.optim sets it)
 
 VAL_PROMPT_RATIO = 0.3
 
@@ -28,7 +30,7 @@ class FlowMatchingModule(L.LightningModule):
     Args:
         model: The flow-matching model.
         mel: Feature extractor for the reference audio, applied on the batch's device.
-        lr, weight_decay, betas, warmup_steps, total_steps: AdamW with warm-up + cosine decay.
+        optim: AdamW with warm-up + cosine decay (``stage.optim``).
         val_sample_steps: Euler steps of the validation sample (0 = no sampling during validation).
         val_cfg_scale: Guidance of the validation sample.
     """
@@ -38,18 +40,13 @@ class FlowMatchingModule(L.LightningModule):
         model: FlowMatching,
         mel: LogMelSpectrogram,
         *,
-        lr: float = 1e-4,
-        weight_decay: float = 0.01,
-        betas: tuple[float, float] = (0.9, 0.98),
-        warmup_steps: int = 500,
-        total_steps: int = 10000,
+        optim: AdamWSchedule = DEFAULT_OPTIM,
         val_sample_steps: int = 0,
         val_cfg_scale: float = 0.7,
     ) -> None:
         super().__init__()
         self.model, self.mel = model, mel
-        self.optim = {"lr": lr, "weight_decay": weight_decay, "betas": betas,
-                      "warmup_steps": warmup_steps, "total_steps": total_steps}  # fmt: skip
+        self.optim = optim
         self.val_sample_steps, self.val_cfg_scale = val_sample_steps, val_cfg_scale
 
     def _speaker(self, batch: dict) -> torch.Tensor:
@@ -102,4 +99,4 @@ class FlowMatchingModule(L.LightningModule):
         return mse / var.clamp(min=1e-8)
 
     def configure_optimizers(self):
-        return adamw_warmup_cosine(self.model.parameters(), **self.optim)
+        return self.optim.build(self.model.parameters())

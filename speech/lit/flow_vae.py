@@ -18,7 +18,7 @@ import lightning as L
 import torch
 
 from speech.audio.mel import LogMelSpectrogram
-from speech.lit.schedules import warmup_cosine
+from speech.lit.schedules import AdamWSchedule
 from speech.models.flow_vae import FlowVAE, FlowVAEOutput
 from speech.modules.discriminators import (
     CombinedDiscriminator,
@@ -27,6 +27,9 @@ from speech.modules.discriminators import (
     generator_loss,
 )
 from speech.tensors import lengths_to_mask
+
+# the stage's optimizer without a config (stage.optim sets it)
+DEFAULT_OPTIM = AdamWSchedule(lr=2e-4, weight_decay=0.0, betas=(0.8, 0.99), warmup_steps=100)
 
 
 def frame_mean(diff: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
@@ -88,7 +91,7 @@ class FlowVAEModule(L.LightningModule):
         mel: The data's log-mel, used for the ``val/mel_distance`` metric.
         discriminator: Multi-period + multi-resolution STFT discriminators.
         segment_seconds: Training crops of at most this length (random, hop-aligned); ``None`` = whole.
-        lr, betas, weight_decay, warmup_steps, total_steps: AdamW + warm-up/cosine, both optimizers.
+        optim: AdamW + warm-up/cosine (``stage.optim``), the same for both optimizers.
         grad_clip: Max gradient norm of each update (``None``: no clipping).
         mel_windows, mel_bins: Multi-resolution mel loss resolutions.
         stft_sizes: Multi-resolution log-STFT loss FFT sizes.
@@ -109,11 +112,7 @@ class FlowVAEModule(L.LightningModule):
         discriminator: CombinedDiscriminator,
         *,
         segment_seconds: float | None = 1.0,
-        lr: float = 2e-4,
-        betas: tuple[float, float] = (0.8, 0.99),
-        weight_decay: float = 0.0,
-        warmup_steps: int = 100,
-        total_steps: int = 10000,
+        optim: AdamWSchedule = DEFAULT_OPTIM,
         grad_clip: float | None = 1.0,
         mel_windows: Sequence[int] = (256, 512, 1024, 2048),
         mel_bins: Sequence[int] = (20, 40, 80, 160),
@@ -136,8 +135,7 @@ class FlowVAEModule(L.LightningModule):
         self.mel_loss = MultiResolutionMelLoss(mel.sample_rate, mel_windows, mel_bins)
         self.stft_loss = MultiResolutionSTFTLoss(stft_sizes)
         self.segment_seconds, self.grad_clip, self.adv_loss = segment_seconds, grad_clip, adv_loss
-        self.optim = {"lr": lr, "betas": tuple(betas), "weight_decay": weight_decay}
-        self.schedule = {"warmup_steps": warmup_steps, "total_steps": total_steps}
+        self.optim = optim
         self.weights = {"mel": mel_weight, "stft": stft_weight, "kl": kl_weight, "adv": adv_weight,
                         "fm": fm_weight}  # fmt: skip
         self.kl_warmup_steps, self.disc_start_step = kl_warmup_steps, disc_start_step
@@ -237,11 +235,6 @@ class FlowVAEModule(L.LightningModule):
         self.log("val/loss", metrics["val/mel_distance"], prog_bar=True, batch_size=n, sync_dist=True)
 
     def configure_optimizers(self):
-        def build(params):
-            opt = torch.optim.AdamW(params, **self.optim)
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, **self.schedule))
-            return opt, sched
-
-        opt_g, sched_g = build(self.model.parameters())
-        opt_d, sched_d = build(self.discriminator.parameters())
-        return [opt_g, opt_d], [sched_g, sched_d]
+        # generator, then discriminator: the order training_step unpacks them in
+        optimizers = [self.optim.optimizer(m.parameters()) for m in (self.model, self.discriminator)]
+        return optimizers, [self.optim.scheduler(opt) for opt in optimizers]

@@ -20,16 +20,16 @@ from omegaconf import DictConfig, OmegaConf
 from speech.checkpoints import checkpoint_config, file_sha256, load_checkpoint
 from speech.data.cache import FeatureCache
 
-ENCODE_COMMANDS = {"tokens": "scripts/encode_tokens.py", "latents": "scripts/encode_latents.py"}
+ENCODE_COMMAND = "scripts/encode.py"  # fills the cache of any kind: kind=tokens | kind=latents
 
 
 def text_vocab_size(prepared_dir: str) -> int:
-    from speech.text.bpe import TextTokenizer
+    from speech.text.bpe import TextBPE
 
     path = Path(prepared_dir) / "bpe.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `python scripts/prepare_data.py data=...` first")
-    return TextTokenizer.load(path).vocab_size
+    return TextBPE.load(path).vocab_size
 
 
 def _stored_model_config(ckpt: str) -> DictConfig:
@@ -59,7 +59,7 @@ def feature_cache(kind: str, ckpt: str, cache_dir: str) -> str:
     if not (root / "meta.json").is_file():
         raise FileNotFoundError(
             f"no {kind} cache for {ckpt} (expected {root}): run "
-            f"`python {ENCODE_COMMANDS.get(kind, 'scripts/encode_tokens.py')} kind={kind} ckpt={ckpt}` first"
+            f"`python {ENCODE_COMMAND} kind={kind} ckpt={ckpt}` first"
         )
     FeatureCache(root)  # checks meta.json
     return str(root)

@@ -2,7 +2,8 @@
 
 A thin wrapper around HuggingFace ``tokenizers``: ByteLevel pre-tokenizer and decoder over a BPE model, so
 every string of any script encodes without unknown tokens and decodes back exactly. Text should be
-normalized (``speech.text.normalize``) before it is encoded; the tokenizer itself does not normalize.
+normalized (``speech.text.normalize``) before it is encoded; the BPE itself does not normalize. Named
+``TextBPE`` because "tokenizer" in this project means the audio tokenizer (``speech.models.audio_tokenizer``).
 """
 
 from __future__ import annotations
@@ -20,31 +21,31 @@ _BYTE_TOKENS = 256
 MIN_VOCAB_SIZE = _BYTE_TOKENS + len(SPECIAL_TOKENS)
 
 
-class TextTokenizer:
+class TextBPE:
     """Byte-level BPE with ``<pad>`` (id 0), ``<bos>`` and ``<eos>``.
 
     Build one with :meth:`train` or :meth:`load`; the constructor wraps an existing ``tokenizers.Tokenizer``.
 
     Args:
-        tokenizer: A byte-level BPE tokenizer holding the three special tokens, ``<pad>`` with id 0.
+        hf: A HuggingFace byte-level BPE ``Tokenizer`` holding the three special tokens, ``<pad>`` with id 0.
 
     Raises:
         ValueError: a special token is missing or ``<pad>`` does not have id 0.
     """
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
-        ids = {token: tokenizer.token_to_id(token) for token in SPECIAL_TOKENS}
+    def __init__(self, hf: Tokenizer) -> None:
+        ids = {token: hf.token_to_id(token) for token in SPECIAL_TOKENS}
         missing = [token for token, i in ids.items() if i is None]
         if missing:
-            raise ValueError(f"tokenizer lacks the special tokens {missing}; use TextTokenizer.train")
+            raise ValueError(f"text BPE lacks the special tokens {missing}; use TextBPE.train")
         if ids[PAD_TOKEN] != PAD_ID:
             raise ValueError(f"{PAD_TOKEN} must have id {PAD_ID}, got {ids[PAD_TOKEN]}")
-        self._tokenizer = tokenizer
+        self._hf = hf
         self._bos_id = ids[BOS_TOKEN]
         self._eos_id = ids[EOS_TOKEN]
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int, *, min_frequency: int = 2) -> TextTokenizer:
+    def train(cls, texts: Iterable[str], vocab_size: int, *, min_frequency: int = 2) -> TextBPE:
         """Trains a byte-level BPE on raw strings.
 
         Training is deterministic: the same texts give the same vocabulary and merges.
@@ -56,7 +57,7 @@ class TextTokenizer:
             min_frequency: A pair must occur this often to be merged.
 
         Returns:
-            The trained tokenizer.
+            The trained BPE.
 
         Raises:
             ValueError: ``vocab_size`` is below 259, or ``texts`` holds no non-empty string.
@@ -66,9 +67,9 @@ class TextTokenizer:
                 f"vocab_size must be at least {MIN_VOCAB_SIZE} ({_BYTE_TOKENS} byte tokens + "
                 f"{len(SPECIAL_TOKENS)} special tokens), got {vocab_size}"
             )
-        tokenizer = Tokenizer(models.BPE())
-        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tokenizer.decoder = decoders.ByteLevel()
+        hf = Tokenizer(models.BPE())
+        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        hf.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size,
             min_frequency=min_frequency,
@@ -77,70 +78,70 @@ class TextTokenizer:
             show_progress=False,
         )
         seen = _Counted(texts)
-        tokenizer.train_from_iterator(seen, trainer=trainer)
+        hf.train_from_iterator(seen, trainer=trainer)
         if not seen.non_empty:
-            raise ValueError("no text to train the tokenizer on: texts is empty or holds only empty strings")
-        return cls(tokenizer)
+            raise ValueError("no text to train the BPE on: texts is empty or holds only empty strings")
+        return cls(hf)
 
     def save(self, path: str | Path) -> Path:
-        """Writes the tokenizer as one ``tokenizer.json``-style file, creating parent folders; returns it."""
+        """Writes the BPE as one HuggingFace ``tokenizer.json``-style file (folders made); returns it."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._tokenizer.save(str(path), pretty=True)
+        self._hf.save(str(path), pretty=True)
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> TextTokenizer:
+    def load(cls, path: str | Path) -> TextBPE:
         """Loads a file written by :meth:`save`.
 
         Raises:
             FileNotFoundError: ``path`` does not exist.
-            ValueError: ``path`` is not a tokenizer file of this kind.
+            ValueError: ``path`` is not a BPE file of this kind.
         """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(
-                f"{path}: text tokenizer not found; run scripts/prepare_data.py to train it on the corpus "
-                "transcripts, or TextTokenizer.train(...).save(path)"
+                f"{path}: text BPE not found; run scripts/prepare_data.py to train it on the corpus "
+                "transcripts, or TextBPE.train(...).save(path)"
             )
         try:
-            tokenizer = Tokenizer.from_file(str(path))
+            hf = Tokenizer.from_file(str(path))
         except Exception as err:  # tokenizers raises a bare Exception for unparsable files
-            raise ValueError(f"{path}: not a valid tokenizer file ({err})") from err
+            raise ValueError(f"{path}: not a valid BPE file ({err})") from err
         try:
-            return cls(tokenizer)
+            return cls(hf)
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from err
 
     def to_str(self) -> str:
-        """The tokenizer as a JSON string (what :meth:`save` writes), e.g. to store it in a checkpoint."""
-        return self._tokenizer.to_str()
+        """The BPE as a JSON string (what :meth:`save` writes), e.g. to store it in a checkpoint."""
+        return self._hf.to_str()
 
     @classmethod
-    def from_str(cls, json_str: str) -> TextTokenizer:
-        """Rebuilds a tokenizer from :meth:`to_str`'s JSON.
+    def from_str(cls, json_str: str) -> TextBPE:
+        """Rebuilds a BPE from :meth:`to_str`'s JSON.
 
         Raises:
-            ValueError: the string is not a tokenizer of this kind.
+            ValueError: the string is not a BPE of this kind.
         """
         try:
-            tokenizer = Tokenizer.from_str(json_str)
+            hf = Tokenizer.from_str(json_str)
         except Exception as err:  # tokenizers raises a bare Exception for unparsable JSON
-            raise ValueError(f"not a valid tokenizer JSON string ({err})") from err
-        return cls(tokenizer)
+            raise ValueError(f"not a valid BPE JSON string ({err})") from err
+        return cls(hf)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``, without special tokens."""
-        return self._tokenizer.encode(text, add_special_tokens=False).ids
+        return self._hf.encode(text, add_special_tokens=False).ids
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids``; special tokens are dropped, so ``decode(encode(text)) == text``."""
-        return self._tokenizer.decode(list(ids), skip_special_tokens=True)
+        return self._hf.decode(list(ids), skip_special_tokens=True)
 
     @property
     def vocab_size(self) -> int:
         """Number of token ids, special tokens included (the embedding table size)."""
-        return self._tokenizer.get_vocab_size(with_added_tokens=True)
+        return self._hf.get_vocab_size(with_added_tokens=True)
 
     @property
     def pad_id(self) -> int:

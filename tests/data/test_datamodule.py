@@ -26,9 +26,9 @@ def test_batch_contents(prepared):
         assert torch.equal(batch["audio_mask"].sum(1), batch["audio_lens"])
         assert float(batch["audio_lens"].sum()) / 16000 <= 3.0
         assert torch.equal(batch["text_mask"].sum(1), batch["text_lens"])
-        assert (batch["text_tokens"][~batch["text_mask"]] == dm.tokenizer.pad_id).all()
+        assert (batch["text_tokens"][~batch["text_mask"]] == dm.bpe.pad_id).all()
         decoded = [
-            dm.tokenizer.decode(t[:n_].tolist())
+            dm.bpe.decode(t[:n_].tolist())
             for t, n_ in zip(batch["text_tokens"], batch["text_lens"], strict=True)
         ]
         assert decoded == batch["texts"]
@@ -149,7 +149,7 @@ def test_ref_features_give_the_whole_reference(prepared, tmp_path):
     for row, ref_id in enumerate(batch["ref_ids"]):
         ref = cuts[ref_id]
         n = batch["ref_text_lens"][row].item()
-        assert dm.tokenizer.decode(batch["ref_text_tokens"][row, :n].tolist()) == ref.supervisions[0].text
+        assert dm.bpe.decode(batch["ref_text_tokens"][row, :n].tolist()) == ref.supervisions[0].text
         k = batch["ref_tokens_lens"][row].item()
         assert k == int(ref.num_samples) // 640  # uncropped, unlike ref_audio (0.3 s)
         assert (batch["ref_tokens"][row, :k] == hash(ref_id) % 1000).all()

@@ -101,7 +101,7 @@ def test_unknown_emotion_lists_the_loaded_adapters(synth, references):
 def test_adapters_must_fit_the_ar_checkpoint(checkpoints, adapters, tmp_path):
     from tiny_pipeline import make_bpe, save_checkpoint
 
-    other_ar = save_checkpoint(tmp_path / "other_ar.ckpt", "ar", seed=9, text_tokenizer=make_bpe().to_str())
+    other_ar = save_checkpoint(tmp_path / "other_ar.ckpt", "ar", seed=9, bpe=make_bpe().to_str())
     with pytest.raises(ValueError, match=r"happy.ckpt \('happy'\) was trained on another AR checkpoint"):
         Synthesizer.from_checkpoints(other_ar, checkpoints["fm"], emotion_adapters=[adapters["happy"]])
     with pytest.raises(ValueError, match="holds no LoRA adapter; train one with `python train.py"):

@@ -18,7 +18,7 @@ def test_upstream_defaults_and_overrides(checkpoints, tmp_path):
     assert parts["audio_tokenizer"].codebook_size == parts["ar"].audio_vocab_size
     assert parts["flow_vae"].latent_dim == parts["flow_matching"].latent_dim
     assert parts["max_reference_seconds"] == (6.0, 3.0) and parts["mel"].n_mels == 20
-    assert parts["text_tokenizer"].encode("alpha beta")
+    assert parts["bpe"].encode("alpha beta")
     # Stored upstream paths that no longer exist: a clear error, and an override fixes it.
     bpe = torch.load(checkpoints["ar"], weights_only=False)["text_tokenizer"]
     moved = {"tokenizer": str(tmp_path / "gone.ckpt"), "flow_vae": str(tmp_path / "gone_vae.ckpt")}

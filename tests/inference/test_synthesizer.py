@@ -40,7 +40,7 @@ def test_waveform_length_follows_token_count(synth, references):
     results = synth.synthesize_batch([req(texts[0], references[0]), req(texts[1], references[1])])
     for text, result in zip(texts, results, strict=True):
         (n,) = result.token_counts
-        n_text = len(synth.text_tokenizer.encode(text))
+        n_text = len(synth.bpe.encode(text))
         # Within the AR model's length limits, which scale with the text.
         assert MIN_TOKENS_PER_TEXT * n_text <= n <= MAX_TOKENS_PER_TEXT * n_text
         assert result.audio.shape == (n * SAMPLES_PER_TOKEN,) == (result.model_samples,)
@@ -260,7 +260,7 @@ def test_long_text_is_cut_into_segments(checkpoints, references):
     result = synth.synthesize(req(text, references[0]))
     segments = [s.text for s in synth._encode_texts(req(text, references[0]))[0]]
     assert len(result.token_counts) == len(segments) > 1
-    assert all(len(synth.text_tokenizer.encode(s)) <= 12 for s in segments)
+    assert all(len(synth.bpe.encode(s)) <= 12 for s in segments)
     assert result.audio.shape == (sum(result.token_counts) * SAMPLES_PER_TOKEN,)  # joined without gaps
     # Each segment is generated as if it had been its own request.
     first = synth.synthesize(req(segments[0], references[0]))

@@ -8,7 +8,7 @@ import soundfile as sf
 import torch
 from hydra.utils import instantiate
 
-from speech.text.bpe import TextTokenizer
+from speech.text.bpe import TextBPE
 
 SR = 16000
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
@@ -51,9 +51,10 @@ FM = {
 MODELS = {"tokenizer": TOKENIZER, "flow_vae": FLOW_VAE, "ar": AR, "fm": FM}
 
 
-def save_checkpoint(path, name, upstream=None, text_tokenizer=None, seed=0, model_config=None):
+def save_checkpoint(path, name, upstream=None, bpe=None, seed=0, model_config=None):
     """Builds ``MODELS[name]`` with random weights (every parameter perturbed, so no adaLN-Zero layer is
-    silent) and writes a checkpoint the way train.py does: ``model.`` keys and the resolved config."""
+    silent) and writes a checkpoint the way train.py does: ``model.`` keys, the resolved config and, given
+    ``bpe`` (``TextBPE.to_str()``), the text BPE under the key every AR checkpoint has, ``text_tokenizer``."""
     torch.manual_seed(seed)
     model_config = model_config or MODELS[name]
     model = instantiate(model_config)
@@ -63,15 +64,15 @@ def save_checkpoint(path, name, upstream=None, text_tokenizer=None, seed=0, mode
     data = {"sample_rate": SR, "mel": MEL, "datamodule": {"max_ref_duration": 6.0 if name == "ar" else 3.0}}
     config = {"model": model_config, "data": data, "upstream": upstream or {}}
     ckpt = {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "config": config}
-    if text_tokenizer is not None:
-        ckpt["text_tokenizer"] = text_tokenizer
+    if bpe is not None:
+        ckpt["text_tokenizer"] = bpe  # spelled out, not TEXT_BPE_KEY: checkpoints on disk use this name
     torch.save(ckpt, path)
     return path
 
 
-def make_bpe() -> TextTokenizer:
+def make_bpe() -> TextBPE:
     texts = [" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))] * 3
-    return TextTokenizer.train(texts, vocab_size=300, min_frequency=1)
+    return TextBPE.train(texts, vocab_size=300, min_frequency=1)
 
 
 def write_checkpoints(root):

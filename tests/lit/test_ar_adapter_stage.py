@@ -68,8 +68,8 @@ def adapter_args(base: Path, prepared: Path, log_dir: Path, emotion: str = "happ
         "experiment=ar_emotion_tiny", f"emotion={emotion}", f"upstream.ar={base}",
         f"data.prepared_dir={prepared}", f"paths.log_dir={log_dir}",
         f"data.datamodule.features.tokens={cache}",
-        "data.datamodule.num_workers=0", "data.datamodule.max_duration=4", "stage.lr=0.01",
-        "stage.warmup_steps=1", "stage.lora.rank=2", "trainer.enable_progress_bar=false",
+        "data.datamodule.num_workers=0", "data.datamodule.max_duration=4", "stage.optim.lr=0.01",
+        "stage.optim.warmup_steps=1", "stage.lora.rank=2", "trainer.enable_progress_bar=false",
         "trainer.log_every_n_steps=1", "callbacks.checkpoint.every_n_train_steps=2",
     ]  # fmt: skip
 

@@ -16,7 +16,7 @@ from speech.data.cache import FeatureCache
 from speech.lit.ar import ARModule
 from speech.lit.resolvers import register_resolvers
 from speech.models.ar_transformer import ARTransformer
-from speech.text.bpe import TextTokenizer
+from speech.text.bpe import TextBPE
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = ROOT / "train.py"
@@ -107,10 +107,10 @@ def test_train_py_step_and_resume(trained):
         assert key in metrics, key
 
 
-def test_checkpoint_alone_rebuilds_model_and_text_tokenizer(trained, shared_prepared):
+def test_checkpoint_alone_rebuilds_model_and_text_bpe(trained, shared_prepared):
     ckpt = torch.load(trained["last"], weights_only=False)
-    bpe = TextTokenizer.from_str(ckpt["text_tokenizer"])
-    reference = TextTokenizer.load(shared_prepared / "bpe.json")
+    bpe = TextBPE.from_str(ckpt["text_tokenizer"])
+    reference = TextBPE.load(shared_prepared / "bpe.json")
     assert bpe.encode("alpha beta gamma") == reference.encode("alpha beta gamma")
     model, cfg = build_model(trained["last"])
     assert isinstance(model, ARTransformer) and not model.training and model.audio_vocab_size == CODES
@@ -138,7 +138,8 @@ def test_the_stage_memorizes_a_handful_of_utterances(shared_prepared, tmp_path):
     register_resolvers()
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=ar_tiny", *TINY, "model.text_vocab_size=300",
-                                          "model.dropout=0", "stage.warmup_steps=10", "stage.total_steps=150",
+                                          "model.dropout=0", "stage.optim.warmup_steps=10",
+                                          "stage.optim.total_steps=150",
                                           "stage.prompt_prob=0.5"])  # fmt: skip
     cache = fake_token_cache(shared_prepared, tmp_path / "tokens")
     dm = SpeechDataModule(shared_prepared, max_duration=6.0, num_buckets=2, num_workers=0, references=True,

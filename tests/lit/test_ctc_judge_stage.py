@@ -10,6 +10,7 @@ from script_runs import run_script
 from speech.audio.mel import LogMelSpectrogram
 from speech.lit.ctc_judge import CTCJudgeModule, judge_target
 from speech.lit.datamodule import SpeechDataModule
+from speech.lit.schedules import AdamWSchedule
 from speech.metrics.asr.ctc_judge import CTCJudgeASR
 from speech.models.ctc_judge import CTCJudge
 
@@ -27,7 +28,7 @@ def test_overfits_one_batch(shared_prepared):
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     module = CTCJudgeModule(CTCJudge(dim=64, layers=2, heads=2, dropout=0.0), LogMelSpectrogram(),
-                          lr=3e-3, warmup_steps=1, total_steps=1000)  # fmt: skip
+                            optim=AdamWSchedule(lr=3e-3, warmup_steps=1, total_steps=1000))  # fmt: skip
     opt = module.configure_optimizers()["optimizer"]
     losses = []
     for _ in range(120):

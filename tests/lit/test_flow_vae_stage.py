@@ -18,7 +18,7 @@ from speech.modules.dac import DACDecoder, DACEncoder
 from speech.modules.discriminators import CombinedDiscriminator
 
 ROOT = Path(__file__).resolve().parents[2]
-TRAIN, ENCODE = ROOT / "train.py", ROOT / "scripts" / "encode_latents.py"
+TRAIN, ENCODE = ROOT / "train.py", ROOT / "scripts" / "encode.py"
 TINY = [
     "model.encoder.channels=2", "model.decoder.channels=16", "model.flow.hidden=4", "model.flow.n_flows=1",
     "stage.discriminator.periods=[2]", "stage.discriminator.period_channels=[4]",
@@ -88,10 +88,12 @@ def test_train_py_step_resume_rebuild_and_encode(shared_prepared, tmp_path, caps
     assert [f.stat().st_mtime_ns for f in sorted(cache.root.glob("*/*.npy"))] == mtimes
 
 
-def test_encode_latents_refuses_other_kinds(tmp_path, capsys):
+def test_encode_refuses_an_unknown_kind(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        run_script(ENCODE, f"ckpt={tmp_path / 'x.ckpt'}", "kind=tokens")
-    assert "writes kind=latents, got kind='tokens': add kind=latents" in capsys.readouterr().err
+        run_script(ENCODE, f"ckpt={tmp_path / 'x.ckpt'}", "kind=mels", f"paths.log_dir={tmp_path}")
+    assert (
+        "unknown kind='mels': scripts/encode.py writes kind=tokens | kind=latents" in capsys.readouterr().err
+    )
 
 
 def test_unknown_adversarial_loss_is_refused():

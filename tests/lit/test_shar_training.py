@@ -111,5 +111,7 @@ def test_the_export_script_puts_the_cache_of_a_checkpoint_in_the_shards(
     cuts = read_shar(tmp_path / "shar", "val")
     tokens = ShardFeatures("tokens", cuts)
     assert [tokens.load(c.id).tolist() for c in cuts] == [[len(c.id)] * 3 for c in cuts]
-    with pytest.raises(FileNotFoundError, match=r"no latents cache for .*scripts/encode_latents.py"):
+    with pytest.raises(
+        FileNotFoundError, match=r"no latents cache for .*`python scripts/encode.py kind=latents ckpt="
+    ):
         run_script(EXPORT, *args, f"features.latents={checkpoint}")

@@ -19,13 +19,14 @@ from speech.checkpoints import build_model
 from speech.data.cache import FeatureCache
 from speech.lit.audio_tokenizer import AudioTokenizerModule
 from speech.lit.datamodule import SpeechDataModule
+from speech.lit.schedules import AdamWSchedule
 from speech.models.audio_tokenizer import AudioTokenizer
 from speech.modules.quantizers import build_quantizer
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN, ENCODE, EVAL = (
     ROOT / "train.py",
-    ROOT / "scripts" / "encode_tokens.py",
+    ROOT / "scripts" / "encode.py",
     ROOT / "eval" / "tokenizer_eval.py",
 )
 
@@ -64,7 +65,9 @@ def test_overfits_one_batch(shared_prepared):
         mel_mean=-5.9,
         mel_std=2.6,
     )
-    module = AudioTokenizerModule(model, LogMelSpectrogram(), lr=3e-3, warmup_steps=1, total_steps=1000)
+    module = AudioTokenizerModule(
+        model, LogMelSpectrogram(), optim=AdamWSchedule(lr=3e-3, warmup_steps=1, total_steps=1000)
+    )
     opt = module.configure_optimizers()["optimizer"]
     losses = []
     for _ in range(25):
@@ -109,6 +112,7 @@ def test_encode_script_fills_cache_and_resumes(trained, shared_prepared, tmp_pat
         f"ckpt={trained['last']}",
         f"data.prepared_dir={shared_prepared}",
         f"out={tmp_path}",
+        "kind=tokens",
         "progress=false",
     ]
     run_script(ENCODE, *args)
@@ -124,7 +128,7 @@ def test_encode_script_fills_cache_and_resumes(trained, shared_prepared, tmp_pat
     assert f"{len(cuts)} cuts, 0 encoded now, {len(cuts)} cached before" in capsys.readouterr().out
 
 
-def test_encode_script_rejects_other_kinds(trained, shared_prepared, tmp_path, capsys):
+def test_encode_script_refuses_a_tokenizer_for_latents(trained, shared_prepared, tmp_path, capsys):
     args = [
         f"ckpt={trained['last']}",
         f"data.prepared_dir={shared_prepared}",
@@ -133,7 +137,8 @@ def test_encode_script_rejects_other_kinds(trained, shared_prepared, tmp_path, c
     ]
     with pytest.raises(SystemExit):
         run_script(ENCODE, *args)
-    assert "writes kind=tokens, got kind='latents'" in capsys.readouterr().err
+    assert "holds a AudioTokenizer, not a Flow-VAE" in capsys.readouterr().err
+    assert not (tmp_path / "latents").exists()
 
 
 def test_eval_script_writes_summary(trained, tmp_path):

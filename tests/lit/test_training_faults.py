@@ -165,6 +165,6 @@ def test_a_resume_that_changes_the_model_shape_is_refused_naming_the_settings(
     assert load_checkpoint(last)["global_step"] == 4
     printed = capsys.readouterr().out  # Hydra's log
     assert (
-        f"resuming from {last} with settings changed since it was written: stage.total_steps: 2 -> 4; "
+        f"resuming from {last} with settings changed since it was written: stage.optim.total_steps: 2 -> 4; "
         "trainer.max_steps: 2 -> 4\n" in printed
     )

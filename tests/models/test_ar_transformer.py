@@ -64,19 +64,25 @@ CASES = {
 }
 
 
+def decode_and_replay(model, kw):
+    """Greedy decoding of 2 tokens per text token, and the full forward over what it produced: returns
+    ``(tokens, lens, step logits (b, steps, v), full-forward logits)``."""
+    spy = HeadSpy(model)
+    tokens, lens = model.generate(**kw, temperature=0, min_tokens_per_text=2, max_tokens_per_text=2)
+    spy.handle.remove()
+    with torch.no_grad():
+        out = model(**kw, audio_tokens=tokens, audio_lens=lens)
+    return tokens, lens, torch.stack(spy.calls, 1), out.logits
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_cached_decoding_equals_full_forward(case):
     model = make_model()
     kw = inputs(*CASES[case])
-    spy = HeadSpy(model)
-    tokens, lens = model.generate(**kw, temperature=0, min_tokens_per_text=2, max_tokens_per_text=2)
-    spy.handle.remove()
+    tokens, lens, step_logits, logits = decode_and_replay(model, kw)
     assert torch.equal(lens, 2 * kw["text_lens"])  # EOS masked until 2 per text token, forced after
-    step_logits = torch.stack(spy.calls, 1)  # (b, steps, v)
-    with torch.no_grad():
-        out = model(**kw, audio_tokens=tokens, audio_lens=lens)
     for row, n in enumerate(lens.tolist()):
-        full, cached = out.logits[row, :n], step_logits[row, :n]
+        full, cached = logits[row, :n], step_logits[row, :n]
         assert torch.allclose(full, cached, atol=1e-4), (full - cached).abs().max()
         assert torch.equal(full[:, :V].argmax(-1), tokens[row, :n])  # greedy tokens (EOS was masked)
     assert (tokens[torch.arange(tokens.shape[1])[None] >= lens[:, None]] == 0).all()
@@ -87,14 +93,9 @@ def test_bfloat16_decoding_follows_its_full_forward():
     model = make_model().to(torch.bfloat16)
     kw = inputs(*CASES["left_padded_prompt"])
     kw["speaker"] = kw["speaker"].to(torch.bfloat16)
-    spy = HeadSpy(model)
-    tokens, lens = model.generate(**kw, temperature=0, min_tokens_per_text=2, max_tokens_per_text=2)
-    spy.handle.remove()
-    step_logits = torch.stack(spy.calls, 1)
-    with torch.no_grad():
-        out = model(**kw, audio_tokens=tokens, audio_lens=lens)
+    _, lens, step_logits, logits = decode_and_replay(model, kw)
     for row, n in enumerate(lens.tolist()):
-        assert (out.logits[row, :n].float() - step_logits[row, :n]).abs().max() < 0.03
+        assert (logits[row, :n].float() - step_logits[row, :n]).abs().max() < 0.03
 
 
 def test_generate_rows_match_their_solo_runs():
@@ -274,11 +275,6 @@ def test_cuda_decoding_through_the_blocks_forward_follows_its_full_forward():
     """Off CPU, decoding runs the blocks' static-shape ``forward`` (not the lean step): same invariant."""
     model = make_model().cuda()
     kw = {k: v.cuda() for k, v in inputs(*CASES["left_padded_prompt"]).items()}
-    spy = HeadSpy(model)
-    tokens, lens = model.generate(**kw, temperature=0, min_tokens_per_text=2, max_tokens_per_text=2)
-    spy.handle.remove()
-    step_logits = torch.stack(spy.calls, 1)
-    with torch.no_grad():
-        out = model(**kw, audio_tokens=tokens, audio_lens=lens)
+    _, lens, step_logits, logits = decode_and_replay(model, kw)
     for row, n in enumerate(lens.tolist()):
-        assert (out.logits[row, :n] - step_logits[row, :n]).abs().max() < 1e-3  # TF32/SDPA kernels on GPU
+        assert (logits[row, :n] - step_logits[row, :n]).abs().max() < 1e-3  # TF32/SDPA kernels on GPU
