@@ -27,10 +27,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from speech.data.meta_list import read_meta_list, write_meta_list  # noqa: E402
-from speech.runner import Task, run_job  # noqa: E402
+from speech.data.meta_list import read_meta_list, write_meta_list
+from speech.runner import Task, run_job
 
 OUT = Path("logs/pipeline_emotion_tiny")
 META = Path("data/synthetic_tiny/test-synth-en/meta.lst")

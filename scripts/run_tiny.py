@@ -37,9 +37,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from speech.runner import Task, run_job  # noqa: E402
+from speech.runner import Task, run_job
 
 # The corpus (a configs/data name) and where its runs go: the default corpus keeps the plain layout
 # (logs/<stage>_tiny/, logs/pipeline_tiny/); another one gets its own tree, logs/<corpus>/..., so runs on two
