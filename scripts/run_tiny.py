@@ -61,17 +61,19 @@ def test_set_prefix(corpus: str) -> str:
 @dataclass(frozen=True)
 class Plan:
     """Where one main job reads and writes: the training corpus, the corpus whose English test set is
-    rendered (the same one unless ``TEST_CORPUS`` crosses them), that test set and the log tree."""
+    rendered (the same one unless ``TEST_CORPUS`` crosses them), that test set, the WER judge and the log
+    tree."""
 
     corpus: str = DEFAULT_CORPUS
     test_corpus: str = DEFAULT_CORPUS
     test_set: str = "test-synth-en"
+    asr: str = "whisper_ct2"
 
     @classmethod
     def from_env(cls, env: dict) -> Plan:
         corpus = env.get("CORPUS", DEFAULT_CORPUS)
         test_corpus = env.get("TEST_CORPUS", corpus)
-        return cls(corpus, test_corpus, f"{test_set_prefix(test_corpus)}-en")
+        return cls(corpus, test_corpus, f"{test_set_prefix(test_corpus)}-en", env.get("EVAL_ASR", cls.asr))
 
     @property
     def crossed(self) -> bool:
@@ -103,17 +105,19 @@ class Plan:
         ckpts = self.ckpt("ar").read_bytes() + self.ckpt("flow_matching").read_bytes()
         return self.out / hashlib.sha256(ckpts).hexdigest()[:12]
 
-    def truth_dir(self, env: dict) -> Path:
+    @property
+    def truth_dir(self) -> Path:
         """Where the test set's ground truth is scored with the run's judge."""
-        return self.out / f"ground_truth_{env.get('EVAL_ASR', 'whisper_ct2')}"
+        return self.out / f"ground_truth_{self.asr}"
 
-    def truth_summary(self, env: dict) -> Path:
-        return self.truth_dir(env) / self.test_set / "en/summary.json"  # what score_ground_truth.py writes
+    @property
+    def truth_summary(self) -> Path:
+        return self.truth_dir / self.test_set / "en/summary.json"  # what score_ground_truth.py writes
 
 
-def goals(plan: Plan, env: dict) -> str:
+def goals(plan: Plan) -> str:
     """Whether zero-shot cloning met the main job's goals, in two lines."""
-    truth = json.loads(plan.truth_summary(env).read_text())["ground_truth"]
+    truth = json.loads(plan.truth_summary.read_text())["ground_truth"]
     clone = json.loads((plan.generated_dir() / "eval/zero_shot/summary.json").read_text())["generated"]
     ratio = clone["wer"]["estimate"] / truth["wer"]["estimate"]
     sim = clone["sim"]["estimate"]
@@ -137,9 +141,7 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
         steps = env.get(budget, default)
         return on_data("train.py", f"experiment={experiment}", f"trainer.max_steps={steps}", *args)
 
-    asr = env.get("EVAL_ASR", "whisper_ct2")
     vae_steps = env.get("VAE_STEPS", 4000)
-    truth = plan.truth_dir(env)
 
     def clone(mode: str):
         def command():
@@ -153,7 +155,7 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
         def command():
             gen = plan.generated_dir()
             dirs = (f"gen_dir={gen / mode}", f"out_dir={gen / 'eval' / mode}")
-            return hydra("eval/seedtts_eval.py", f"meta={plan.meta}", "language=en", f"asr={asr}", *dirs,
+            return hydra("eval/seedtts_eval.py", f"meta={plan.meta}", "language=en", f"asr={plan.asr}", *dirs,
                          "ground_truth=false", "progress=false")  # fmt: skip
 
         return command
@@ -161,7 +163,7 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
     def table() -> list[str]:
         gen = plan.generated_dir()
         runs = [f"{label}={gen / 'eval' / mode}" for mode, label in ROWS.items()]
-        truth_row = f"--ground-truth={plan.truth_summary(env).parent}"
+        truth_row = f"--ground-truth={plan.truth_summary.parent}"
         return [sys.executable, "eval/compare_runs.py", *runs, truth_row, f"--out={gen / 'results.md'}"]
 
     # a crossed test set comes from the other corpus, built here too (its test speakers only matter)
@@ -216,13 +218,13 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
             "eval_ground_truth",
             hydra(
                 "scripts/score_ground_truth.py",
-                f"asr={asr}",
+                f"asr={plan.asr}",
                 f"corpus_root=data/{plan.test_corpus}",
                 f"sets=[{plan.test_set}]",
-                f"out_dir={truth}",
+                f"out_dir={plan.truth_dir}",
             ),
             after=("encode_tokens", *test_data),
-            done_if=plan.truth_summary(env),
+            done_if=plan.truth_summary,
         ),  # fmt: skip
         Task("table", table, after=(*(f"eval_{mode}" for mode in ROWS), "eval_ground_truth")),
     ]
@@ -235,7 +237,7 @@ def main() -> int:
     timing = run_job(tasks(plan, sys.argv[1:], env, slots), slots=slots, log_dir=plan.out)
     if timing is None:
         return 1
-    results = (plan.generated_dir() / "results.md").read_text() + "\n" + goals(plan, env)
+    results = (plan.generated_dir() / "results.md").read_text() + "\n" + goals(plan)
     (plan.out / "results.md").write_text(results)
     print(f"\n{timing}\n{results}\nwavs and per-utterance scores: {plan.generated_dir()}")
     return 0

@@ -47,7 +47,7 @@ def test_another_corpus_gets_its_own_log_tree_and_test_set():
     assert plan.test_set == "test-natural-en"  # from the corpus config's test_set_prefix
     assert plan.meta == "data/synthetic_natural_tiny/test-natural-en/meta.lst"
     assert plan.ckpt("flow_vae") == Path("logs/synthetic_natural_tiny/flow_vae_tiny/checkpoints/last.ckpt")
-    assert plan.truth_summary(env) == Path(
+    assert plan.truth_summary == Path(
         "logs/synthetic_natural_tiny/pipeline_tiny/ground_truth_whisper_ct2/test-natural-en/en/summary.json"
     )
     cmds = commands(env)
@@ -77,3 +77,10 @@ def test_a_crossed_test_set_is_built_and_scored_apart_with_the_same_checkpoints(
 def test_an_unknown_corpus_is_refused_with_the_config_error():
     with pytest.raises(Exception, match="no_such_corpus"):
         SCRIPT["Plan"].from_env({"CORPUS": "no_such_corpus"})
+
+
+def test_the_judge_names_the_ground_truth_folder_and_reaches_every_scoring_command():
+    env = {"EVAL_ASR": "pocketsphinx"}
+    plan = SCRIPT["Plan"].from_env(env)
+    assert plan.truth_dir == Path("logs/pipeline_tiny/ground_truth_pocketsphinx")
+    assert "asr=pocketsphinx" in commands(env)["eval_ground_truth"]
