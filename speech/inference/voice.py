@@ -189,14 +189,17 @@ class VoiceEncoder:
         Returns:
             ``(ar (b, c_ar), fm (b, c_fm))``.
         """
-        wavs = [w for voice in voices for w, _ in voice]
-        ar_seconds, fm_seconds = self.max_reference_seconds
-        ar = self.ar_speaker(*self._mel(wavs, ar_seconds))
-        fm = self.fm_speaker(*self._mel(wavs, fm_seconds))
+        ar, fm = self.reference_vectors([w for voice in voices for w, _ in voice])
         weights = torch.tensor([w for voice in voices for _, w in voice], device=ar.device)
         owner = torch.tensor([i for i, voice in enumerate(voices) for _ in voice], device=ar.device)
         mix = [_weighted_mean(vectors, weights, owner, len(voices)) for vectors in (ar, fm)]
         return mix[0], mix[1]
+
+    @torch.inference_mode()
+    def reference_vectors(self, wavs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The speaker vectors of each reference ``(t,)`` alone: ``(ar (r, c_ar), fm (r, c_fm))``."""
+        ar_seconds, fm_seconds = self.max_reference_seconds
+        return self.ar_speaker(*self._mel(wavs, ar_seconds)), self.fm_speaker(*self._mel(wavs, fm_seconds))
 
     def _mel(self, wavs: list[np.ndarray], seconds: float | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-mel ``(b, f, m)`` and ``mel_lens (b,)`` of the first ``seconds`` of each waveform."""

@@ -31,8 +31,9 @@ import numpy as np
 import torch
 
 from speech.audio.io import AudioError
+from speech.checkpoints import file_sha256
 from speech.inference import Synthesizer
-from speech.inference.voice import Prompt, VoiceEncoder, _weighted_mean, check_reference, load_reference
+from speech.inference.voice import Prompt, VoiceEncoder, check_reference, load_reference
 from speech.serve.voices import VoiceStore
 
 log = logging.getLogger(__name__)
@@ -129,24 +130,21 @@ class StoredVoiceEncoder(VoiceEncoder):
 
     def encode(self, wav: np.ndarray, one_shot: bool) -> Features:
         """The features of one reference ``(t,)`` at the models' rate, encoded alone."""
-        ar, fm = super().speakers([[(wav, 1.0)]])
+        ar, fm = super().reference_vectors([wav])
         prompt = super().prompts([wav])[0] if one_shot else None
         return Features(ar[0], fm[0], prompt)
 
     @torch.inference_mode()
-    def speakers(self, voices: list[list[tuple[np.ndarray, float]]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """As ``VoiceEncoder.speakers``; the known references are not encoded."""
-        wavs = [w for voice in voices for w, _ in voice]
+    def reference_vectors(self, wavs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """As ``VoiceEncoder.reference_vectors``; the known references are not encoded (the mixing of
+        ``speakers`` is the base class's)."""
         stored = [self.known(w) for w in wavs]
         missing = [w for w, f in zip(wavs, stored, strict=True) if f is None]
         if missing:
-            ar, fm = super().speakers([[(w, 1.0)] for w in missing])
+            ar, fm = super().reference_vectors(missing)
             fresh = iter(Features(a, f) for a, f in zip(ar, fm, strict=True))
             stored = [f if f is not None else next(fresh) for f in stored]
-        ar, fm = torch.stack([f.ar for f in stored]), torch.stack([f.fm for f in stored])
-        weights = torch.tensor([w for voice in voices for _, w in voice], device=ar.device)
-        owner = torch.tensor([i for i, voice in enumerate(voices) for _ in voice], device=ar.device)
-        return tuple(_weighted_mean(v, weights, owner, len(voices)) for v in (ar, fm))
+        return torch.stack([f.ar for f in stored]), torch.stack([f.fm for f in stored])
 
     @torch.inference_mode()
     def prompts(self, wavs: list[np.ndarray]) -> list[Prompt]:
@@ -230,7 +228,7 @@ class VoiceFeatures:
         wav = load_reference(wav_path, self.synth.sample_rate)
         check_reference(wav, self.synth.sample_rate)
         features = self._encode(wav, one_shot)
-        return wav, features, features.to_bytes(self.model_id, _sha256(wav_path))
+        return wav, features, features.to_bytes(self.model_id, file_sha256(wav_path))
 
     def add(self, path: Path, wav: np.ndarray, features: Features) -> None:
         """Keeps a just cloned voice's features in memory."""
@@ -244,7 +242,7 @@ class VoiceFeatures:
         except AudioError:
             return None
         cloned = self.store.owns(path)
-        features, digest = None, _sha256(path) if cloned else None
+        features, digest = None, file_sha256(path) if cloned else None
         if cloned:
             stored = path.with_name(f"{path.stem}.{self.file_suffix}")
             features = Features.from_file(stored, self.model_id, digest, self.synth.device)
@@ -279,7 +277,3 @@ class VoiceFeatures:
     def _drop(self, entry: _Entry) -> None:
         self._bytes -= entry.wav.nbytes
         self.encoder.forget(entry.wav)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
