@@ -1,4 +1,4 @@
-"""Speech from trained checkpoints: one utterance, or a whole Seed-TTS meta.lst (configs/infer.yaml).
+"""Speech from trained checkpoints: one utterance, or a whole Seed-TTS meta.lst (configs/entry/infer.yaml).
 
 python infer.py ar_ckpt=A.ckpt fm_ckpt=F.ckpt text="Hello there." ref_wav=ref.wav out=out.wav
 python infer.py ar_ckpt=A.ckpt fm_ckpt=F.ckpt text="Hello there." ref_wav=ref.wav out=out.wav stream=true
@@ -116,7 +116,7 @@ def check_args(cfg: DictConfig, make: functools.partial) -> None:
     audio_output.check_destination(cfg.out, request.audio.format)
 
 
-@hydra.main(config_path="configs", config_name="infer", version_base="1.3")
+@hydra.main(config_path="configs", config_name="entry/infer", version_base="1.3")
 def main(cfg: DictConfig) -> dict[str, float]:
     """Runs :func:`infer`; a user error ends in one line on stderr (see the module docstring)."""
     try:

@@ -1,7 +1,7 @@
 """The Speech-02 HTTP server: MiniMax- and OpenAI-compatible routes over the trained checkpoints.
 
-python serve.py                                  # configs/serve.yaml: the main job's checkpoints, port 8000
-python serve.py auth=false port=8080             # no auth (local use)
+python serve.py                          # configs/entry/serve.yaml: the main job's checkpoints, port 8000
+python serve.py auth=false port=8080     # no auth (local use)
 SPEECH_API_KEYS=k1,k2 python serve.py host=0.0.0.0 device=cuda
 
 Routes, config keys and curl examples: docs/serving.md. Ctrl-C stops accepting requests and lets the ones in
@@ -19,7 +19,7 @@ from speech.serve.app import create_app
 from speech.serve.server import build_server
 
 
-@hydra.main(version_base="1.3", config_path="configs", config_name="serve")
+@hydra.main(version_base="1.3", config_path="configs", config_name="entry/serve")
 def main(cfg: DictConfig) -> None:
     config = OmegaConf.to_container(cfg, resolve=True)
     if config["device"] == "auto":

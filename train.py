@@ -35,7 +35,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.
     return module, datamodule, trainer
 
 
-@hydra.main(config_path="configs", config_name="train", version_base="1.3")
+@hydra.main(config_path="configs", config_name="entry/train", version_base="1.3")
 def main(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     module, datamodule, trainer = build(cfg)

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from speech.metrics.codec_eval import codec_markdown, evaluate_codec, write_codec_outputs
 
 
-@hydra.main(config_path="../configs", config_name="eval_codec", version_base="1.3")
+@hydra.main(config_path="../configs", config_name="entry/codec_eval", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
     embedder = instantiate(cfg.speaker) if cfg.get("speaker") else None
     records, summary = evaluate_codec(

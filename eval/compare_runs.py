@@ -1,18 +1,23 @@
 """One WER/SIM table for several runs scored on the same test set by ``eval/seedtts_eval.py``.
 
-    python eval/compare_runs.py zero-shot=logs/eval/zs one-shot=logs/eval/os --out logs/eval/table.md
+    python eval/compare_runs.py 'runs={zero-shot: logs/eval/zs, one-shot: logs/eval/os}' \\
+        out=logs/eval/table.md
 
-Each argument is ``label=<out_dir of a seedtts_eval run>`` (or the path of its summary.json). The table
-gets one row per run plus the ground-truth row (of the first run that scored it, or of ``--ground-truth``:
-an eval folder such as ``scripts/score_ground_truth.py`` writes), and is printed and optionally written to
-``--out``.
+``runs`` maps each label to the ``out_dir`` of a seedtts_eval run (or the path of its summary.json); one
+run can also be added per argument, ``+runs.zero-shot=logs/eval/zs`` (``configs/entry/compare_runs.yaml``).
+The table gets one row per run plus the ground-truth row (of the first run that scored it, or of
+``ground_truth``: an eval folder such as ``scripts/score_ground_truth.py`` writes), and is printed and
+optionally written to ``out``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+from collections.abc import Mapping
 from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
 
 from speech.metrics.seedtts import GROUND_TRUTH, comparison_markdown
 
@@ -25,35 +30,36 @@ def load_summary(path: str) -> dict:
     return json.loads(p.read_text())
 
 
-def parse_runs(items: list[str]) -> dict[str, dict]:
-    runs = {}
-    for item in items:
-        label, sep, path = item.partition("=")
-        if not sep or not label or not path:
-            raise SystemExit(f"expected label=<eval dir>, got {item!r}")
-        runs[label] = load_summary(path)
+def load_runs(folders: Mapping[str, str]) -> dict[str, dict]:
+    """``label -> summary`` of each run, all scored on one test set.
+
+    Raises:
+        SystemExit: no runs, or runs scored on different test sets.
+        FileNotFoundError: a run without a summary.json, naming the command that writes it.
+    """
+    if not isinstance(folders, Mapping) or not folders:
+        raise SystemExit(
+            "runs: expected {label: <eval dir>, ...}, e.g. 'runs={zero-shot: logs/eval/zs}'; "
+            f"got {folders!r}"
+        )
+    runs = {str(label): load_summary(str(path)) for label, path in folders.items()}
     metas = {s.get("meta") for s in runs.values()}
     if len(metas) > 1:
         raise SystemExit(f"the runs were scored on different test sets: {sorted(map(str, metas))}")
     return runs
 
 
-def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("runs", nargs="+", help="label=<seedtts_eval out_dir or summary.json>")
-    parser.add_argument("--out", help="also write the table (markdown) here")
-    parser.add_argument("--ground-truth", help="the ground-truth row from this eval folder (or summary.json)")
-    args = parser.parse_args(argv)
-    runs = parse_runs(args.runs)
+def compare(folders: Mapping[str, str], ground_truth: str | None = None, out: str | None = None) -> str:
+    """The markdown table of the runs in ``folders`` (``label -> eval dir``); printed, and written to
+    ``out`` when given."""
+    runs = load_runs(folders)
     first = next(iter(runs.values()))
     truth = None
-    if args.ground_truth:
-        truth_summary = load_summary(args.ground_truth)
+    if ground_truth:
+        truth_summary = load_summary(ground_truth)
         if truth_summary.get("meta") != first.get("meta") or not truth_summary.get(GROUND_TRUTH):
             raise SystemExit(
-                f"--ground-truth {args.ground_truth} holds no ground-truth row of {first.get('meta')} "
+                f"ground_truth={ground_truth} holds no ground-truth row of {first.get('meta')} "
                 f"(it scored {truth_summary.get('meta')})"
             )
         truth = truth_summary[GROUND_TRUTH]
@@ -62,10 +68,16 @@ def main(argv: list[str] | None = None) -> str:
         "brackets: 95% bootstrap CIs over utterances.\n\n" + comparison_markdown(runs, truth=truth)
     )
     print(table)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(table)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(table)
     return table
+
+
+@hydra.main(config_path="../configs", config_name="entry/compare_runs", version_base="1.3")
+def main(cfg: DictConfig) -> str:
+    args = OmegaConf.to_container(cfg, resolve=True)  # runs as a plain dict (or what was given instead)
+    return compare(args["runs"], args["ground_truth"], args["out"])
 
 
 if __name__ == "__main__":

@@ -1,23 +1,25 @@
 """Do emotion adapters move prosody the way their training data does? One table and one plot.
 
-    python eval/emotion_eval.py --base logs/emo/base happy=logs/emo/happy sad=logs/emo/sad \\
-        --corpus data/synthetic_emotion_tiny --out logs/emo/prosody
+    python eval/emotion_eval.py base=logs/emo/base 'emotions={happy: logs/emo/happy, sad: logs/emo/sad}' \\
+        corpus=data/synthetic_emotion_tiny out=logs/emo/prosody
 
-``--base`` holds ``<utt>.wav`` generated without an adapter; each ``emotion=<dir>`` holds the same utterances
+``base`` holds ``<utt>.wav`` generated without an adapter; each ``emotions`` folder holds the same utterances
 generated with that emotion's adapter (same texts, references and seed). Per emotion, every utterance in
 both folders gives an F0 ratio, a duration ratio and a loudness difference (``speech.audio.prosody``);
 their medians are set beside the same medians of the training data: each rendition of the emotion corpus
-(``--corpus``) against the neutral rendition of the same source utterance. Writes ``prosody.json``,
-``prosody.md`` and ``prosody.png`` to ``--out`` and prints the table.
+(``corpus``) against the neutral rendition of the same source utterance. Writes ``prosody.json``,
+``prosody.md`` and ``prosody.png`` to ``out`` and prints the table (``configs/entry/emotion_eval.yaml``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
+import hydra
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from speech.audio.io import load_audio
@@ -105,37 +107,41 @@ def plot(results: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("emotions", nargs="+", help="emotion=<folder generated with its adapter>")
-    parser.add_argument("--base", required=True, help="folder generated without an adapter")
-    parser.add_argument("--corpus", required=True, help="the emotion corpus (scripts/make_emotion_corpus.py)")
-    parser.add_argument("--out", required=True, help="where prosody.json, prosody.md and prosody.png go")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    progress = not args.no_progress
+def evaluate(emotions: Mapping[str, str], base: str, corpus: str, out: str, progress: bool = True) -> dict:
+    """``emotion -> {"data": medians, "generated": medians}``, also written to ``out/prosody.{json,md,png}``.
+
+    Raises:
+        SystemExit: ``emotions`` is not an ``{emotion: folder}`` mapping, or the corpus lacks an emotion.
+        FileNotFoundError: a generated folder is missing or shares no wav with ``base``.
+    """
+    if not isinstance(emotions, Mapping) or not emotions:
+        raise SystemExit(
+            "expected emotions={<emotion>: <folder>, ...}, e.g. 'emotions={happy: out/happy}'; "
+            f"got {emotions!r}"
+        )
     results = {}
-    for item in args.emotions:
-        emotion, sep, folder = item.partition("=")
-        if not sep or not emotion or not folder:
-            raise SystemExit(f"expected emotion=<folder>, got {item!r}")
-        data = corpus_shifts(Path(args.corpus), emotion, progress)
+    for emotion, folder in emotions.items():
+        data = corpus_shifts(Path(corpus), emotion, progress)
         if not data:
-            raise SystemExit(f"the corpus {args.corpus} has no {emotion!r} rendition with a neutral one")
+            raise SystemExit(f"the corpus {corpus} has no {emotion!r} rendition with a neutral one")
         results[emotion] = {
             "data": median_shift(data),
-            "generated": median_shift(generated_shifts(Path(args.base), Path(folder), progress)),
+            "generated": median_shift(generated_shifts(Path(base), Path(folder), progress)),
         }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "prosody.json").write_text(json.dumps(results, indent=2) + "\n")
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "prosody.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
-    (out / "prosody.md").write_text(table)
-    plot(results, out / "prosody.png")
+    (out_dir / "prosody.md").write_text(table)
+    plot(results, out_dir / "prosody.png")
     print(table)
     return results
+
+
+@hydra.main(config_path="../configs", config_name="entry/emotion_eval", version_base="1.3")
+def main(cfg: DictConfig) -> dict:
+    args = OmegaConf.to_container(cfg, resolve=True)  # emotions as a plain dict (or what was given instead)
+    return evaluate(args["emotions"], args["base"], args["corpus"], args["out"], progress=args["progress"])
 
 
 if __name__ == "__main__":

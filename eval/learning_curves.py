@@ -1,24 +1,28 @@
 """Learning curves of training runs against steps or training minutes, as one plot and a table.
 
-    python eval/learning_curves.py base=logs/ar_tiny c512=logs_exp/c512/ar_tiny \
-        --metrics val/loss val/acc --x minutes --out docs/img/ar_curves.png
+    python eval/learning_curves.py 'runs={base: logs/ar_tiny, c512: logs_exp/c512/ar_tiny}' \
+        'metrics=[val/loss,val/acc]' x=minutes out=docs/img/ar_curves.png
 
-Each argument is ``label=<run folder>`` (``logs/<name>``, holding ``csv/version_*/metrics.csv``; the
+``runs`` maps each label to a run folder (``logs/<name>``, holding ``csv/version_*/metrics.csv``; the
 versions of a resumed run are read in order, a later launch's rows winning for the same step). With
-``--x minutes`` the x axis is ``time/train_minutes`` (logged by ``speech.lit.callbacks.TrainingClock``,
+``x=minutes`` the x axis is ``time/train_minutes`` (logged by ``speech.lit.callbacks.TrainingClock``,
 interpolated at each logged step); runs logged before that callback existed fall back to steps. Prints a
-markdown table of every metric at each logged step and writes the plot (PNG) to ``--out``.
+markdown table of every metric at each logged step and writes the plot (PNG) to ``out``
+(``configs/entry/learning_curves.yaml``).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
+from collections.abc import Mapping
 from pathlib import Path
 
+import hydra
 import numpy as np
+from omegaconf import DictConfig, OmegaConf
 
 CLOCK = "time/train_minutes"
+X_AXES = ("minutes", "step")
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, dict[int, float]]:
@@ -94,30 +98,38 @@ def plot(runs: dict[str, dict], names: list[str], x: str, out: str | Path) -> Pa
     return out
 
 
-def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("runs", nargs="+", help="label=<train.py run folder>")
-    parser.add_argument("--metrics", nargs="+", default=["val/loss"], help="logged metric names")
-    parser.add_argument("--x", choices=("minutes", "step"), default="minutes")
-    parser.add_argument("--out", help="where the PNG goes (none: only the table)")
-    args = parser.parse_args(argv)
-    runs = {}
-    for item in args.runs:
-        label, sep, path = item.partition("=")
-        if not sep or not label or not path:
-            raise SystemExit(f"expected label=<run folder>, got {item!r}")
-        runs[label] = read_metrics(path)
-    missing = [(label, n) for label, m in runs.items() for n in args.metrics if n not in m]
-    if len(missing) == len(runs) * len(args.metrics):
-        known = sorted({k for m in runs.values() for k in m})
-        raise SystemExit(f"none of the runs logged {args.metrics}; logged: {known}")
-    text = table(runs, args.metrics)
+def learning_curves(
+    runs: Mapping[str, str], metrics: list[str], x: str = "minutes", out: str | None = None
+) -> str:
+    """A markdown table of ``metrics`` per run (``label -> run folder``), printed; the plot goes to ``out``.
+
+    Raises:
+        SystemExit: ``runs`` is not a ``{label: folder}`` mapping, an unknown ``x``, or no run logged any of
+            ``metrics`` (naming what they logged).
+        FileNotFoundError: a folder without metrics files.
+    """
+    if not isinstance(runs, Mapping) or not runs:
+        raise SystemExit(
+            f"runs: expected {{label: <run folder>, ...}}, e.g. 'runs={{base: logs/ar_tiny}}'; got {runs!r}"
+        )
+    if x not in X_AXES:
+        raise SystemExit(f"x={x!r}: expected one of {' | '.join(X_AXES)}")
+    logged = {label: read_metrics(path) for label, path in runs.items()}
+    missing = [(label, n) for label, m in logged.items() for n in metrics if n not in m]
+    if len(missing) == len(logged) * len(metrics):
+        known = sorted({k for m in logged.values() for k in m})
+        raise SystemExit(f"none of the runs logged {metrics}; logged: {known}")
+    text = table(logged, metrics)
     print(text)
-    if args.out:
-        print(f"wrote {plot(runs, args.metrics, args.x, args.out)}")
+    if out:
+        print(f"wrote {plot(logged, metrics, x, out)}")
     return text
+
+
+@hydra.main(config_path="../configs", config_name="entry/learning_curves", version_base="1.3")
+def main(cfg: DictConfig) -> str:
+    args = OmegaConf.to_container(cfg, resolve=True)  # runs as a plain dict (or what was given instead)
+    return learning_curves(args["runs"], list(args["metrics"]), args["x"], args["out"])
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from speech.metrics.seedtts import evaluate_seedtts, summary_markdown, write_out
 log = logging.getLogger("seedtts_eval")
 
 
-@hydra.main(config_path="../configs", config_name="eval", version_base="1.3")
+@hydra.main(config_path="../configs", config_name="entry/seedtts_eval", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
     asr = instantiate(cfg.asr)
     speaker = instantiate(cfg.speaker)

@@ -78,7 +78,7 @@ def tokenizer_markdown(summary: dict) -> str:
     )
 
 
-@hydra.main(config_path="../configs", config_name="eval_tokenizer", version_base="1.3")
+@hydra.main(config_path="../configs", config_name="entry/tokenizer_eval", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
     model, ckpt_cfg = build_model(cfg.ckpt)
     mel = build_component(ckpt_cfg, "data.mel").to(cfg.device)

@@ -80,7 +80,7 @@ def encode_cuts(
     return done
 
 
-@hydra.main(config_path="../configs", config_name="encode", version_base="1.3")
+@hydra.main(config_path="../configs", config_name="entry/encode", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
     if cfg.kind not in KINDS:
         raise ValueError(f"unknown kind={cfg.kind!r}: scripts/encode.py writes kind={' | kind='.join(KINDS)}")

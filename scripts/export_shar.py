@@ -18,7 +18,7 @@ from speech.data.shar import export_shar
 from speech.lit.resolvers import feature_cache
 
 
-@hydra.main(config_path="../configs", config_name="export_shar", version_base="1.3")
+@hydra.main(config_path="../configs", config_name="entry/export_shar", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
     features = {
         kind: feature_cache(kind, ckpt, cfg.paths.cache_dir) for kind, ckpt in cfg.features.items() if ckpt

@@ -22,7 +22,7 @@ from speech.lit.data_report import check_pipeline, plot_durations
 log = logging.getLogger("prepare_data")
 
 
-@hydra.main(config_path="../configs", config_name="prepare", version_base="1.3")
+@hydra.main(config_path="../configs", config_name="entry/prepare_data", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
     data = cfg.data
     rejects = RejectLog()

@@ -55,7 +55,8 @@ def test_set_prefix(corpus: str) -> str:
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(str(Path("configs").resolve()), version_base=None):
-        return compose("corpus", overrides=[f"data={corpus}"]).data.synthetic.test_set_prefix
+        cfg = compose("entry/make_synthetic_corpus", overrides=[f"data={corpus}"])
+        return cfg.data.synthetic.test_set_prefix
 
 
 @dataclass(frozen=True)
@@ -162,20 +163,25 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
 
     def table() -> list[str]:
         gen = plan.generated_dir()
-        runs = [f"{label}={gen / 'eval' / mode}" for mode, label in ROWS.items()]
-        truth_row = f"--ground-truth={plan.truth_summary.parent}"
-        return [sys.executable, "eval/compare_runs.py", *runs, truth_row, f"--out={gen / 'results.md'}"]
+        runs = "runs={" + ", ".join(f"{label}: {gen / 'eval' / mode}" for mode, label in ROWS.items()) + "}"
+        truth_row = f"ground_truth={plan.truth_summary.parent}"
+        return [sys.executable, "eval/compare_runs.py", runs, truth_row, f"out={gen / 'results.md'}"]
 
     # a crossed test set comes from the other corpus, built here too (its test speakers only matter)
     test_data = ("test_corpus",) if plan.crossed else ("corpus",)
     return [
         *(
-            [Task("test_corpus", hydra("scripts/make_synthetic_corpus.py", f"data={plan.test_corpus}"))]
+            [
+                Task(
+                    "test_corpus",
+                    hydra("scripts/corpus/make_synthetic_corpus.py", f"data={plan.test_corpus}"),
+                )
+            ]
             if plan.crossed
             else []
         ),  # fmt: skip
         # the corpus renders in two processes
-        Task("corpus", on_data("scripts/make_synthetic_corpus.py"), threads=min(2, slots)),
+        Task("corpus", on_data("scripts/corpus/make_synthetic_corpus.py"), threads=min(2, slots)),
         Task("prepare", on_data("scripts/prepare_data.py"), after=("corpus",)),
         Task("tokenizer", train("tokenizer_tiny", "TOKENIZER_STEPS", 600), after=("prepare",)),
         # the discriminator would start at the budget's end: reconstruction and KL only

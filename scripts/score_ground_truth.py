@@ -72,7 +72,7 @@ def per_voice_rows(name: str, lang: str, records, speakers: dict[str, str]) -> l
     ]
 
 
-@hydra.main(config_path="../configs", config_name="score_ground_truth", version_base="1.3")
+@hydra.main(config_path="../configs", config_name="entry/score_ground_truth", version_base="1.3")
 def main(cfg: DictConfig) -> str:
     asr, speaker = instantiate(cfg.asr), instantiate(cfg.speaker)
     rows = ["| set | language | items | WER % (utterance mean) | corpus WER % | SIM (GT vs prompt) |",

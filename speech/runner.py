@@ -8,7 +8,7 @@ other). A failure stops new starts, lets the running tasks finish, and raises ``
 of the failed task's log. Every ``report_every`` seconds the runner prints the latest progress line of each
 running task, so a long run shows signs of life in a plain log.
 
-Used by ``scripts/run_tiny.py`` (the main job) and ``scripts/run_emotion_tiny.py`` (:func:`run_job`).
+Used by ``scripts/run_tiny.py`` (the main job) and ``scripts/jobs/run_emotion_tiny.py`` (:func:`run_job`).
 """
 
 from __future__ import annotations

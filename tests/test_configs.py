@@ -21,7 +21,7 @@ def test_data_configs_exist():
 @pytest.mark.parametrize("data", DATA_CONFIGS)
 def test_prepare_config_composes(data):
     with initialize_config_dir(str(CONFIGS), version_base="1.3"):
-        cfg = compose("prepare", overrides=[f"data={data}"])
+        cfg = compose("entry/prepare_data", overrides=[f"data={data}"])
     assert cfg.data.name == data
     assert isinstance(instantiate(cfg.data.rules), CutRules)
     mel = instantiate(cfg.data.mel)
@@ -46,7 +46,7 @@ EXPERIMENT_CHOICES = {"ar_emotion_tiny": ["emotion=happy"]}
 def test_experiment_composes_and_builds_its_model(experiment):
     with initialize_config_dir(str(CONFIGS), version_base="1.3"):
         cfg = compose(
-            "train", overrides=[f"experiment={experiment}", *EXPERIMENT_CHOICES.get(experiment, [])]
+            "entry/train", overrides=[f"experiment={experiment}", *EXPERIMENT_CHOICES.get(experiment, [])]
         )
     assert cfg.name.split("/")[0] == experiment
     if (

@@ -1,5 +1,6 @@
 """scripts/run_tiny.py: the main job's task graph for the default corpus and for another one."""
 
+import json
 import runpy
 from pathlib import Path
 
@@ -84,3 +85,32 @@ def test_the_judge_names_the_ground_truth_folder_and_reaches_every_scoring_comma
     plan = SCRIPT["Plan"].from_env(env)
     assert plan.truth_dir == Path("logs/pipeline_tiny/ground_truth_pocketsphinx")
     assert "asr=pocketsphinx" in commands(env)["eval_ground_truth"]
+
+
+def test_the_results_table_runs_compare_runs_with_every_row(tmp_path, monkeypatch):
+    """The table task's command, run as the job runs it: one row per clone mode, the judge's truth row."""
+    from script_runs import run_script
+
+    plan_cls = SCRIPT["Plan"]
+    plan = plan_cls.from_env({})
+    monkeypatch.setattr(plan_cls, "generated_dir", lambda self: tmp_path / "gen")
+    monkeypatch.setattr(plan_cls, "truth_dir", property(lambda self: tmp_path / "truth"))
+    ci = {"estimate": 0.2, "low": 0.1, "high": 0.3, "level": 0.95}
+    row = {"n_scored": 2, "n_expected": 2, "wer": ci, "corpus_wer": ci, "sim": ci}
+    for mode in SCRIPT["ROWS"]:
+        folder = tmp_path / "gen" / "eval" / mode
+        folder.mkdir(parents=True)
+        summary = {"meta": plan.meta, "asr": plan.asr, "speaker": "resemblyzer", "generated": row}
+        (folder / "summary.json").write_text(json.dumps({**summary, "ground_truth": None}))
+    plan.truth_summary.parent.mkdir(parents=True)
+    truth = {"meta": plan.meta, "generated": None, "ground_truth": {**row, "wer": {**ci, "estimate": 0.1}}}
+    plan.truth_summary.write_text(json.dumps(truth))
+    (table,) = [t.command for t in SCRIPT["tasks"](plan, [], {}, 2) if t.name == "table"]
+    command = table()
+    assert command[1] == "eval/compare_runs.py"
+    run_script(ROOT / command[1], *command[2:])
+    lines = (tmp_path / "gen" / "results.md").read_text().splitlines()
+    rows = [line.split("|")[1].strip() for line in lines if line.startswith("| ")]
+    assert [r for r in rows if r in ("ground truth", *SCRIPT["ROWS"].values())] == [
+        "ground truth", "resynthesis", "oracle tokens", "zero-shot", "one-shot"
+    ]  # fmt: skip

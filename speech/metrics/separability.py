@@ -11,9 +11,9 @@ are scored by cosine similarity, so a language change never passes for a speaker
 - ``warp_vs_base``: mean cosine between an unseen warp of a training voice and that voice itself. Near
   ``same`` would mean the warp is the base voice in disguise; near ``different`` means a new speaker.
 
-The corpus build runs it when ``scripts/make_synthetic_corpus.py`` passes :func:`check_separability`
-(``speech.data.synthetic.build_corpus(separability=...)``); ``scripts/corpus_voice_report.py`` runs it over
-all speakers.
+The corpus build runs it when ``scripts/corpus/make_synthetic_corpus.py`` passes
+:func:`check_separability` (``speech.data.synthetic.build_corpus(separability=...)``);
+``scripts/corpus/corpus_voice_report.py`` runs it over all speakers.
 """
 
 from __future__ import annotations

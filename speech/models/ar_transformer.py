@@ -411,7 +411,7 @@ class ARTransformer(nn.Module):
 
     def _decoding(self, keys: torch.Tensor) -> _Decoding:
         """This generation's decoding state; the blocks' lean ``step`` on CPU, where per-op overhead
-        dominates (``scripts/bench_ar.py``), else their ``forward`` (static shapes)."""
+        dominates (``scripts/bench/bench_ar.py``), else their ``forward`` (static shapes)."""
         pad = (~keys).sum(1)  # (b,) each row's left padding
         if keys.device.type != "cpu":
             return _Decoding(keys, pad, None, None)

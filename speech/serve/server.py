@@ -1,4 +1,4 @@
-"""What the app serves, built from the server config (configs/serve.yaml, as a plain dict).
+"""What the app serves, built from the server config (configs/entry/serve.yaml, as a plain dict).
 
 Keys: ``models`` (name -> ``{ar_ckpt, fm_ckpt, tokenizer_ckpt, flow_vae_ckpt, emotion_adapters}``),
 ``device``, ``auth`` (``true``: every route but ``/health`` and the audio URLs needs ``Authorization: Bearer

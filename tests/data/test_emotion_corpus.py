@@ -278,7 +278,7 @@ def test_rerun_renders_only_what_is_missing_or_changed(corpus, tmp_path, monkeyp
 
 def test_missing_source_corpus_names_the_command_that_builds_it(tmp_path):
     with pytest.raises(
-        FileNotFoundError, match=r"python scripts/make_synthetic_corpus.py data=synthetic_tiny"
+        FileNotFoundError, match=r"python scripts/corpus/make_synthetic_corpus.py data=synthetic_tiny"
     ):
         build_emotion_corpus(tmp_path / "synthetic_tiny", tmp_path / "emo", CONFIG, progress=False)
 
@@ -289,8 +289,8 @@ def test_emotion_corpus_config_composes():
 
     configs = Path(__file__).resolve().parents[2] / "configs"
     with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
-        cfg = compose("emotion_corpus")
-        prepare = compose("prepare", overrides=["data=synthetic_emotion_tiny"])
+        cfg = compose("entry/make_emotion_corpus")
+        prepare = compose("entry/prepare_data", overrides=["data=synthetic_emotion_tiny"])
     settings = OmegaConf.to_container(cfg.data.emotion_corpus, resolve=True)
     assert settings.pop("source").endswith("data/synthetic_tiny")
     config = EmotionCorpusConfig.from_dict(settings)

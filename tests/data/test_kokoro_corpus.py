@@ -237,7 +237,7 @@ def test_natural_configs_compose(data):
     from omegaconf import OmegaConf
 
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("corpus", overrides=[f"data={data}"])
+        cfg = compose("entry/make_synthetic_corpus", overrides=[f"data={data}"])
     config = CorpusConfig.from_dict(OmegaConf.to_container(cfg.data.synthetic, resolve=True))
     assert cfg.data.name == data and cfg.data.root.endswith(f"data/{data}")
     assert (
@@ -263,7 +263,7 @@ def test_natural_tiny_plan_fits_its_size():
     from speech.data.synthetic.text_sources import build_pools
 
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("corpus", overrides=["data=synthetic_natural_tiny"])
+        cfg = compose("entry/make_synthetic_corpus", overrides=["data=synthetic_natural_tiny"])
     config = CorpusConfig.from_dict(OmegaConf.to_container(cfg.data.synthetic, resolve=True))
     speakers = plan_speakers(base_voices(config.voices, config.languages, seed=config.seed), config)
     planned = plan_utterances(speakers, build_pools(config.languages, config.text, config.seed), config)

@@ -361,7 +361,7 @@ def test_load_synthetic_reads_the_manifest(corpus, tmp_path):
     assert {u.language for u in load_synthetic(root, "test")} == {"en", "de", "zh", "ja"}
     with pytest.raises(ValueError, match="unknown split 'dev'"):
         load_synthetic(root, "dev")
-    with pytest.raises(FileNotFoundError, match=r"scripts/make_synthetic_corpus.py data=missing_corpus"):
+    with pytest.raises(FileNotFoundError, match=r"corpus/make_synthetic_corpus.py data=missing_corpus"):
         load_synthetic(tmp_path / "missing_corpus")
 
 
@@ -395,7 +395,7 @@ def test_corpus_configs_compose_and_meet_their_sizes(data):
 
     configs = Path(__file__).resolve().parents[2] / "configs"
     with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
-        cfg = compose("corpus", overrides=[f"data={data}"])
+        cfg = compose("entry/make_synthetic_corpus", overrides=[f"data={data}"])
     config = CorpusConfig.from_dict(OmegaConf.to_container(cfg.data.synthetic, resolve=True))
     assert cfg.data.name == data and cfg.data.root.endswith(f"data/{data}") and cfg.data.sample_rate == 16000
     assert cfg.data.recipe._target_ == "speech.data.recipes.synthetic.load_synthetic"

@@ -24,12 +24,21 @@ def _run(argv):
     return run_script(ROOT / "eval" / "compare_runs.py", *argv)
 
 
+def _runs(**folders) -> str:
+    """The ``runs={label: folder, ...}`` override (labels may hold dashes: ``zero_shot`` -> ``zero-shot``)."""
+    return "runs={" + ", ".join(f"{label.replace('_', '-')}: {path}" for label, path in folders.items()) + "}"
+
+
 def test_table_has_one_row_per_run_and_ground_truth(tmp_path, capsys):
     for name, wer, sim, truth in (("zs", 0.5, 0.6, False), ("os", 0.25, 0.7, True)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "summary.json").write_text(json.dumps(_summary("m.lst", wer, sim, truth)))
-    _run([f"zero-shot={tmp_path / 'zs'}", f"one-shot={tmp_path / 'os' / 'summary.json'}",
-          "--out", str(tmp_path / "t.md")])  # fmt: skip
+    _run(
+        [
+            _runs(zero_shot=tmp_path / "zs", one_shot=tmp_path / "os" / "summary.json"),
+            f"out={tmp_path / 't.md'}",
+        ]
+    )
     table = (tmp_path / "t.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ") and "row" not in line]
     assert [r.split("|")[1].strip() for r in rows] == ["ground truth", "zero-shot", "one-shot"]
@@ -43,12 +52,21 @@ def test_refuses_runs_on_different_test_sets(tmp_path):
         (tmp_path / name).mkdir()
         (tmp_path / name / "summary.json").write_text(json.dumps(_summary(meta, 0.1, 0.5)))
     with pytest.raises(SystemExit, match="different test sets"):
-        _run([f"a={tmp_path / 'a'}", f"b={tmp_path / 'b'}"])
+        _run([_runs(a=tmp_path / "a", b=tmp_path / "b")])
 
 
-def test_missing_run_names_the_command(tmp_path):
+def test_missing_run_names_the_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # the error itself, not Hydra's exit
     with pytest.raises(FileNotFoundError, match="seedtts_eval.py"):
-        _run([f"a={tmp_path / 'nope'}"])
+        _run([f"+runs.a={tmp_path / 'nope'}"])
+
+
+@pytest.mark.parametrize("runs", ["runs={}", "runs=logs/eval/zs", "runs=[logs/eval/zs]"])
+def test_runs_must_map_labels_to_folders(runs):
+    with pytest.raises(
+        SystemExit, match=r"runs: expected \{label: <eval dir>, ...\}, e.g. 'runs=\{zero-shot"
+    ):
+        _run([runs])
 
 
 def test_ground_truth_row_from_a_separate_eval(tmp_path):
@@ -58,17 +76,17 @@ def test_ground_truth_row_from_a_separate_eval(tmp_path):
     for name, summary in runs.items():
         (tmp_path / name).mkdir()
         (tmp_path / name / "summary.json").write_text(json.dumps(summary))
-    _run([f"zero-shot={tmp_path / 'zs'}", f"--ground-truth={tmp_path / 'gt'}", f"--out={tmp_path / 't.md'}"])
+    _run([_runs(zero_shot=tmp_path / "zs"), f"ground_truth={tmp_path / 'gt'}", f"out={tmp_path / 't.md'}"])
     lines = (tmp_path / "t.md").read_text().splitlines()
     truth = [line for line in lines if line.startswith("| ground truth")]
     assert len(truth) == 1 and "33.00 [32.00, 34.00]" in truth[0]
     with pytest.raises(SystemExit, match="no ground-truth row of m.lst"):
-        _run([f"zero-shot={tmp_path / 'zs'}", f"--ground-truth={tmp_path / 'other'}"])
+        _run([_runs(zero_shot=tmp_path / "zs"), f"ground_truth={tmp_path / 'other'}"])
 
 
 def test_without_a_ground_truth_row_there_is_no_relative_column(tmp_path, capsys):
     (tmp_path / "zs").mkdir()
     (tmp_path / "zs" / "summary.json").write_text(json.dumps(_summary("m.lst", 0.5, 0.6, truth=False)))
-    _run([f"zero-shot={tmp_path / 'zs'}"])
+    _run([f"+runs.zero-shot={tmp_path / 'zs'}"])  # one run per argument
     table = capsys.readouterr().out
     assert "WER / truth" not in table and "| zero-shot | 3 / 4 | 50.00" in table

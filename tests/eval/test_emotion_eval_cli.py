@@ -41,8 +41,8 @@ def test_table_sets_generated_shift_beside_the_data(tmp_path):
         tone(tmp_path / "happy" / f"{name}.wav", 130, 1.0, 0.3)
     tone(tmp_path / "base" / "only_in_base.wav", 100, 1.0, 0.3)  # unpaired: left out
     out = tmp_path / "out"
-    run_script(SCRIPT, f"happy={tmp_path / 'happy'}", f"--base={tmp_path / 'base'}", f"--corpus={root}",
-               f"--out={out}", "--no-progress")  # fmt: skip
+    run_script(SCRIPT, f"emotions={{happy: {tmp_path / 'happy'}}}", f"base={tmp_path / 'base'}",
+               f"corpus={root}", f"out={out}", "progress=false")  # fmt: skip
     saved = json.loads((out / "prosody.json").read_text())["happy"]
     assert saved["data"]["count"] == 2 and saved["generated"]["count"] == 3
     assert saved["data"]["f0_ratio"] == pytest.approx(1.25, rel=0.03)
@@ -55,14 +55,17 @@ def test_table_sets_generated_shift_beside_the_data(tmp_path):
     assert "| happy | 2 | 3 | 1.2" in table and (out / "prosody.png").stat().st_size > 1000
 
 
-def test_missing_emotion_or_folder_is_named(tmp_path):
+def test_missing_emotion_or_folder_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # the errors themselves, not Hydra's exit
     root = corpus(tmp_path / "corpus")
     tone(tmp_path / "base" / "a.wav", 100, 1.0, 0.3)
     tone(tmp_path / "sad" / "a.wav", 100, 1.0, 0.3)
-    args = [f"--base={tmp_path / 'base'}", f"--corpus={root}", f"--out={tmp_path / 'out'}", "--no-progress"]
+    args = [f"base={tmp_path / 'base'}", f"corpus={root}", f"out={tmp_path / 'out'}", "progress=false"]
     with pytest.raises(SystemExit, match="has no 'sad' rendition with a neutral one"):
-        run_script(SCRIPT, f"sad={tmp_path / 'sad'}", *args)
+        run_script(SCRIPT, f"+emotions.sad={tmp_path / 'sad'}", *args)
     with pytest.raises(FileNotFoundError, match="nowhere not found: generate it with infer.py"):
-        run_script(SCRIPT, f"happy={tmp_path / 'nowhere'}", *args)
-    with pytest.raises(SystemExit, match="expected emotion=<folder>"):
-        run_script(SCRIPT, "happy", *args)
+        run_script(SCRIPT, f"+emotions.happy={tmp_path / 'nowhere'}", *args)
+    with pytest.raises(
+        SystemExit, match=r"expected emotions=\{<emotion>: <folder>, ...\}, e.g. .*got 'happy'"
+    ):
+        run_script(SCRIPT, "emotions=happy", *args)

@@ -24,16 +24,21 @@ def test_resumed_versions_join_and_minutes_come_from_the_clock(tmp_path, capsys)
     ])  # fmt: skip
     plain = write_run(tmp_path / "b", ["epoch,step,val/loss\n0,19,3.5\n"])
     out = tmp_path / "img" / "curves.png"
-    run_script(SCRIPT, f"clocked={clocked}", f"plain={plain}", "--metrics", "val/loss", "--out", str(out))
+    run_script(SCRIPT, f"runs={{clocked: {clocked}, plain: {plain}}}", "metrics=[val/loss]", f"out={out}")
     printed = capsys.readouterr().out
     assert "| clocked | 19 | 2.0 | 2.8 |" in printed and "| clocked | 39 | 4.0 | 2.2 |" in printed
     assert "| plain | 19 |  | 3.5 |" in printed  # no clock: no minutes
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_bad_runs_and_metrics_are_named(tmp_path):
+def test_bad_runs_and_metrics_are_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # the errors themselves, not Hydra's exit
     with pytest.raises(FileNotFoundError, match="no csv/version_\\*/metrics.csv under"):
-        run_script(SCRIPT, f"x={tmp_path}")
+        run_script(SCRIPT, f"+runs.x={tmp_path}")
     run = write_run(tmp_path / "r", ["epoch,step,val/loss\n0,1,2.0\n"])
     with pytest.raises(SystemExit, match=r"none of the runs logged \['val/acc'\]; logged: \['val/loss'\]"):
-        run_script(SCRIPT, f"r={run}", "--metrics", "val/acc")
+        run_script(SCRIPT, f"+runs.r={run}", "metrics=[val/acc]")
+    with pytest.raises(SystemExit, match="x='hours': expected one of minutes | step"):
+        run_script(SCRIPT, f"+runs.r={run}", "x=hours")
+    with pytest.raises(SystemExit, match=r"runs: expected \{label: <run folder>, ...\}.* got '"):
+        run_script(SCRIPT, f"runs={run}")

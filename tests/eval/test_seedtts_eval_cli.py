@@ -96,7 +96,9 @@ def test_cli_missing_checkpoint_names_the_path(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("speaker", ["resemblyzer", "wavlm_ecapa"])
 def test_eval_config_groups_compose(asr, speaker, tmp_path):
     with initialize_config_dir(str(CONFIGS), version_base="1.3"):
-        cfg = compose("eval", overrides=[f"asr={asr}", f"speaker={speaker}", "meta=m.lst", "gen_dir=g"])
+        cfg = compose(
+            "entry/seedtts_eval", overrides=[f"asr={asr}", f"speaker={speaker}", "meta=m.lst", "gen_dir=g"]
+        )
     assert issubclass(get_class(cfg.asr._target_), ASRBackend)
     assert issubclass(get_class(cfg.speaker._target_), SpeakerEmbedder)
     assert cfg.out_dir and cfg.language == "en"

@@ -42,7 +42,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_experiment_configs_build(experiment, dim, millions):
     register_resolvers()
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={experiment}", "model.audio_vocab_size=1000",
+        cfg = compose("entry/train", overrides=[f"experiment={experiment}", "model.audio_vocab_size=1000",
                                           "model.text_vocab_size=1024"])  # fmt: skip
     assert cfg.data.datamodule.ref_features and cfg.upstream.tokenizer.endswith("checkpoints/last.ckpt")
     assert "feature_cache:tokens" in str(cfg.data.datamodule._content["features"]._content["tokens"]._value())
@@ -137,7 +137,7 @@ def test_the_stage_memorizes_a_handful_of_utterances(shared_prepared, tmp_path):
 
     register_resolvers()
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=ar_tiny", *TINY, "model.text_vocab_size=300",
+        cfg = compose("entry/train", overrides=["experiment=ar_tiny", *TINY, "model.text_vocab_size=300",
                                           "model.dropout=0", "stage.optim.warmup_steps=10",
                                           "stage.optim.total_steps=150",
                                           "stage.prompt_prob=0.5"])  # fmt: skip

@@ -45,7 +45,7 @@ def test_all_sizes_exist():
 def test_experiment_configs_compose_and_build(experiment):
     size = experiment.removeprefix("flow_matching_")
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={experiment}", *TINY[:2]])
+        cfg = compose("entry/train", overrides=[f"experiment={experiment}", *TINY[:2]])
     upstream = "tiny" if size == "tiny" else "base"
     assert cfg.upstream.tokenizer.endswith(f"tokenizer_{upstream}/checkpoints/last.ckpt")
     assert cfg.upstream.flow_vae.endswith(f"flow_vae_{upstream}/checkpoints/last.ckpt")

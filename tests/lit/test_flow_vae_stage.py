@@ -1,9 +1,11 @@
 """The Flow-VAE stage: it learns, trains through train.py with both optimizers, resumes, a checkpoint
-alone rebuilds the model, and the latent encoder fills its cache once."""
+alone rebuilds the model, the latent encoder fills its cache once, and scripts/resynthesize.py runs it."""
 
+import shutil
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 import torch
 from script_runs import run_script
 
@@ -19,6 +21,7 @@ from speech.modules.discriminators import CombinedDiscriminator
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN, ENCODE = ROOT / "train.py", ROOT / "scripts" / "encode.py"
+RESYNTHESIZE = ROOT / "scripts" / "resynthesize.py"
 TINY = [
     "model.encoder.channels=2", "model.decoder.channels=16", "model.flow.hidden=4", "model.flow.n_flows=1",
     "stage.discriminator.periods=[2]", "stage.discriminator.period_channels=[4]",
@@ -86,6 +89,17 @@ def test_train_py_step_resume_rebuild_and_encode(shared_prepared, tmp_path, caps
     run_script(ENCODE, *encode)  # a second run adds nothing
     assert "0 encoded now, 24 cached before" in capsys.readouterr().out
     assert [f.stat().st_mtime_ns for f in sorted(cache.root.glob("*/*.npy"))] == mtimes
+
+    wavs, out = tmp_path / "wavs", tmp_path / "resynth"
+    wavs.mkdir()
+    for src in sorted((shared_prepared.parent / "wav").glob("*.wav"))[:2]:
+        shutil.copy(src, wavs / src.name)
+    run_script(RESYNTHESIZE, f"ckpt={last}", f"in_dir={wavs}", f"out_dir={out}", "progress=false")
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in wavs.iterdir())  # wavs only
+    for src in wavs.iterdir():
+        assert sf.info(out / src.name).frames == sf.info(src).frames  # the input's length, at 16 kHz
+    run_script(RESYNTHESIZE, f"ckpt={last}", f"in_dir={wavs}", f"out_dir={out}", "progress=false")
+    assert f"0 resynthesized into {out} (2 there before)" in capsys.readouterr().out
 
 
 def test_encode_refuses_an_unknown_kind(tmp_path, capsys):

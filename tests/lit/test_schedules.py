@@ -63,7 +63,7 @@ def test_flow_vae_gets_two_optimizers_with_the_same_settings():
 @pytest.mark.parametrize("stage", STAGES)
 def test_every_stage_config_has_one_optim_node(stage):
     with initialize_config_dir(str(CONFIGS), version_base="1.3"):
-        cfg = compose("train", overrides=[f"stage={stage}", "trainer.max_steps=1234"])
+        cfg = compose("entry/train", overrides=[f"stage={stage}", "trainer.max_steps=1234"])
     assert not {"lr", "weight_decay", "betas", "warmup_steps", "total_steps"} & set(cfg.stage)
     optim = instantiate(cfg.stage.optim)
     assert isinstance(optim, AdamWSchedule) and optim.total_steps == 1234 and isinstance(optim.betas, tuple)
@@ -71,6 +71,6 @@ def test_every_stage_config_has_one_optim_node(stage):
 
 def test_an_experiment_overrides_one_setting_and_keeps_the_rest():
     with initialize_config_dir(str(CONFIGS), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=ar_tiny", "stage.optim.lr=3e-4"])
+        cfg = compose("entry/train", overrides=["experiment=ar_tiny", "stage.optim.lr=3e-4"])
     optim = instantiate(cfg.stage.optim)
     assert (optim.lr, optim.warmup_steps, optim.weight_decay, optim.betas) == (3e-4, 100, 0.01, (0.9, 0.98))

@@ -39,7 +39,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 )
 def test_experiment_configs_build(experiment, kind):
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={experiment}", f"model.quantizer.kind={kind}"])
+        cfg = compose("entry/train", overrides=[f"experiment={experiment}", f"model.quantizer.kind={kind}"])
     model = instantiate(cfg.model)
     assert isinstance(model, AudioTokenizer) and model.downsample * 25 == 100
     assert model.codebook_size == (4375 if kind == "fsq" else 512)

@@ -241,7 +241,9 @@ def compose_train(*overrides: str, hydra_config: bool = False):
     register_resolvers()
     with initialize_config_dir(str(CONFIGS), version_base="1.3"):
         return compose(
-            "train", overrides=["experiment=tokenizer_tiny", *overrides], return_hydra_config=hydra_config
+            "entry/train",
+            overrides=["experiment=tokenizer_tiny", *overrides],
+            return_hydra_config=hydra_config,
         )
 
 

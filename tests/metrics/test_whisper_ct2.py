@@ -95,9 +95,9 @@ def test_missing_packages_say_what_to_install(monkeypatch, tmp_path):
         WhisperCT2ASR(tmp_path)
 
 
-@pytest.mark.parametrize("config", ["eval", "score_ground_truth"])
+@pytest.mark.parametrize("config", ["entry/seedtts_eval", "entry/score_ground_truth"])
 def test_whisper_ct2_is_the_default_judge(config):
     with initialize_config_dir(str(CONFIGS), version_base="1.3"):
-        cfg = compose(config, overrides=["meta=m.lst", "gen_dir=g"] if config == "eval" else [])
+        cfg = compose(config, overrides=["meta=m.lst", "gen_dir=g"] if config == "entry/seedtts_eval" else [])
     assert cfg.asr._target_ == "speech.metrics.asr.whisper_ct2.WhisperCT2ASR"
     assert cfg.asr.cpu_threads == 1 and cfg.asr.model_dir is None

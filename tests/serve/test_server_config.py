@@ -1,4 +1,4 @@
-"""configs/serve.yaml builds a server, auth settings, and the engine's queue: overload and shutdown."""
+"""configs/entry/serve.yaml builds a server, auth settings, and the engine's queue: overload and shutdown."""
 
 import threading
 from concurrent.futures import Future
@@ -28,7 +28,7 @@ def test_serve_yaml_builds_a_server(assets, tmp_path):
         "device=cpu",
     ]
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
-        cfg = compose("serve", overrides=overrides)
+        cfg = compose("entry/serve", overrides=overrides)
     config = OmegaConf.to_container(cfg, resolve=True)
     assert config["models"]["speech-02-turbo"] == config["models"]["speech-02-hd"]
     # the default voices are wavs of the main job's corpus, which a test machine may not have built (an

@@ -1,8 +1,9 @@
-"""The built-in synthetic corpus (``scripts/make_synthetic_corpus.py``), read from its manifest.
+"""The built-in synthetic corpus (``scripts/corpus/make_synthetic_corpus.py``), read from its manifest.
 
 ``<root>/manifest.jsonl`` lists every rendered utterance with its split: ``train`` (the training
 speakers) or ``test`` (held-out speakers, also packaged as ``test-synth-*/meta.lst``). The emotive
-renditions (``scripts/make_emotion_corpus.py``) use the same format, all ``train``, with an ``emotion``.
+renditions (``scripts/corpus/make_emotion_corpus.py``) use the same format, all ``train``, with an
+``emotion``.
 """
 
 from __future__ import annotations

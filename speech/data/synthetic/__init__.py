@@ -3,14 +3,14 @@
 espeak-ng (language voices x voice variants), flite and festival voices speak sentences from Debian's
 fortunes and Japanese man pages; WORLD pitch/formant/rate warps add pseudo-speakers. Training and test
 speakers are disjoint (whole base voices and unseen warps held out) and the test speakers form
-Seed-TTS-eval ``meta.lst`` test sets. Build with ``python scripts/make_synthetic_corpus.py``; read with
+Seed-TTS-eval ``meta.lst`` test sets. Build with ``python scripts/corpus/make_synthetic_corpus.py``; read with
 :func:`speech.data.recipes.synthetic.load_synthetic`. See ``docs/synthetic_corpus.md``.
 
 With the optional ``natural`` extra, Kokoro-82M (``kokoro.py``) adds natural voices: its five packaged
 style tables and mixtures of them (``kokoro_voices.py``), speaking espeak-ng's phonemes (``phonemes.py``).
 
-Its emotive renditions (``emotion_corpus.py``, ``python scripts/make_emotion_corpus.py``) re-render some
-training utterances in acted emotion styles (``emotions.py``: WORLD prosody transforms) for the
+Its emotive renditions (``emotion_corpus.py``, ``python scripts/corpus/make_emotion_corpus.py``) re-render
+some training utterances in acted emotion styles (``emotions.py``: WORLD prosody transforms) for the
 per-emotion adapters; the same reader reads them, with an emotion label per utterance.
 """
 

@@ -64,7 +64,7 @@ def build_corpus(
         separability: The speaker-separability check of the test speakers, called as
             ``separability(root, manifest_records, per_speaker=...)`` and stored in ``stats.json``:
             ``speech.metrics.separability.check_separability`` (resemblyzer), which
-            ``scripts/make_synthetic_corpus.py`` passes; ``None`` (or ``False``) skips it.
+            ``scripts/corpus/make_synthetic_corpus.py`` passes; ``None`` (or ``False``) skips it.
         progress: Show a tqdm progress bar.
 
     Returns:

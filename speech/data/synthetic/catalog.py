@@ -104,7 +104,7 @@ def read_manifest(root: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise FileNotFoundError(
             f"synthetic corpus manifest not found: {path}. Build the corpus first: "
-            f"python scripts/make_synthetic_corpus.py data={Path(root).name}"
+            f"python scripts/corpus/make_synthetic_corpus.py data={Path(root).name}"
         )
     return read_jsonl(path)
 

@@ -168,7 +168,7 @@ def build_emotion_corpus(
     """Builds (or resumes building) the emotive renditions of ``source_root`` under ``root``.
 
     Args:
-        source_root: A built synthetic corpus (``scripts/make_synthetic_corpus.py``).
+        source_root: A built synthetic corpus (``scripts/corpus/make_synthetic_corpus.py``).
         root: Output folder; created if needed.
         config: Which utterances, which emotions, and the audio settings.
         num_workers: Rendering processes; 1 renders in this process.

@@ -2,15 +2,19 @@
 same requests sent one at a time, in one run, sync (``/v1/t2a_v2``) and streaming (SSE). Prints a markdown
 table: p50/p95 latency, time to the first streamed chunk, requests/s and failures.
 
-    python scripts/bench_server.py --clients 8 --requests 32
-    python scripts/bench_server.py --clients 1 8 32 --threads 2
-    python scripts/bench_server.py --ar logs/ar_tiny/checkpoints/last.ckpt \\
+    python scripts/bench/bench_server.py --clients 8 --requests 32
+    python scripts/bench/bench_server.py --clients 1 8 32 --threads 2
+    python scripts/bench/bench_server.py --ar logs/ar_tiny/checkpoints/last.ckpt \\
         --fm logs/flow_matching_tiny/checkpoints/last.ckpt
 
 Without ``--ar``/``--fm`` the server runs tiny random checkpoints made in a temporary folder
 (tests/inference/tiny_pipeline.py) with ``--max-tokens`` capping each segment, as on the 2-core CI box.
 The server runs in this process (uvicorn in a thread on a free loopback port), auth off, greedy sampling.
 Client counts and requests are bounded (``MAX_CLIENTS``, ``MAX_REQUESTS``), and every request times out.
+
+Flags (argparse) rather than Hydra overrides, as in every ``scripts/bench/`` script: a benchmark is a
+measurement for developers, not a pipeline step; its knobs are sizes, repeats, threads and lists to
+sweep in one process (``--clients 1 8 32``), and it prints a table instead of writing a run folder.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import uvicorn
 from speech.serve.app import create_app
 from speech.serve.server import build_server
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MAX_CLIENTS, MAX_REQUESTS, TIMEOUT_S = 64, 512, 120
 TEXTS = ["alpha beta gamma delta.", "epsilon zeta eta theta iota.", "kappa lambda mu alpha beta."]
 

@@ -1,28 +1,30 @@
 """Which corpus languages Kokoro says: phoneme coverage and a round trip against espeak-ng, per language.
 
-    python scripts/check_kokoro_languages.py                       # en de es it, pools of data/synthetic_tiny
-    python scripts/check_kokoro_languages.py --languages de --sentences 20 --coverage 1500
+    python scripts/corpus/check_kokoro_languages.py                # en de es it, pools of data/synthetic_tiny
+    python scripts/corpus/check_kokoro_languages.py 'languages=[de]' sentences=20 coverage=1500
 
 No ASR here reads German, Spanish or Italian, and nobody can listen, so two checks stand in:
 
-- *coverage*: the share of the first ``--coverage`` held-out pool sentences whose espeak-ng IPA maps
+- *coverage*: the share of the first ``coverage`` held-out pool sentences whose espeak-ng IPA maps
   entirely into Kokoro's vocabulary (``speech.data.synthetic.phonemes``), and the symbols that do not;
-- *round trip*: ``--sentences`` sentences are said by Kokoro (``jm_kumo``) and by espeak-ng (its default
+- *round trip*: ``sentences`` sentences are said by Kokoro (``jm_kumo``) and by espeak-ng (its default
   voice); each Kokoro clip is matched to the espeak-ng clip with the lowest DTW cost (cosine distance of
   mean/variance-normalized MFCCs, per path step). If Kokoro says the phonemes it is given, in order, the
   match is the same sentence; ``duration-only`` is the hit rate of matching by length alone.
 
-For English, Whisper tiny.en also transcribes the Kokoro clips (utterance-mean WER).
+For English, Whisper tiny.en also transcribes the Kokoro clips (utterance-mean WER). Settings:
+``configs/entry/check_kokoro_languages.yaml``.
 """
 
 from __future__ import annotations
 
-import argparse
 from collections import Counter
 from pathlib import Path
 
+import hydra
 import librosa
 import numpy as np
+from omegaconf import DictConfig
 
 from speech.audio.io import resample
 from speech.data.synthetic import engines, kokoro
@@ -77,23 +79,17 @@ def whisper_wer(wavs: list[np.ndarray], sentences: list[str]) -> float:
     return float(np.mean([score_utterance(s, h, "en").wer for s, h in zip(sentences, hyps, strict=True)]))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--languages", nargs="+", default=["en", "de", "es", "it"])
-    parser.add_argument("--pools", type=Path, default=Path("data/synthetic_tiny/text"),
-                        help="a built corpus's text/ folder (<lang>.heldout.txt)")  # fmt: skip
-    parser.add_argument("--sentences", type=int, default=10, help="round-trip sentences per language")
-    parser.add_argument("--coverage", type=int, default=300, help="pool sentences for the coverage count")
-    args = parser.parse_args()
+@hydra.main(config_path="../../configs", config_name="entry/check_kokoro_languages", version_base="1.3")
+def main(cfg: DictConfig) -> None:
     print("| language | pool sentences covered | DTW round trip | duration-only | Whisper WER % |")
     print("|---|---:|---:|---:|---:|")
-    for lang in args.languages:
-        pool = (args.pools / f"{lang}.heldout.txt").read_text(encoding="utf-8").splitlines()
-        share, missing = coverage(pool[: args.coverage], lang)
-        sentences = pool[: args.sentences]
+    for lang in cfg.languages:
+        pool = (Path(cfg.pools) / f"{lang}.heldout.txt").read_text(encoding="utf-8").splitlines()
+        share, missing = coverage(pool[: cfg.coverage], lang)
+        sentences = pool[: cfg.sentences]
         hit, by_length, wavs = round_trip(sentences, lang)
         wer = f"{100 * whisper_wer(wavs, sentences):.1f}" if lang == "en" else "n/a"
-        covered = f"{100 * share:.1f} % of {min(len(pool), args.coverage)}"
+        covered = f"{100 * share:.1f} % of {min(len(pool), cfg.coverage)}"
         print(f"| {lang} | {covered} | {hit:.2f} | {by_length:.2f} | {wer} |", flush=True)
         for reason, count in missing.most_common(3):
             print(f"|   {count} x {reason} | | | | |")

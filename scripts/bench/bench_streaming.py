@@ -2,13 +2,17 @@
 ``Synthesizer.stream`` next to the time ``Synthesizer.synthesize`` takes for the whole utterance, in the
 same run, on trained checkpoints. Prints a markdown table (docs/inference.md).
 
-    python scripts/bench_streaming.py --threads 2
-    python scripts/bench_streaming.py --ar logs/ar_tiny/checkpoints/last.ckpt \\
+    python scripts/bench/bench_streaming.py --threads 2
+    python scripts/bench/bench_streaming.py --ar logs/ar_tiny/checkpoints/last.ckpt \\
         --fm logs/flow_matching_tiny/checkpoints/last.ckpt --chunk-tokens 10 25 50 --device cuda
 
 Defaults: the main job's checkpoints (``bash scripts/run_tiny.sh``) and the first ``--references``
 reference wavs of its test-synth-en meta.lst, zero-shot, sampling seeded. Each text is a few sentences (one
 segment; ``max_segment_tokens`` is raised so nothing is cut). Times are medians over references and repeats.
+
+Flags (argparse) rather than Hydra overrides, as in every ``scripts/bench/`` script: a benchmark is a
+measurement for developers, not a pipeline step; its knobs are sizes, repeats, threads and lists to
+sweep in one process (``--chunk-tokens 10 25 50``), and it prints a table instead of writing a run folder.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import torch
 
 from speech.inference import SamplingSetting, SynthesisRequest, Synthesizer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TEXT = (
     "The quiet harbor woke before sunrise, and the fishing boats slipped out one by one "
     "while the gulls circled above the grey water and the lighthouse kept turning"

@@ -2,8 +2,8 @@
 
 Usage::
 
-    python scripts/make_synthetic_corpus.py          # first: the source corpus, data/synthetic_tiny
-    python scripts/make_emotion_corpus.py            # data=synthetic_emotion_tiny
+    python scripts/corpus/make_synthetic_corpus.py          # first: the source corpus, data/synthetic_tiny
+    python scripts/corpus/make_emotion_corpus.py            # data=synthetic_emotion_tiny
 
 Rerunning continues an interrupted build; see docs/synthetic_corpus.md, "Emotive renditions".
 """
@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from speech.data.synthetic import EmotionCorpusConfig, build_emotion_corpus
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="emotion_corpus")
+@hydra.main(version_base="1.3", config_path="../../configs", config_name="entry/make_emotion_corpus")
 def main(cfg: DictConfig) -> dict:
     settings = OmegaConf.to_container(cfg.data.emotion_corpus, resolve=True)
     source = settings.pop("source")  # where to read, not what to build: an argument, not a setting

@@ -2,12 +2,16 @@
 next to Hugging Face ``LlamaForCausalLM.generate`` with the same dims and random weights, then training
 tokens/s of the AR stage and peak memory. Prints a markdown table (docs/ar.md).
 
-    python scripts/bench_ar.py --threads 2
-    python scripts/bench_ar.py --device cuda --batch-sizes 1 16 64
+    python scripts/bench/bench_ar.py --threads 2
+    python scripts/bench/bench_ar.py --device cuda --batch-sizes 1 16 64
 
 Both decoders run greedy with the KV cache, the same prefix lengths and exactly ``--new-tokens`` new tokens
 (EOS masked until then, stopped there). Batches above 1 are left-padded (prefix lengths vary by row) and pass
 an attention mask to both. Times are medians of ``--repeats`` runs after one warm-up.
+
+Flags (argparse) rather than Hydra overrides, as in every ``scripts/bench/`` script: a benchmark is a
+measurement for developers, not a pipeline step; its knobs are sizes, repeats, threads and lists to
+sweep in one process (``--batch-sizes 1 16 64``), and it prints a table instead of writing a run folder.
 """
 
 from __future__ import annotations

@@ -1,24 +1,26 @@
 """Per-voice intelligibility and speaker separability of a built synthetic corpus, over all its speakers.
 
-    python scripts/corpus_voice_report.py data/synthetic_natural_tiny            # up to 6 utterances each
-    python scripts/corpus_voice_report.py data/synthetic_natural_tiny --per-speaker 3 --out report.md
+    python scripts/corpus/corpus_voice_report.py corpus=data/synthetic_natural_tiny   # up to 6 utts each
+    python scripts/corpus/corpus_voice_report.py corpus=data/synthetic_natural_tiny per_speaker=3 out=r.md
 
-Whisper tiny.en (``WhisperCT2ASR``, one thread) transcribes up to ``--per-speaker`` English utterances of
+Whisper tiny.en (``WhisperCT2ASR``, one thread) transcribes up to ``per_speaker`` English utterances of
 every speaker, training and test, and the table gives each speaker's utterance-mean WER against the
 transcript (the ground-truth row per voice). The separability check of the build (resemblyzer, pairs in
 one language only; ``speech.metrics.separability``) is then run over *all* speakers rather than
-the test split alone, so that voices that would be confused show up whichever split they are in.
+the test split alone, so that voices that would be confused show up whichever split they are in
+(``configs/entry/corpus_voice_report.yaml``).
 ``scripts/score_ground_truth.py`` scores a test set's ``meta.lst`` the same way, test speakers only.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import defaultdict
 from pathlib import Path
 
+import hydra
 import numpy as np
+from omegaconf import DictConfig
 
 from speech.audio.io import load_audio
 from speech.data.synthetic import read_manifest
@@ -83,16 +85,13 @@ def report(root: Path, per_speaker: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("corpus", type=Path, help="a built corpus folder (with manifest.jsonl)")
-    parser.add_argument("--per-speaker", type=int, default=6, help="utterances per speaker (default 6)")
-    parser.add_argument("--out", type=Path, default=None, help="also write the report here")
-    args = parser.parse_args()
-    text = report(args.corpus, args.per_speaker)
+@hydra.main(config_path="../../configs", config_name="entry/corpus_voice_report", version_base="1.3")
+def main(cfg: DictConfig) -> str:
+    text = report(Path(cfg.corpus), cfg.per_speaker)
     print(text)
-    if args.out is not None:
-        args.out.write_text(text, encoding="utf-8")
+    if cfg.out is not None:
+        Path(cfg.out).write_text(text, encoding="utf-8")
+    return text
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 Usage::
 
-    python scripts/make_synthetic_corpus.py                                   # data=synthetic_tiny
-    python scripts/make_synthetic_corpus.py data=synthetic_full num_workers=16
+    python scripts/corpus/make_synthetic_corpus.py                                   # data=synthetic_tiny
+    python scripts/corpus/make_synthetic_corpus.py data=synthetic_full num_workers=16
 
 Rerunning continues an interrupted build; see docs/synthetic_corpus.md.
 """
@@ -17,7 +17,7 @@ from speech.data.synthetic import CorpusConfig, build_corpus
 from speech.metrics.separability import check_separability
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="corpus")
+@hydra.main(version_base="1.3", config_path="../../configs", config_name="entry/make_synthetic_corpus")
 def main(cfg: DictConfig) -> dict:
     config = CorpusConfig.from_dict(OmegaConf.to_container(cfg.data.synthetic, resolve=True))
     return build_corpus(

@@ -1,8 +1,8 @@
 """Benchmark of the flow-matching model (a measurement, not a test): sampling speed, training throughput
 and peak memory of the ``flow_matching_<size>`` model configs, with random weights and inputs.
 
-    python scripts/bench_flow_matching.py --sizes tiny base --device cpu --threads 2
-    python scripts/bench_flow_matching.py --sizes tiny small base large --device cuda --dtype bf16
+    python scripts/bench/bench_flow_matching.py --sizes tiny base --device cpu --threads 2
+    python scripts/bench/bench_flow_matching.py --sizes tiny small base large --device cuda --dtype bf16
 
 Sampling: ``--seconds`` of new audio (25 tokens/s) after a ``--prompt-seconds`` prompt, ``--steps`` solver
 steps, Euler and midpoint, classifier-free guidance on (one batched call per estimator evaluation).
@@ -10,6 +10,11 @@ Speed is seconds of audio per second of compute (higher is better; RTF = its inv
 AdamW step on ``--train-rows`` rows of ``--train-seconds`` each (plus a 3 s reference through the speaker
 encoder), reported as latent frames per second. Peak memory: CUDA max allocated per measurement; on CPU
 the process's peak resident set size so far (sizes run from small to large, so it is each size's peak).
+
+Flags (argparse) rather than Hydra overrides, as in every ``scripts/bench/`` script: a benchmark is a
+measurement for developers, not a pipeline step; its knobs are sizes, repeats, threads and lists to
+sweep in one process (``--sizes tiny small base large``), and it prints a table instead of writing a run
+folder.
 """
 
 from __future__ import annotations
@@ -23,14 +28,14 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 LATENT_DIM = {"tiny": 16, "small": 64, "base": 64, "large": 64}  # configs/model/flow_vae_{tiny,base}.yaml
 TOKENS_PER_SECOND, REF_SECONDS, MEL_RATE = 25, 3.0, 100
 
 
 def build(size: str, vocab: int):
     with initialize_config_dir(str(CONFIGS), version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment=flow_matching_{size}",
+        cfg = compose("entry/train", overrides=[f"experiment=flow_matching_{size}",
                                           f"model.token_vocab_size={vocab}",
                                           f"model.latent_dim={LATENT_DIM[size]}"])  # fmt: skip
     return instantiate(cfg.model), cfg.data.mel.n_mels

@@ -1,6 +1,6 @@
 """The emotion job: one LoRA adapter per emotion on the main job's tiny AR model, and what each one does.
 
-    bash scripts/run_emotion_tiny.sh [hydra overrides for every stage, e.g. paths.data_dir=/scratch/data]
+    bash scripts/jobs/run_emotion_tiny.sh [hydra overrides for every stage, e.g. paths.data_dir=/scratch/data]
 
 (``run_emotion_tiny.sh`` installs the environment and runs the main job first; a finished main job is kept
 and takes seconds.) The graph::
@@ -100,18 +100,22 @@ def tasks(extra: list[str], env: dict, slots: int) -> list[Task]:
         return command
 
     def prosody() -> list[str]:
-        runs = [f"{e}={run_dir(e)}" for e in emotions]
-        return [sys.executable, "eval/emotion_eval.py", *runs, f"--base={run_dir(BASE)}",
-                f"--corpus={CORPUS}", f"--out={generated_dir() / 'prosody'}", "--no-progress"]  # fmt: skip
+        runs = "emotions={" + ", ".join(f"{e}: {run_dir(e)}" for e in emotions) + "}"
+        return [sys.executable, "eval/emotion_eval.py", runs, f"base={run_dir(BASE)}",
+                f"corpus={CORPUS}", f"out={generated_dir() / 'prosody'}", "progress=false"]  # fmt: skip
 
     def table() -> list[str]:
-        runs = [
-            f"{label}={run_dir(label).parent / 'eval' / run_dir(label).name}" for label in (BASE, *emotions)
+        runs = ", ".join(f"{label}: {run_dir(label).parent / 'eval' / run_dir(label).name}"
+                         for label in (BASE, *emotions))  # fmt: skip
+        return [
+            sys.executable,
+            "eval/compare_runs.py",
+            f"runs={{{runs}}}",
+            f"out={generated_dir() / 'wer_sim.md'}",
         ]
-        return [sys.executable, "eval/compare_runs.py", *runs, f"--out={generated_dir() / 'wer_sim.md'}"]
 
     graph = [
-        Task("emotion_corpus", hydra("scripts/make_emotion_corpus.py", data), threads=min(2, slots)),
+        Task("emotion_corpus", hydra("scripts/corpus/make_emotion_corpus.py", data), threads=min(2, slots)),
         Task("prepare", hydra("scripts/prepare_data.py", data), after=("emotion_corpus",)),
         Task(
             "encode_tokens",

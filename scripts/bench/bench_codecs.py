@@ -1,10 +1,14 @@
 """Speed of the Flow-VAE on this machine: encode/decode as multiples of real time, training steps/s.
 
-python scripts/bench_codecs.py --model configs/model/flow_vae_tiny.yaml [--seconds 4] [--repeats 5]
+python scripts/bench/bench_codecs.py --model configs/model/flow_vae_tiny.yaml [--seconds 4] [--repeats 5]
 
 Reports medians over ``--repeats`` timed runs after one warm-up. A training step is one generator update
 (forward, multi-resolution mel + STFT + KL loss, backward, AdamW step) on ``--batch`` crops of
 ``--segment`` seconds, without the discriminator (the part before ``disc_start_step``).
+
+Flags (argparse) rather than Hydra overrides, as in every ``scripts/bench/`` script: a benchmark is a
+measurement for developers, not a pipeline step; its knobs are sizes, repeats, threads and lists to
+sweep in one process (``--threads 2 --repeats 3``), and it prints a table instead of writing a run folder.
 """
 
 from __future__ import annotations
