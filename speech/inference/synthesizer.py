@@ -29,10 +29,11 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -129,6 +130,38 @@ class _Job:
     prompt: Prompt | None = None
     audio: dict[int, np.ndarray] = field(default_factory=dict)  # part index -> waveform
     tokens: dict[int, int] = field(default_factory=dict)  # part index -> new tokens
+
+
+class StreamChunk(NamedTuple):
+    """One piece of :meth:`Synthesizer.stream_batch`: ``audio`` of request ``index``; ``last`` ends it."""
+
+    index: int
+    audio: np.ndarray
+    last: bool
+
+
+@dataclass(eq=False)
+class _SegmentStream:
+    """A text segment being streamed: its tokens waiting for flow matching, what it rendered, its decoder."""
+
+    job: _Job
+    decoder: streaming.IncrementalDecoder
+    pitch: object | None  # prosody.pitch_stream, or None at pitch 0
+    prompt: tuple[torch.Tensor, torch.Tensor] | None  # one-shot: (tokens (p,), latents (fpt * p, d))
+    done_tokens: torch.Tensor  # (r,) rendered so far
+    done_latents: torch.Tensor  # (fpt * r, d)
+    new: list[torch.Tensor] = field(default_factory=list)  # (1,) tokens since the last chunk
+    ended: bool = False
+
+    def known(self, context_tokens: int, frames_per_token: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """What flow matching continues: the last ``context_tokens`` rendered tokens and their latents, after
+        the one-shot prompt if any."""
+        keep = min(context_tokens, self.done_tokens.shape[0])
+        tokens = self.done_tokens[self.done_tokens.shape[0] - keep :]
+        latents = self.done_latents[self.done_latents.shape[0] - frames_per_token * keep :]
+        if self.prompt is None:
+            return tokens, latents
+        return torch.cat([self.prompt[0], tokens]), torch.cat([self.prompt[1], latents])
 
 
 class Synthesizer:
@@ -285,28 +318,45 @@ class Synthesizer:
                 warnings are logged.
             ValueError: a chunk holds NaN or infinite samples (a broken model); it is not yielded.
         """
-        for name, value, least in (("chunk_tokens", chunk_tokens, 1), ("context_tokens", context_tokens, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
-        job = self._prepare(request, streaming=True)
-        self._condition([job])
-        for warning in job.warnings:  # no result to carry them
-            log.warning(warning)
-        render = audio_output.ChunkRenderer(self.sample_rate, request.voice, request.audio)
-        for i, part in enumerate(job.parts):
-            if isinstance(part, Pause):
-                pieces = [audio_output.silence(part.seconds, self.sample_rate)]
-            else:
-                pieces = self._stream_segment(job, i, chunk_tokens, context_tokens)
-            for wav in pieces:
-                out = render(wav)
-                if out.size:
-                    audio_output.check_finite(out, STREAM_STOPPED)
-                    yield out
-        tail = render(np.zeros(0, dtype=np.float32), last=True)
-        if tail.size:
-            audio_output.check_finite(tail, STREAM_STOPPED)
-            yield tail
+        _check_stream_sizes(chunk_tokens, context_tokens)
+        jobs = [self._prepare(request, streaming=True)]
+        for event in self._stream(jobs, chunk_tokens, context_tokens, lambda _: False):
+            if event.audio.size:
+                yield event.audio
+
+    def stream_batch(
+        self,
+        requests: Sequence[SynthesisRequest],
+        chunk_tokens: int = STREAM_CHUNK_TOKENS,
+        context_tokens: int = STREAM_CONTEXT_TOKENS,
+        stopped: Callable[[int], bool] | None = None,
+    ) -> Iterator[StreamChunk]:
+        """Streams several requests generated together: what :meth:`stream` yields for each, interleaved.
+
+        The requests' text segments are generated in rounds: the first segment of every request together
+        (as :meth:`synthesize_batch` groups them: same mode, emotion and sampling knobs, rows that fit the AR
+        model together), then the second of those that have one, and so on; pauses come out at once. A
+        request's chunks are those :meth:`stream` makes for it alone, up to flow matching's noise (with
+        ``noise_scale=0`` and greedy tokens, the same samples).
+
+        Args:
+            requests: What to stream.
+            chunk_tokens, context_tokens: As in :meth:`stream`.
+            stopped: ``stopped(i)`` is asked before every AR step; once it is true request ``i`` gets no
+                more chunks and no more flow matching or decoding (its client left). ``None``: never.
+
+        Yields:
+            ``StreamChunk(index, audio, last)`` as made: ``index`` into ``requests``, ``audio`` as
+            :meth:`stream` 's chunks (may be empty on the last one), ``last`` on each request's final
+            chunk. A stopped request gets no final chunk.
+
+        Raises:
+            RequestError: a request is invalid (``index`` is its position), before the first chunk.
+            ValueError: a chunk holds NaN or infinite samples (a broken model).
+        """
+        _check_stream_sizes(chunk_tokens, context_tokens)
+        jobs = [self._prepare(r, i, streaming=True) for i, r in enumerate(requests)]
+        yield from self._stream(jobs, chunk_tokens, context_tokens, stopped or (lambda _: False))
 
     # ------------------------------------------------------------------------------------------ steps
     def _run(self, jobs: list[_Job], batch_size: int) -> list[SynthesisResult]:
@@ -419,17 +469,23 @@ class Synthesizer:
         except ValueError as err:
             raise RequestError("prompt_text", str(err)) from err
 
-    @staticmethod
-    def _batches(jobs: list[_Job], batch_size: int) -> Iterator[list[tuple[_Job, int]]]:
+    @classmethod
+    def _batches(cls, jobs: list[_Job], batch_size: int) -> Iterator[list[tuple[_Job, int]]]:
         """``(job, part index)`` of every text segment, grouped by mode, emotion and sampling knobs, in
         order."""
+        units = [(job, i) for job in jobs for i, part in enumerate(job.parts) if isinstance(part, Segment)]
+        return cls._group(units, batch_size)
+
+    @staticmethod
+    def _group(units: list[tuple[_Job, int]], batch_size: int) -> Iterator[list[tuple[_Job, int]]]:
+        """Text segments in batches of at most ``batch_size`` that share mode, emotion and sampling knobs."""
         groups: dict[tuple, list[tuple[_Job, int]]] = defaultdict(list)
-        for job in jobs:
-            key = (job.request.one_shot, job.request.voice.emotion, job.request.sampling.key())
-            groups[key] += [(job, i) for i, part in enumerate(job.parts) if isinstance(part, Segment)]
-        for units in groups.values():
-            for start in range(0, len(units), batch_size):
-                yield units[start : start + batch_size]
+        for job, i in units:
+            request = job.request
+            groups[(request.one_shot, request.voice.emotion, request.sampling.key())].append((job, i))
+        for members in groups.values():
+            for start in range(0, len(members), batch_size):
+                yield members[start : start + batch_size]
 
     def _condition(self, jobs: list[_Job]) -> None:
         """Speaker vectors (and one-shot prompts) of the jobs that lack them, in one encoder call each."""
@@ -507,56 +563,128 @@ class Synthesizer:
             wav = audio[row, : int(audio_lens[row])].float().cpu().numpy()
             job.audio[i] = prosody.shift_pitch(wav, self.sample_rate, _pitch(job))
 
-    def _stream_segment(
-        self, job: _Job, index: int, chunk_tokens: int, context_tokens: int
-    ) -> Iterator[np.ndarray]:
-        """Segment ``index`` of a job as waveform chunks ``(t,)`` at the model's rate (pitch applied)."""
-        sampling = job.request.sampling
+    def _stream(
+        self, jobs: list[_Job], chunk_tokens: int, context_tokens: int, stopped: Callable[[int], bool]
+    ) -> Iterator[StreamChunk]:
+        """The rounds of :meth:`stream_batch` over prepared jobs (``stopped`` takes their position)."""
+        self._condition(jobs)
+        for job in jobs:
+            for warning in job.warnings:  # no result to carry them
+                log.warning(warning)
+        position = {id(job): n for n, job in enumerate(jobs)}
+        renders = [
+            audio_output.ChunkRenderer(self.sample_rate, job.request.voice, job.request.audio) for job in jobs
+        ]
+
+        def event(job: _Job, wav: np.ndarray, last: bool = False) -> StreamChunk:
+            n = position[id(job)]
+            out = renders[n](wav, last=last)
+            if out.size:
+                audio_output.check_finite(out, STREAM_STOPPED)
+            return StreamChunk(n, out, last)
+
+        def gone(job: _Job) -> bool:
+            return stopped(position[id(job)])
+
+        for r in range(max(len(job.parts) for job in jobs)):
+            live = [job for job in jobs if r < len(job.parts) and not gone(job)]
+            segments = []
+            for job in live:
+                part = job.parts[r]
+                if isinstance(part, Pause):
+                    yield event(job, audio_output.silence(part.seconds, self.sample_rate))
+                else:
+                    segments.append((job, r))
+            for group in self._group(segments, max(len(segments), 1)):
+                for rows in self._fitting(group):
+                    for job, wav in self._stream_segments(rows, chunk_tokens, context_tokens, gone):
+                        yield event(job, wav)
+            for job in live:
+                if r == len(job.parts) - 1 and not gone(job):
+                    yield event(job, np.zeros(0, dtype=np.float32), last=True)
+
+    def _stream_segments(
+        self,
+        rows: list[tuple[_Job, int]],
+        chunk_tokens: int,
+        context_tokens: int,
+        gone: Callable[[_Job], bool],
+    ) -> Iterator[tuple[_Job, np.ndarray]]:
+        """Segments generated together, as ``(job, waveform chunk (t,))`` at the model's rate (pitch
+        applied), each row's chunks in order: a row's chunk is due every ``chunk_tokens`` tokens and at its
+        end (EOS or its length limit)."""
+        job0 = rows[0][0]
+        sampling = job0.request.sampling
         ar_noise, fm_noise = self._generators(sampling)
-        steps = self.ar.generate_stream(
-            **self._ar_inputs([(job, index)]), **sampling.ar_options(), generator=ar_noise
-        )
-        decoder = streaming.IncrementalDecoder(self.flow_vae, self._decoder_context())
-        pitch = None if _pitch(job) == 1.0 else prosody.pitch_stream(self.sample_rate, _pitch(job))
-        fpt = self.fm.frames_per_token
-        prompt = (job.prompt.tokens, job.prompt.latents) if job.request.one_shot else None
-        done_tokens = torch.zeros(0, dtype=torch.long, device=self.device)  # rendered so far
-        done_latents = self.fm.in_proj.weight.new_zeros(0, self.fm.latent_dim)  # (fpt * rendered, d)
-        new: list[torch.Tensor] = []
-
-        def chunk(last: bool) -> np.ndarray:
-            nonlocal new, done_tokens, done_latents
-            frames = done_latents[:0]
-            if new:
-                # flow matching continues the last context_tokens it rendered (after a one-shot prompt)
-                keep = min(context_tokens, done_tokens.shape[0])
-                known = (
-                    done_tokens[len(done_tokens) - keep :],
-                    done_latents[len(done_latents) - fpt * keep :],
-                )
-                if prompt is not None:
-                    known = tuple(torch.cat(pair) for pair in zip(prompt, known, strict=True))
-                added = torch.cat(new)
-                previous = [known[1]] if len(known[1]) else None
-                out, lens = self._latents([job], [torch.cat([known[0], added])], previous, sampling, fm_noise)
-                frames = out[0, : int(lens[0])]
-                done_tokens, done_latents = torch.cat([done_tokens, added]), torch.cat([done_latents, frames])
-                new = []
-                stretched, lens = prosody.stretch_latents(frames[None], lens[:1], [_stretch(job)])
-                frames = stretched[0, : int(lens[0])]
-            wav = decoder.push(frames, last=last)
-            return wav if pitch is None else pitch.resample_chunk(wav, last=last)
-
-        # the adapter stays in the weights while the stream is open: like the KV cache, the AR model serves
-        # one generation at a time
-        with self._emotion(job):
-            for token in steps:
-                if int(token[0]) == self.ar.eos_id:
+        steps = self.ar.generate_stream(**self._ar_inputs(rows), **sampling.ar_options(), generator=ar_noise)
+        streams = [self._segment_stream(job) for job, _ in rows]
+        # the adapter stays in the weights while the rows are open: like the KV cache, the AR model serves one
+        # generation at a time
+        with self._emotion(job0):
+            for tokens in steps:
+                due = []
+                for row, state in enumerate(streams):
+                    if state.ended:
+                        continue
+                    if gone(state.job):
+                        state.ended = True  # nothing more is rendered for it
+                    elif int(tokens[row]) == self.ar.eos_id:
+                        state.ended = True
+                        due.append(state)
+                    else:
+                        state.new.append(tokens[row : row + 1].clone())
+                        if len(state.new) == chunk_tokens:
+                            due.append(state)
+                yield from self._render_due(due, context_tokens, sampling, fm_noise)
+                if all(state.ended for state in streams):
                     break
-                new.append(token)
-                if len(new) == chunk_tokens:
-                    yield chunk(last=False)
-        yield chunk(last=True)
+            steps.close()
+            limited = [state for state in streams if not state.ended]  # rows that ran to their length limit
+            for state in limited:
+                state.ended = True
+            yield from self._render_due(limited, context_tokens, sampling, fm_noise)
+
+    def _segment_stream(self, job: _Job) -> _SegmentStream:
+        pitch = None if _pitch(job) == 1.0 else prosody.pitch_stream(self.sample_rate, _pitch(job))
+        return _SegmentStream(
+            job,
+            streaming.IncrementalDecoder(self.flow_vae, self._decoder_context()),
+            pitch,
+            (job.prompt.tokens, job.prompt.latents) if job.request.one_shot else None,
+            done_tokens=torch.zeros(0, dtype=torch.long, device=self.device),
+            done_latents=self.fm.in_proj.weight.new_zeros(0, self.fm.latent_dim),
+        )
+
+    def _render_due(
+        self,
+        due: list[_SegmentStream],
+        context_tokens: int,
+        sampling: SamplingSetting,
+        generator: torch.Generator | None,
+    ) -> Iterator[tuple[_Job, np.ndarray]]:
+        """Flow matching for the due rows' new tokens (one call for the rows that continue earlier latents,
+        one for those that start), then each row's decoder window."""
+        fpt = self.fm.frames_per_token
+        frames = {id(state): state.done_latents[:0] for state in due}
+        known = {id(state): state.known(context_tokens, fpt) for state in due if state.new}
+        for continuing in (False, True):
+            group = [s for s in due if id(s) in known and (len(known[id(s)][1]) > 0) == continuing]
+            if not group:
+                continue
+            added = [torch.cat(state.new) for state in group]
+            token_rows = [torch.cat([known[id(s)][0], new]) for s, new in zip(group, added, strict=True)]
+            previous = [known[id(s)][1] for s in group] if continuing else None
+            out, lens = self._latents([s.job for s in group], token_rows, previous, sampling, generator)
+            for row, (state, new) in enumerate(zip(group, added, strict=True)):
+                made = out[row, : int(lens[row])]
+                state.done_tokens = torch.cat([state.done_tokens, new])
+                state.done_latents = torch.cat([state.done_latents, made])
+                state.new = []
+                stretched, n = prosody.stretch_latents(made[None], lens[row : row + 1], [_stretch(state.job)])
+                frames[id(state)] = stretched[0, : int(n[0])]
+        for state in due:
+            wav = state.decoder.push(frames[id(state)], last=state.ended)
+            yield state.job, wav if state.pitch is None else state.pitch.resample_chunk(wav, last=state.ended)
 
     def _decoder_context(self) -> int:
         """Latent frames of context the streaming decoder keeps (measured once per synthesizer)."""
@@ -646,6 +774,12 @@ class Synthesizer:
         return SynthesisResult(
             out, rate, request.audio.format, counts, wav.shape[0], request.audio.bitrate, job.warnings
         )
+
+
+def _check_stream_sizes(chunk_tokens, context_tokens) -> None:
+    for name, value, least in (("chunk_tokens", chunk_tokens, 1), ("context_tokens", context_tokens, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
 
 
 def _pitch(job: _Job) -> float:

@@ -15,7 +15,7 @@ from speech.serve.errors import UNKNOWN, ApiError
 from speech.serve.server import Server
 
 log = logging.getLogger(__name__)
-STREAM_AHEAD = 4  # streamed chunks made ahead of the client at most
+STREAM_AHEAD = 4  # encoded chunks that wait in the event loop for the client at most
 
 
 async def json_body(request: Request):
@@ -84,8 +84,9 @@ async def _disconnect(http: Request) -> None:
 class Chunks:
     """Runs a stream in a thread: encoded chunks ``(bytes, samples)``, an exception, or ``None`` (the end).
 
-    At most ``STREAM_AHEAD`` chunks wait for the client, so generation keeps pace with a slow reader and
-    stops soon after ``stop`` (a disconnect) rather than running on to the end. Create it in the event loop.
+    At most ``STREAM_AHEAD`` encoded chunks wait in the event loop for the client; the engine's batch does not
+    wait for a slow reader (its chunks wait in the engine), and ``stop`` (a disconnect) ends the stream's row
+    in the batch. Create it in the event loop.
     """
 
     def __init__(self, server: Server, model: str, request: SynthesisRequest) -> None:

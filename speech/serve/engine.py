@@ -1,4 +1,5 @@
-"""The served models and how requests reach them: a bounded queue batched across clients, and streams.
+"""The served models and how requests reach them: bounded queues batched across clients, for whole
+utterances and for streams.
 
 Non-streaming requests wait in one bounded queue; a worker thread takes up to ``max_batch`` of them (waiting
 ``wait_s`` for more after the first) and runs ``Synthesizer.synthesize_batch`` on those of one model, so
@@ -7,21 +8,27 @@ whose client goes away is cancelled (``Future.cancel``): while it waits it leave
 taken into a batch it is dropped before generation starts; a batch that has started runs to its end (the
 synthesizer cannot leave a row out midway), and the result of a request whose client left is dropped.
 
-A stream holds its model for its whole generation (the AR model's KV cache lives on the model), so streams
-of one model take turns with each other and with the batches; at most ``max_streams`` run or wait. A stream
-whose client goes away is told to stop (``stop``); its generator is closed before the next chunk, which frees
-the model.
+Streams wait in a second queue, taken the same way by a second worker into ``Synthesizer.stream_batch``:
+concurrent streams are generated together and each gets its chunks as they are made. At most
+``max_streams`` run or wait. A stream whose client goes away is told to stop (``stop``): waiting, it leaves
+the queue; generating, its row gets no more flow matching or decoding, and a batch whose rows have all
+stopped ends before its next AR step. A batch runs at the pace of the model, not of its slowest reader: each
+stream's chunks wait for their client in its own queue.
+
+Both workers take a model's lock while they generate (the AR model's KV cache lives on the model), so
+batches and stream batches of one model take turns.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -29,88 +36,83 @@ from speech.inference import RequestError, SynthesisRequest, Synthesizer
 from speech.serve.errors import OVERLOADED, ApiError
 
 log = logging.getLogger(__name__)
+POLL_S = 0.05  # how often a stream waiting for its chunks looks at its stop flag
+_END = object()  # a stream's last item: no more chunks
 
 
-@dataclass(eq=False)  # the queue finds an item by identity
+@dataclass(eq=False)  # a queue finds an item by identity
 class _Item:
+    """A non-streaming request; ``future`` gets its ``SynthesisResult``."""
+
     model: str
     request: SynthesisRequest
     future: Future
 
 
-class Engine:
-    """Runs requests on named synthesizers.
+@dataclass(eq=False)
+class _Stream:
+    """A streaming request; ``chunks`` gets its ``(t,)``/``(t, 2)`` chunks, then ``_END`` or an exception."""
+
+    model: str
+    request: SynthesisRequest
+    chunk_tokens: int
+    stop: threading.Event
+    chunks: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+
+
+class BatchQueue:
+    """A bounded FIFO that one worker thread empties in batches.
 
     Args:
-        synthesizers: Model name -> ``Synthesizer`` (names may share one).
-        max_batch: Requests generated together at most.
-        queue_size: Non-streaming requests that may wait; one more is refused (``ApiError`` 1002).
-        wait_s: How long the worker waits for more requests after the first of a batch.
-        max_streams: Streams that may run or wait at once.
+        run: Called by the worker with each batch (a non-empty list of items).
+        max_batch: Items taken together at most.
+        size: Items that may wait; one more is refused with ``ApiError`` 1002 saying ``full``.
+        wait_s: How long the worker waits for more items after the first of a batch.
+        full: The overload message's end, e.g. ``"64 requests are waiting"``.
+        name: The worker thread's name.
     """
 
     def __init__(
-        self,
-        synthesizers: dict[str, Synthesizer],
-        *,
-        max_batch: int = 8,
-        queue_size: int = 64,
-        wait_s: float = 0.01,
-        max_streams: int = 16,
+        self, run: Callable[[list], None], *, max_batch: int, size: int, wait_s: float, full: str, name: str
     ) -> None:
-        self.synthesizers, self.max_batch, self.wait_s = synthesizers, max_batch, wait_s
-        self.queue_size = queue_size
-        self._locks = {id(s): threading.Lock() for s in synthesizers.values()}
-        self.batch_sizes: Counter[int] = Counter()  # requests generated together -> how often
-        self._waiting: deque[_Item] = deque()
+        self.run, self.max_batch, self.size, self.wait_s, self.full = run, max_batch, size, wait_s, full
+        self._waiting: deque = deque()
         self._changed = threading.Condition()
         self._closing = False
-        self._streams = threading.BoundedSemaphore(max_streams)
-        self._worker = threading.Thread(target=self._work, name="synthesis-batcher", daemon=True)
+        self._worker = threading.Thread(target=self._work, name=name, daemon=True)
         self._worker.start()
 
+    def __len__(self) -> int:
+        with self._changed:
+            return len(self._waiting)
+
+    def put(self, item) -> None:
+        """Queues ``item``; ``ApiError`` 1002 when full or shutting down."""
+        with self._changed:
+            if self._closing:
+                raise ApiError(OVERLOADED, "the server is shutting down; retry on another")
+            if len(self._waiting) >= self.size:
+                raise ApiError(OVERLOADED, f"the server is busy: {self.full}; retry later")
+            self._waiting.append(item)
+            self._changed.notify_all()
+
+    def withdraw(self, item) -> bool:
+        """Takes ``item`` out of the queue; ``False`` when it is not there (taken into a batch, or done)."""
+        with self._changed:
+            if item in self._waiting:
+                self._waiting.remove(item)
+                return True
+            return False
+
     def close(self) -> None:
-        """Lets every queued request finish, then stops the worker."""
+        """Lets every queued item be run, then stops the worker."""
         with self._changed:
             self._closing = True
             self._changed.notify_all()
         self._worker.join()
 
-    def lock(self, synth: Synthesizer) -> threading.Lock:
-        """Held while ``synth`` generates (a batch or a whole stream)."""
-        return self._locks[id(synth)]
-
-    @property
-    def waiting(self) -> int:
-        """Requests in the queue (not yet taken into a batch)."""
-        with self._changed:
-            return len(self._waiting)
-
-    # -------------------------------------------------------------------------------------------- batches
-    def submit(self, model: str, request: SynthesisRequest) -> Future:
-        """Queues a request; the future gives its ``SynthesisResult`` (or raises its error). Cancelling the
-        future takes a waiting request out of the queue."""
-        future: Future = Future()
-        item = _Item(model, request, future)
-        with self._changed:
-            if self._closing:
-                raise ApiError(OVERLOADED, "the server is shutting down; retry on another")
-            if len(self._waiting) >= self.queue_size:
-                raise ApiError(
-                    OVERLOADED, f"the server is busy: {self.queue_size} requests are waiting; retry later"
-                )
-            self._waiting.append(item)
-            self._changed.notify_all()
-        future.add_done_callback(lambda f: f.cancelled() and self._withdraw(item))
-        return future
-
-    def _withdraw(self, item: _Item) -> None:
-        with self._changed:
-            if item in self._waiting:
-                self._waiting.remove(item)
-
-    def _take(self) -> list[_Item] | None:
-        """Up to ``max_batch`` waiting requests, waiting ``wait_s`` for more after the first; ``None`` once
+    def _take(self) -> list | None:
+        """Up to ``max_batch`` waiting items, waiting ``wait_s`` for more after the first; ``None`` once
         closing with none left."""
         with self._changed:
             while not self._waiting:
@@ -130,10 +132,71 @@ class Engine:
 
     def _work(self) -> None:
         while (items := self._take()) is not None:
-            for model in dict.fromkeys(item.model for item in items):
-                self._run([item for item in items if item.model == model])
+            self.run(items)
+
+
+class Engine:
+    """Runs requests on named synthesizers.
+
+    Args:
+        synthesizers: Model name -> ``Synthesizer`` (names may share one).
+        max_batch: Requests (or streams) generated together at most.
+        queue_size: Non-streaming requests that may wait; one more is refused (``ApiError`` 1002).
+        wait_s: How long a worker waits for more requests after the first of a batch.
+        max_streams: Streams that may run or wait at once.
+    """
+
+    def __init__(
+        self,
+        synthesizers: dict[str, Synthesizer],
+        *,
+        max_batch: int = 8,
+        queue_size: int = 64,
+        wait_s: float = 0.01,
+        max_streams: int = 16,
+    ) -> None:
+        self.synthesizers, self.max_batch = synthesizers, max_batch
+        self._locks = {id(s): threading.Lock() for s in synthesizers.values()}
+        self.batch_sizes: Counter[int] = Counter()  # requests generated together -> how often
+        self.stream_batch_sizes: Counter[int] = Counter()  # streams generated together -> how often
+        self._stream_slots = threading.BoundedSemaphore(max_streams)
+        self._requests = BatchQueue(
+            self._run, max_batch=max_batch, size=queue_size, wait_s=wait_s,
+            full=f"{queue_size} requests are waiting", name="synthesis-batcher",
+        )  # fmt: skip
+        self._streams = BatchQueue(
+            self._run_streams, max_batch=max_batch, size=max_streams, wait_s=wait_s,
+            full="too many streams", name="stream-batcher",
+        )  # fmt: skip
+
+    def close(self) -> None:
+        """Lets every queued request and stream finish, then stops the workers."""
+        self._requests.close()
+        self._streams.close()
+
+    def lock(self, synth: Synthesizer) -> threading.Lock:
+        """Held while ``synth`` generates (a batch of requests or of streams)."""
+        return self._locks[id(synth)]
+
+    @property
+    def waiting(self) -> int:
+        """Requests in the queue (not yet taken into a batch)."""
+        return len(self._requests)
+
+    # -------------------------------------------------------------------------------------------- batches
+    def submit(self, model: str, request: SynthesisRequest) -> Future:
+        """Queues a request; the future gives its ``SynthesisResult`` (or raises its error). Cancelling the
+        future takes a waiting request out of the queue."""
+        item = _Item(model, request, Future())
+        self._requests.put(item)
+        item.future.add_done_callback(lambda f: f.cancelled() and self._requests.withdraw(item))
+        return item.future
 
     def _run(self, items: list[_Item]) -> None:
+        for model in dict.fromkeys(item.model for item in items):
+            self._run_model([item for item in items if item.model == model])
+
+    def _run_model(self, items: list[_Item]) -> None:
         """Generates one model's items together; a request the synthesizer refuses fails alone, and one
         cancelled (its client left) before the model is free is dropped."""
         synth = self.synthesizers[items[0].model]
@@ -165,19 +228,73 @@ class Engine:
     def stream(
         self, model: str, request: SynthesisRequest, chunk_tokens: int, stop: threading.Event
     ) -> Iterator[np.ndarray]:
-        """``Synthesizer.stream`` of the request while holding the model; ends early once ``stop`` is set."""
-        if not self._streams.acquire(blocking=False):
+        """The request's chunks as its stream batch makes them; ends early once ``stop`` is set (closing the
+        iterator early sets it). Queued at the first ``next``.
+
+        Raises:
+            ApiError: 1002, too many streams or shutting down.
+            RequestError: the request is invalid (no batch index).
+        """
+        if not self._stream_slots.acquire(blocking=False):
             raise ApiError(OVERLOADED, "the server is busy: too many streams; retry later")
         try:
-            synth = self.synthesizers[model]
-            with self._locks[id(synth)]:
-                chunks = synth.stream(request, chunk_tokens=chunk_tokens)
+            item = _Stream(model, request, chunk_tokens, stop)
+            self._streams.put(item)
+            while True:
                 try:
-                    for chunk in chunks:
-                        if stop.is_set():
-                            return
-                        yield chunk
-                finally:
-                    chunks.close()
+                    got = item.chunks.get(timeout=POLL_S)
+                except queue.Empty:
+                    if stop.is_set():  # its client left: out of the queue, or its batch drops its row
+                        self._streams.withdraw(item)
+                        return
+                    continue
+                if got is _END:
+                    return
+                if isinstance(got, Exception):
+                    raise got
+                try:
+                    yield got
+                except GeneratorExit:  # closed early: its batch drops its row
+                    stop.set()
+                    raise
         finally:
-            self._streams.release()
+            self._stream_slots.release()
+
+    def _run_streams(self, items: list[_Stream]) -> None:
+        for key in dict.fromkeys((item.model, item.chunk_tokens) for item in items):
+            self._run_stream_batch([item for item in items if (item.model, item.chunk_tokens) == key])
+
+    def _run_stream_batch(self, items: list[_Stream]) -> None:
+        """Streams one model's items together; a request the synthesizer refuses fails alone."""
+        synth = self.synthesizers[items[0].model]
+        with self._locks[id(synth)]:
+            items = [item for item in items if not item.stop.is_set()]
+            while items:
+                ended: set[int] = set()
+                try:
+                    self.stream_batch_sizes[len(items)] += 1
+                    events = synth.stream_batch(
+                        [item.request for item in items],
+                        chunk_tokens=items[0].chunk_tokens,
+                        stopped=lambda n: items[n].stop.is_set(),
+                    )
+                    for index, audio, last in events:
+                        if audio.size:
+                            items[index].chunks.put(audio)
+                        if last:
+                            items[index].chunks.put(_END)
+                            ended.add(index)
+                except RequestError as err:
+                    if err.index is not None:  # refused before anything was made
+                        items.pop(err.index).chunks.put(err.for_request(None))
+                        continue
+                    failure: object = err
+                except Exception as err:  # every stream of the batch gets the error, the worker goes on
+                    log.exception("stream batch of %d failed", len(items))
+                    failure = err
+                else:
+                    failure = _END  # the stopped ones
+                for index, item in enumerate(items):
+                    if index not in ended:
+                        item.chunks.put(failure)
+                return

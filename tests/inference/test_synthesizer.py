@@ -285,3 +285,66 @@ def test_stream_flow_matching_sees_a_bounded_context(synth, references, monkeypa
     assert len(widths) == -(-n // 3) and widths[0] == 3 and max(widths) == 4 + 3  # never the whole history
     with pytest.raises(ValueError, match="context_tokens must be an integer >= 0, got -1"):
         next(synth.stream(request, context_tokens=-1))
+
+
+def streamed_together(synth, requests, **kwargs) -> tuple[dict[int, list], list]:
+    chunks, order = {}, []
+    for event in synth.stream_batch(requests, **kwargs):
+        assert event.index not in order or not chunks[event.index][-1][1], "a chunk after the last one"
+        chunks.setdefault(event.index, []).append((event.audio, event.last))
+        order.append(event.index)
+    return chunks, order
+
+
+def test_streams_generated_together_equal_each_alone(synth, references):
+    requests = [
+        req("alpha beta gamma delta epsilon", references[0]),
+        req("zeta<#0.2#>eta theta iota kappa lambda", references[1]),
+        req("mu alpha", references[2], prompt_text="beta gamma"),
+        req("delta epsilon zeta eta", references[1], prompt_text="alpha beta gamma"),
+        req("theta", references[0], voice=VoiceSetting(speed=1.5, pitch=3)),
+    ]
+    chunks, order = streamed_together(synth, requests, chunk_tokens=3)
+    assert sorted(chunks) == list(range(len(requests)))
+    for i, request in enumerate(requests):
+        assert [last for _, last in chunks[i]].count(True) == 1 and chunks[i][-1][1]
+        together = np.concatenate([audio for audio, _ in chunks[i]])
+        alone = np.concatenate(stream_chunks(synth, request, chunk_tokens=3))
+        np.testing.assert_allclose(together, alone, atol=1e-4)
+    # generated together, not one after the other: request 1's first chunk comes before request 0's last
+    assert order.index(1) < len(order) - 1 - order[::-1].index(0)
+
+
+def test_a_stopped_stream_ends_and_the_others_go_on(synth, references, monkeypatch):
+    requests = [req(" ".join(["alpha beta gamma delta"] * 3), references[i]) for i in range(3)]
+    widths, original = [], synth.fm.sample
+    monkeypatch.setattr(
+        synth.fm, "sample", lambda **kw: widths.append(kw["tokens"].shape[0]) or original(**kw)
+    )
+    seen: list[int] = []
+    calls_before_stop: list[int] = []
+
+    def stopped(i: int) -> bool:
+        if i == 1 and seen.count(1) >= 2:
+            calls_before_stop.append(len(widths))
+            return True
+        return False
+
+    events = []
+    for event in synth.stream_batch(requests, chunk_tokens=2, stopped=stopped):
+        seen.append(event.index)
+        events.append(event)
+    assert seen.count(1) == 2 and not any(e.last for e in events if e.index == 1)
+    assert widths[0] == 3 and max(widths[calls_before_stop[0] :]) <= 2  # it left flow matching's batch
+    for i in (0, 2):
+        together = np.concatenate([e.audio for e in events if e.index == i])
+        np.testing.assert_allclose(together, np.concatenate(stream_chunks(synth, requests[i], 2)), atol=1e-4)
+
+
+def test_stream_batch_errors_name_the_request(synth, references):
+    requests = [req("alpha", references[0]), req("beta", references[1], voice=VoiceSetting(speed=3.0))]
+    with pytest.raises(RequestError, match=r"^requests\[1\]\.voice\.speed") as caught:
+        next(synth.stream_batch(requests))
+    assert caught.value.index == 1
+    with pytest.raises(ValueError, match="chunk_tokens must be an integer >= 1, got 0"):
+        next(synth.stream_batch(requests[:1], chunk_tokens=0))
