@@ -14,8 +14,9 @@
 Tasks run on ``SLOTS`` CPU slots (default: every core), one thread each unless noted, as soon as what they
 need is done (``speech.runner``). Everything is safe to run again: trained stages resume at their last
 checkpoint and stop at once when done, caches and generated wavs are skipped, a scored ground truth is kept.
-Budgets come from the environment: ``TOKENIZER_STEPS`` (600), ``VAE_STEPS`` (4000, reconstruction and KL only:
-the GAN phase cost 2.5x per step on CPU and did not lower the resynthesis WER), ``AR_STEPS`` (1200),
+Budgets come from the environment: ``TOKENIZER_STEPS`` (600), ``VAE_STEPS`` (2000 steps of 2 s crops,
+reconstruction and KL only: the GAN phase cost 2.5x per step on CPU and did not lower the resynthesis WER;
+docs/main_job.md), ``AR_STEPS`` (1200),
 ``FM_STEPS`` (1200); within this budget the AR model trains on the corpus's English cuts only (754 of
 1,439: the test set is English, and a 4M-parameter model has little capacity to spare on five more
 languages; docs/main_job.md); ``EVAL_ASR`` picks the WER judge (``whisper_ct2``: Whisper tiny.en, see
@@ -43,6 +44,7 @@ from speech.runner import Task, run_job
 # (logs/<stage>_tiny/, logs/pipeline_tiny/); another one gets its own tree, logs/<corpus>/..., so runs on two
 # corpora never resume each other's checkpoints
 DEFAULT_CORPUS = "synthetic_tiny"
+VAE_STEPS = 2000  # Flow-VAE steps of the main job (2 s crops; docs/main_job.md)
 # infer.py mode -> row of the table: the ceiling rows first, then the clones
 ROWS = {"resynthesis": "resynthesis", "oracle_tokens": "oracle tokens", "zero_shot": "zero-shot",
         "one_shot": "one-shot"}  # fmt: skip
@@ -142,7 +144,7 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
         steps = env.get(budget, default)
         return on_data("train.py", f"experiment={experiment}", f"trainer.max_steps={steps}", *args)
 
-    vae_steps = env.get("VAE_STEPS", 4000)
+    vae_steps = env.get("VAE_STEPS", VAE_STEPS)
 
     def clone(mode: str):
         def command():
@@ -187,7 +189,7 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
         # the discriminator would start at the budget's end: reconstruction and KL only
         Task(
             "flow_vae",
-            train("flow_vae_tiny", "VAE_STEPS", 4000, f"stage.disc_start_step={vae_steps}"),
+            train("flow_vae_tiny", "VAE_STEPS", VAE_STEPS, f"stage.disc_start_step={vae_steps}"),
             after=("prepare",),
         ),  # fmt: skip
         Task(
