@@ -17,9 +17,6 @@ sweep in one process (``--batch-sizes 1 16 64``), and it prints a table instead 
 from __future__ import annotations
 
 import argparse
-import resource
-import statistics
-import time
 
 import torch
 
@@ -28,26 +25,9 @@ from speech.lit.ar import ARModule
 from speech.models.ar_transformer import ARTransformer
 from speech.models.speaker_encoder import SpeakerEncoder
 from speech.modules.transformer import swiglu_hidden
+from speech.profiling import peak_memory_mib, reset_peak_memory, timed
 
 TEXT_VOCAB, AUDIO_VOCAB = 1024, 1024
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, device: str, repeats: int) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` runs after one warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def build_ours(args, device: str) -> ARTransformer:
@@ -135,13 +115,9 @@ def bench_train(args, device: str) -> tuple[float, float, float]:
         out.loss.backward()
         opt.step()
 
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    reset_peak_memory(device)
     seconds = timed(step, device, args.repeats)
-    if device == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak = peak_memory_mib(device)
     positions = b * (1 + n + 1 + k) + (b // 2) * (n + k)
     return b * (k + 1) / seconds, positions / seconds, peak
 

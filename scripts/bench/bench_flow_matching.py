@@ -20,13 +20,14 @@ folder.
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+
+from speech.profiling import peak_memory_mib, reset_peak_memory, sync
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 LATENT_DIM = {"tiny": 16, "small": 64, "base": 64, "large": 64}  # configs/model/flow_vae_{tiny,base}.yaml
@@ -41,22 +42,6 @@ def build(size: str, vocab: int):
     return instantiate(cfg.model), cfg.data.mel.n_mels
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def peak_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-
-
-def reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-
-
 def bench_sample(model, n_mels, args, solver: str, device, dtype) -> tuple[float, float]:
     """Audio seconds per compute second and peak MB of ``model.sample``."""
     prompt_tokens = int(args.prompt_seconds * TOKENS_PER_SECOND)
@@ -66,7 +51,7 @@ def bench_sample(model, n_mels, args, solver: str, device, dtype) -> tuple[float
     mel = torch.randn(1, int(REF_SECONDS * MEL_RATE), n_mels, device=device)
     prompt = torch.randn(1, fpt * prompt_tokens, model.latent_dim, device=device) if prompt_tokens else None
     times = []
-    reset_peak(device)
+    reset_peak_memory(device)
     for _ in range(args.repeats + 1):  # the first run warms up
         sync(device)
         start = time.perf_counter()
@@ -77,7 +62,7 @@ def bench_sample(model, n_mels, args, solver: str, device, dtype) -> tuple[float
                          cfg_scale=args.cfg_scale)  # fmt: skip
         sync(device)
         times.append(time.perf_counter() - start)
-    return args.seconds / min(times[1:]), peak_mb(device)
+    return args.seconds / min(times[1:]), peak_memory_mib(device)
 
 
 def bench_train(model, n_mels, args, device, dtype) -> tuple[float, float]:
@@ -95,7 +80,7 @@ def bench_train(model, n_mels, args, device, dtype) -> tuple[float, float]:
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     times = []
-    reset_peak(device)
+    reset_peak_memory(device)
     for _ in range(args.repeats + 1):
         sync(device)
         start = time.perf_counter()
@@ -107,7 +92,7 @@ def bench_train(model, n_mels, args, device, dtype) -> tuple[float, float]:
         sync(device)
         times.append(time.perf_counter() - start)
     model.eval()
-    return b * fpt * k / min(times[1:]), peak_mb(device)
+    return b * fpt * k / min(times[1:]), peak_memory_mib(device)
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ The block math lives in ``speech.modules.transformer.TransformerBlock``, not her
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Generator
 from typing import NamedTuple
 
@@ -96,13 +97,16 @@ def pack(
 
     Returns:
         ``(packed (b, t, d), total_lens (b,), starts)`` with ``starts[i] (b,)`` the index of segment ``i``'s
-        first position in each row.
+        first position in each row; ``packed`` has the widest dtype of the segments (they differ under
+        autocast).
     """
     x0 = segments[0][0]
     b, device = x0.shape[0], x0.device
     total = torch.stack([lens for _, lens in segments]).sum(0)
     t = int(total.max())
-    out = x0.new_zeros(b, t, x0.shape[-1])
+    # under autocast a Linear's output (bf16) sits next to an Embedding's (float32)
+    dtype = functools.reduce(torch.promote_types, (x.dtype for x, _ in segments))
+    out = x0.new_zeros(b, t, x0.shape[-1], dtype=dtype)
     start = t - total if left_pad else torch.zeros_like(total)
     starts = []
     for x, lens in segments:
@@ -111,7 +115,7 @@ def pack(
             offsets = torch.arange(x.shape[1], device=device)
             valid = offsets[None] < lens[:, None]
             rows = torch.arange(b, device=device)[:, None].expand_as(valid)
-            out[rows[valid], (start[:, None] + offsets)[valid]] = x[valid]
+            out[rows[valid], (start[:, None] + offsets)[valid]] = x[valid].to(dtype)
         start = start + lens
     return out, total, starts
 
