@@ -22,6 +22,11 @@ from speech.serve.server import build_server
 @hydra.main(version_base="1.3", config_path="configs", config_name="entry/serve")
 def main(cfg: DictConfig) -> None:
     config = OmegaConf.to_container(cfg, resolve=True)
+    threads = config.get("threads")
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise SystemExit(f"threads: must be an integer >= 1 or null (torch's default), got {threads!r}")
+        torch.set_num_threads(threads)
     if config["device"] == "auto":
         config["device"] = "cuda" if torch.cuda.is_available() else "cpu"
     server = build_server(config)

@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--requests", type=int, default=32, help="requests per row")
     parser.add_argument("--ar"), parser.add_argument("--fm"), parser.add_argument("--reference")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: fastest on 2 cores)")
     parser.add_argument("--max-tokens", type=int, default=20)
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--chunk-tokens", type=int, default=5)

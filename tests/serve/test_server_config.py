@@ -1,5 +1,7 @@
 """configs/entry/serve.yaml builds a server, auth settings, and the engine's queue: overload and shutdown."""
 
+import subprocess
+import sys
 import threading
 from concurrent.futures import Future
 from pathlib import Path
@@ -109,3 +111,14 @@ def test_a_request_the_synthesizer_refuses_fails_alone():
     assert futures[0].result(0) == "a" and futures[2].result(0) == "c"
     with pytest.raises(RequestError, match="^reference: is silent"):
         futures[1].result(0)
+
+
+@pytest.mark.parametrize("threads", ["0", "two", "true"])
+def test_serve_refuses_a_bad_thread_count_before_loading_anything(threads, tmp_path):
+    root = CONFIGS.parent
+    done = subprocess.run(
+        [sys.executable, str(root / "serve.py"), f"threads={threads}", f"store={tmp_path}", "auth=false"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "threads: must be an integer >= 1 or null (torch's default), got" in done.stderr
