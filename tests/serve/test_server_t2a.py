@@ -212,6 +212,23 @@ def test_seed_v3_routes(live):
     assert all(e["status"] == 1 and e["audio"] for e in events[:-1]) and len(events) >= 2
 
 
+def at_once(fn, args: list) -> list:
+    """``[fn(a) for a in args]``, each call in its own thread, all released together."""
+    results: list = [None] * len(args)
+    gate = threading.Barrier(len(args))
+
+    def run(i):
+        gate.wait()
+        results[i] = fn(args[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(args))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
 def test_concurrent_requests_give_the_audio_of_one_at_a_time(live):
     """Greedy, noiseless sampling: a batch is one request at a time up to float rounding (a few steps)."""
     texts = ["alpha beta.", "gamma delta epsilon.", "zeta eta theta iota.", "kappa lambda.", "mu alpha."]
@@ -221,17 +238,8 @@ def test_concurrent_requests_give_the_audio_of_one_at_a_time(live):
         return np.frombuffer(bytes.fromhex(reply["data"]["audio"]), dtype="<i2").astype(int)
 
     alone = [pcm(t) for t in texts]
-    together: list = [None] * len(texts)
     live.server.engine.batch_sizes.clear()
-
-    def run(i):
-        together[i] = pcm(texts[i])
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(texts))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    together = at_once(pcm, texts)
     assert max(live.server.engine.batch_sizes) > 1, "the requests were not generated together"
     for a, b in zip(together, alone, strict=True):
         assert a.shape == b.shape and np.abs(a - b).max() <= 4
@@ -252,18 +260,7 @@ def test_concurrent_streams_are_generated_together_with_the_audio_of_one_at_a_ti
     alone = [streamed(t) for t in texts]
     engine = live.server.engine
     engine.stream_batch_sizes.clear()
-    together: list = [None] * len(texts)
-    gate = threading.Barrier(len(texts))
-
-    def run(i):
-        gate.wait()
-        together[i] = streamed(texts[i])
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(texts))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    together = at_once(streamed, texts)
     assert max(engine.stream_batch_sizes) > 1, "the streams were not generated together"
     for a, b in zip(together, alone, strict=True):
         assert a.shape == b.shape and np.abs(a - b).max() <= 4
