@@ -665,15 +665,15 @@ class Synthesizer:
         """Flow matching for the due rows' new tokens (one call for the rows that continue earlier latents,
         one for those that start), then each row's decoder window."""
         fpt = self.fm.frames_per_token
-        frames = {id(state): state.done_latents[:0] for state in due}
-        known = {id(state): state.known(context_tokens, fpt) for state in due if state.new}
+        frames = {state: state.done_latents[:0] for state in due}  # keyed by identity (eq=False)
+        known = {state: state.known(context_tokens, fpt) for state in due if state.new}
         for continuing in (False, True):
-            group = [s for s in due if id(s) in known and (len(known[id(s)][1]) > 0) == continuing]
+            group = [s for s in due if s in known and (len(known[s][1]) > 0) == continuing]
             if not group:
                 continue
             added = [torch.cat(state.new) for state in group]
-            token_rows = [torch.cat([known[id(s)][0], new]) for s, new in zip(group, added, strict=True)]
-            previous = [known[id(s)][1] for s in group] if continuing else None
+            token_rows = [torch.cat([known[s][0], new]) for s, new in zip(group, added, strict=True)]
+            previous = [known[s][1] for s in group] if continuing else None
             out, lens = self._latents([s.job for s in group], token_rows, previous, sampling, generator)
             for row, (state, new) in enumerate(zip(group, added, strict=True)):
                 made = out[row, : int(lens[row])]
@@ -681,9 +681,9 @@ class Synthesizer:
                 state.done_latents = torch.cat([state.done_latents, made])
                 state.new = []
                 stretched, n = prosody.stretch_latents(made[None], lens[row : row + 1], [_stretch(state.job)])
-                frames[id(state)] = stretched[0, : int(n[0])]
+                frames[state] = stretched[0, : int(n[0])]
         for state in due:
-            wav = state.decoder.push(frames[id(state)], last=state.ended)
+            wav = state.decoder.push(frames[state], last=state.ended)
             yield state.job, wav if state.pitch is None else state.pitch.resample_chunk(wav, last=state.ended)
 
     def _decoder_context(self) -> int:
