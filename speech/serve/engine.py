@@ -58,6 +58,7 @@ class _Stream:
     chunk_tokens: int
     stop: threading.Event
     chunks: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    ended: bool = False  # its last item (_END or an error) is in ``chunks``
 
 
 class BatchQueue:
@@ -200,29 +201,16 @@ class Engine:
         """Generates one model's items together; a request the synthesizer refuses fails alone, and one
         cancelled (its client left) before the model is free is dropped."""
         synth = self.synthesizers[items[0].model]
+
+        def generate(rows: list[_Item]) -> None:
+            self.batch_sizes[len(rows)] += 1
+            results = synth.synthesize_batch([i.request for i in rows], batch_size=self.max_batch)
+            for item, result in zip(rows, results, strict=True):
+                item.future.set_result(result)
+
         with self._locks[id(synth)]:
             items = [item for item in items if item.future.set_running_or_notify_cancel()]
-            while items:
-                try:
-                    self.batch_sizes[len(items)] += 1
-                    results = synth.synthesize_batch([i.request for i in items], batch_size=self.max_batch)
-                except RequestError as err:
-                    if err.index is not None:
-                        items.pop(err.index).future.set_exception(err.for_request(None))
-                        continue
-                    failure: Exception = err
-                except Exception as err:  # every waiting client gets the error, the worker goes on
-                    log.exception("batch of %d failed", len(items))
-                    failure = err
-                else:
-                    failure = None
-                if failure is not None:
-                    for item in items:
-                        item.future.set_exception(failure)
-                    return
-                for item, result in zip(items, results, strict=True):
-                    item.future.set_result(result)
-                return
+            _refused_alone(items, generate, lambda item, err: item.future.set_exception(err), "batch")
 
     # -------------------------------------------------------------------------------------------- streams
     def stream(
@@ -267,34 +255,48 @@ class Engine:
     def _run_stream_batch(self, items: list[_Stream]) -> None:
         """Streams one model's items together; a request the synthesizer refuses fails alone."""
         synth = self.synthesizers[items[0].model]
+
+        def generate(rows: list[_Stream]) -> None:
+            self.stream_batch_sizes[len(rows)] += 1
+            events = synth.stream_batch(
+                [item.request for item in rows],
+                chunk_tokens=rows[0].chunk_tokens,
+                stopped=lambda n: rows[n].stop.is_set(),
+            )
+            for index, audio, last in events:
+                if audio.size:
+                    rows[index].chunks.put(audio)
+                if last:
+                    end(rows[index], _END)
+
+        def end(item: _Stream, last: object) -> None:  # _END or the error; once per stream
+            if not item.ended:
+                item.ended = True
+                item.chunks.put(last)
+
         with self._locks[id(synth)]:
             items = [item for item in items if not item.stop.is_set()]
-            while items:
-                ended: set[int] = set()
-                try:
-                    self.stream_batch_sizes[len(items)] += 1
-                    events = synth.stream_batch(
-                        [item.request for item in items],
-                        chunk_tokens=items[0].chunk_tokens,
-                        stopped=lambda n: items[n].stop.is_set(),
-                    )
-                    for index, audio, last in events:
-                        if audio.size:
-                            items[index].chunks.put(audio)
-                        if last:
-                            items[index].chunks.put(_END)
-                            ended.add(index)
-                except RequestError as err:
-                    if err.index is not None:  # refused before anything was made
-                        items.pop(err.index).chunks.put(err.for_request(None))
-                        continue
-                    failure: object = err
-                except Exception as err:  # every stream of the batch gets the error, the worker goes on
-                    log.exception("stream batch of %d failed", len(items))
-                    failure = err
-                else:
-                    failure = _END  # the stopped ones
-                for index, item in enumerate(items):
-                    if index not in ended:
-                        item.chunks.put(failure)
-                return
+            _refused_alone(items, generate, end, "stream batch")
+            for item in items:
+                end(item, _END)  # the stopped ones
+
+
+def _refused_alone(items: list, generate: Callable[[list], None], fail: Callable, what: str) -> None:
+    """``generate(items)``; a request the synthesizer refuses (``RequestError`` with its index, raised before
+    anything is made) gets ``fail(item, error)`` alone and the others are generated again. Any other error
+    goes to every item (``fail``), logged; the worker goes on. ``items`` keeps the ones not refused."""
+    while items:
+        try:
+            generate(items)
+            return
+        except RequestError as err:
+            if err.index is not None:
+                fail(items.pop(err.index), err.for_request(None))
+                continue
+            failure: Exception = err
+        except Exception as err:
+            log.exception("%s of %d failed", what, len(items))
+            failure = err
+        for item in items:
+            fail(item, failure)
+        return
