@@ -22,6 +22,7 @@ The block math lives in ``speech.modules.transformer.TransformerBlock``, not her
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Generator
 from typing import NamedTuple
 
@@ -314,6 +315,7 @@ class ARTransformer(nn.Module):
         top_p: float = 1.0,
         ras_window: int = 10,
         ras_threshold: float = 0.1,
+        eos_threshold: float | None = None,
         min_tokens_per_text: float = MIN_TOKENS_PER_TEXT,
         max_tokens_per_text: float = MAX_TOKENS_PER_TEXT,
         max_tokens: int | None = None,
@@ -331,6 +333,9 @@ class ARTransformer(nn.Module):
             temperature: Softmax temperature; ``0`` = greedy (ignores ``generator``).
             top_k, top_p: Filters of the nucleus draw (``0`` / ``1.0`` = off).
             ras_window, ras_threshold: Repetition-aware sampling (``speech.modules.sampling.ras_next``).
+            eos_threshold: A row stops as soon as EOS's probability reaches this share of the most likely
+                token's (before temperature and filters; ``1.0``: when EOS is the most likely token), even
+                if the draw picked another token. ``None``: only a drawn EOS stops a row.
             min_tokens_per_text, max_tokens_per_text, max_tokens: Length limits, see above.
             generator: Source of randomness.
 
@@ -346,7 +351,10 @@ class ARTransformer(nn.Module):
         logits, keys = self._prefill(x, lens, int(limits.max_new.max()))
         sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "window": ras_window,
                     "threshold": ras_threshold, "generator": generator}  # fmt: skip
-        out = yield from self._decode(logits, self._decoding(keys), limits, sampling)
+        if eos_threshold is not None and not 0 < eos_threshold <= 1:
+            raise ValueError(f"eos_threshold must be in (0, 1] or None, got {eos_threshold}")
+        eos_margin = None if eos_threshold is None else math.log(eos_threshold)
+        out = yield from self._decode(logits, self._decoding(keys), limits, sampling, eos_margin)
         return self._trim(out, limits.max_new)
 
     def _prefill(self, x: torch.Tensor, lens: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -403,12 +411,20 @@ class ARTransformer(nn.Module):
             x = block.step(x, weights, rope=rope, mask=mask, cache=block.attn.kv_cache, filled=filled)
         return self.head(unit_rms(x, lean.norm_floor) * lean.norm_gain).float()
 
-    def _next_token(self, logits, history, i: int, limits: _Limits, sampling: dict) -> torch.Tensor:
+    def _next_token(
+        self, logits, history, i: int, limits: _Limits, sampling: dict, eos_margin: float | None
+    ) -> torch.Tensor:
         """Step ``i``'s tokens ``(b,)``: EOS is masked (in ``logits``, in place) for the rows that have not
-        made ``min_new`` tokens yet and forced for those that reached ``max_new``."""
+        made ``min_new`` tokens yet, taken where its log-probability is within ``eos_margin`` (<= 0) of the
+        most likely token's, and forced for the rows that reached ``max_new``."""
         if i < limits.min_steps:
             logits[:, self.eos_id].masked_fill_(i < limits.min_new, float("-inf"))
+        likely_eos = None
+        if eos_margin is not None:
+            likely_eos = logits[:, self.eos_id] - logits.max(-1).values >= eos_margin
         token = ras_next(logits, history, **sampling)
+        if likely_eos is not None:
+            token = token.masked_fill(likely_eos, self.eos_id)
         if i >= limits.first_cap:
             token = token.masked_fill(limits.max_new <= i, self.eos_id)
         return token
@@ -429,7 +445,7 @@ class ARTransformer(nn.Module):
         return self._lean_decode_step(token, decoding.keys, decoding.lean_pad, decoding.lean, filled)
 
     def _decode(
-        self, logits, decoding: _Decoding, limits: _Limits, sampling: dict
+        self, logits, decoding: _Decoding, limits: _Limits, sampling: dict, eos_margin: float | None = None
     ) -> Generator[torch.Tensor, None, torch.Tensor]:
         """Samples and feeds back one token per step, yielding each ``(b,)``, until every row has made an EOS
         or ``max_new`` tokens; returns the tokens ``(b, steps)`` (anything after a row's EOS is junk)."""
@@ -438,7 +454,7 @@ class ARTransformer(nn.Module):
         out = torch.zeros(b, steps, dtype=torch.long, device=logits.device)
         done = torch.zeros(b, dtype=torch.bool, device=logits.device)
         for i in range(steps):
-            token = self._next_token(logits, out[:, :i], i, limits, sampling)
+            token = self._next_token(logits, out[:, :i], i, limits, sampling, eos_margin)
             out[:, i] = token
             yield token
             done |= token == self.eos_id

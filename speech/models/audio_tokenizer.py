@@ -100,6 +100,10 @@ class AudioTokenizer(nn.Module):
         mel_mean, mel_std: Global log-mel statistics of the corpus; the model works on
             ``(mel - mel_mean) / mel_std`` and ``decode`` returns log-mels on the original scale.
         vocab_size: CTC symbols including the blank (257 for byte targets).
+        global_condition: Add an utterance vector (the masked mean of the encoder's output, through a
+            linear layer) to the mel decoder's input. The voice and the channel then reach the decoder
+            without the codes, so the codes are left for content; the flow-matching model and the AR
+            model get the voice from their own speaker encoder. ``decode`` then needs the reference mel.
     """
 
     def __init__(
@@ -121,6 +125,7 @@ class AudioTokenizer(nn.Module):
         mel_mean: float = 0.0,
         mel_std: float = 1.0,
         vocab_size: int = VOCAB_SIZE,
+        global_condition: bool = False,
     ) -> None:
         super().__init__()
         self.quantizer, self.downsample, self.ctc_upsample = quantizer, downsample, ctc_upsample
@@ -133,6 +138,7 @@ class AudioTokenizer(nn.Module):
         self.post = MaskedConvStack(conv_channels, conv_channels, n_mels, conv_layers, conv_kernel)
         self.ctc_blocks = ConformerStack(dim, ctc_layers, heads, kernel_size, dropout)
         self.ctc_head = nn.Linear(dim, vocab_size * ctc_upsample)
+        self.global_proj = nn.Linear(dim, dim) if global_condition else None
 
     @property
     def codebook_size(self) -> int:
@@ -157,8 +163,21 @@ class AudioTokenizer(nn.Module):
         x = self.stack(rearrange(x, "b (n r) c -> b n (r c)", r=self.downsample))
         return self.encoder(x, lengths_to_mask(token_lens, n)), token_lens
 
-    def _decode(self, q: torch.Tensor, token_lens: torch.Tensor) -> torch.Tensor:
-        """Quantized ``(b, n, d)`` -> normalized log-mel ``(b, n * r, m)``."""
+    def _utterance_vector(self, x: torch.Tensor, token_lens: torch.Tensor) -> torch.Tensor | None:
+        """Encoder output ``(b, n, d)`` -> the decoder's utterance vector ``(b, 1, d)`` (None without)."""
+        if self.global_proj is None:
+            return None
+        mask = lengths_to_mask(token_lens, x.shape[1])[..., None]
+        mean = x.masked_fill(~mask, 0.0).sum(1, keepdim=True) / token_lens.clamp(min=1)[:, None, None]
+        return self.global_proj(mean)
+
+    def _decode(
+        self, q: torch.Tensor, token_lens: torch.Tensor, g: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Quantized ``(b, n, d)`` (+ an utterance vector ``(b, 1, d)``) -> normalized log-mel
+        ``(b, n * r, m)``."""
+        if g is not None:
+            q = q + g
         x = self.decoder(q, lengths_to_mask(token_lens, q.shape[1]))
         x = rearrange(self.unstack(x), "b n (r c) -> b (n r) c", r=self.downsample)
         return self.post(x, lengths_to_mask(token_lens * self.downsample, x.shape[1]))
@@ -183,7 +202,7 @@ class AudioTokenizer(nn.Module):
         x, token_lens = self._encode(mel, mel_lens)
         q = self.quantizer(x, lengths_to_mask(token_lens, x.shape[1]))
         return TokenizerOutput(
-            mel_hat=self._decode(q.quantized, token_lens),
+            mel_hat=self._decode(q.quantized, token_lens, self._utterance_vector(x, token_lens)),
             mel_lens=token_lens * self.downsample,
             tokens=q.indices,
             token_lens=token_lens,
@@ -209,11 +228,33 @@ class AudioTokenizer(nn.Module):
         return self.quantizer(x, lengths_to_mask(token_lens, x.shape[1])).indices, token_lens
 
     @torch.no_grad()
-    def decode(self, tokens: torch.Tensor, token_lens: torch.Tensor) -> torch.Tensor:
-        """Tokens ``(b, n)``, ``token_lens (b,)`` -> log-mel ``(b, n * r, m)`` on the original scale."""
+    def decode(
+        self,
+        tokens: torch.Tensor,
+        token_lens: torch.Tensor,
+        ref_mel: torch.Tensor | None = None,
+        ref_mel_lens: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Tokens ``(b, n)``, ``token_lens (b,)`` -> log-mel ``(b, n * r, m)`` on the original scale.
+
+        With ``global_condition`` the voice comes from a reference log-mel ``(b, f', m)`` and ``(b,)``
+        (the utterance itself, to measure reconstruction).
+
+        Raises:
+            ValueError: ``global_condition`` without a reference, or a reference without it.
+        """
+        if (ref_mel is None) != (self.global_proj is None):
+            raise ValueError(
+                "AudioTokenizer.decode: a reference mel (ref_mel, ref_mel_lens) is needed exactly when the "
+                f"tokenizer has global_condition (it has {self.global_proj is not None})"
+            )
+        g = None
+        if ref_mel is not None:
+            x, lens = self._encode(ref_mel, ref_mel_lens)
+            g = self._utterance_vector(x, lens)
         mask = lengths_to_mask(token_lens, tokens.shape[1])
         q = self.quantizer.embed(tokens).masked_fill(~mask[..., None], 0.0)
-        return self.denormalize(self._decode(q, token_lens))
+        return self.denormalize(self._decode(q, token_lens, g))
 
     @torch.no_grad()
     def transcribe(self, tokens: torch.Tensor, token_lens: torch.Tensor) -> list[str]:

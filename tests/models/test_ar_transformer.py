@@ -166,6 +166,31 @@ def test_length_limits_follow_the_target_text(temperature):
     spy.handle.remove()
 
 
+def test_eos_threshold_stops_a_row_where_eos_is_likely_enough():
+    """EOS half as likely as the top token: a draw that never picks it runs to the maximum, an
+    ``eos_threshold`` at or below 0.5 stops every row at its minimum length, one above 0.5 does not."""
+    model = make_model()
+    kw = inputs([2, 5, 3])
+    limits = {"min_tokens_per_text": 1.5, "max_tokens_per_text": 3.0, "temperature": 0.0}
+
+    def fixed_logits(module, args, out):
+        logits = torch.full_like(out, -1e4)
+        logits[..., 1] = 0.0
+        logits[..., model.eos_id] = torch.log(torch.tensor(0.5))
+        return logits
+
+    handle = model.head.register_forward_hook(fixed_logits)
+    assert model.generate(**kw, **limits)[1].tolist() == [6, 15, 9]  # greedy never draws EOS
+    assert model.generate(**kw, **limits, eos_threshold=0.6)[1].tolist() == [6, 15, 9]
+    assert model.generate(**kw, **limits, eos_threshold=0.4)[1].tolist() == [3, 8, 5]  # min lengths
+    tokens, lens = model.generate(**kw, **limits, eos_threshold=0.5)
+    assert lens.tolist() == [3, 8, 5] and (tokens[0, :3] == 1).all()
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="eos_threshold"):
+            model.generate(**kw, **limits, eos_threshold=bad)
+    handle.remove()
+
+
 def test_cache_is_reused_and_training_forward_ignores_it():
     model = make_model()
     kw = inputs([4])

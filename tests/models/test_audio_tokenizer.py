@@ -9,7 +9,7 @@ from speech.modules.quantizers import FSQ, EMAVectorQuantizer, build_quantizer, 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def tiny_model(kind: str = "fsq") -> AudioTokenizer:
+def tiny_model(kind: str = "fsq", **kwargs) -> AudioTokenizer:
     quantizer = build_quantizer(
         kind, 32, fsq={"levels": [5, 5, 3]}, vq={"codebook_size": 16, "codebook_dim": 8}
     )
@@ -26,6 +26,7 @@ def tiny_model(kind: str = "fsq") -> AudioTokenizer:
         dropout=0.0,
         mel_mean=-5.0,
         mel_std=2.0,
+        **kwargs,
     )
 
 
@@ -67,6 +68,27 @@ def test_padding_does_not_change_valid_tokens(kind):
     dec_alone = model.decode(alone, lens)
     dec_batched = model.decode(batched[:1], lens)
     assert torch.allclose(dec_batched[0, : dec_alone.shape[1]], dec_alone[0], atol=1e-5)
+
+
+def test_global_condition_carries_the_voice_to_the_decoder_only():
+    """With ``global_condition`` the reconstruction depends on the utterance's mean (the voice); the tokens
+    and the CTC head do not see it, and padding does not change it."""
+    torch.manual_seed(0)
+    model = tiny_model("fsq", global_condition=True).eval()
+    mel = torch.randn(1, 64, 20)
+    lens = torch.tensor([64])
+    tokens, token_lens = model.encode(mel, lens)
+    own = model.decode(tokens, token_lens, mel, lens)
+    other = model.decode(tokens, token_lens, mel + 3.0, lens)  # another "voice": a louder reference
+    assert not torch.allclose(own, other, atol=1e-3)
+    padded = torch.cat([mel, torch.full((1, 36, 20), 9.0)], 1)
+    assert torch.allclose(model.decode(tokens, token_lens, padded, lens), own, atol=1e-5)
+    out = model(mel, lens)
+    assert torch.allclose(out.mel_hat, model.normalize(own), atol=1e-5)
+    with pytest.raises(ValueError, match="global_condition"):
+        model.decode(tokens, token_lens)
+    with pytest.raises(ValueError, match="global_condition"):
+        tiny_model("fsq").eval().decode(tokens, token_lens, mel, lens)
 
 
 def test_fsq_round_trip_and_codebook():
