@@ -343,6 +343,8 @@ class ARTransformer(nn.Module):
             As the generator's ``StopIteration.value``: ``(tokens (b, k) int64, token_lens (b,))``, only the
             new tokens (no prompt, no EOS), 0-padded.
         """
+        if eos_threshold is not None and not 0 < eos_threshold <= 1:
+            raise ValueError(f"eos_threshold must be in (0, 1] or None, got {eos_threshold}")
         prefix = self._prefix(speaker, text, text_lens, prompt_text, prompt_text_lens, prompt_tokens,
                               prompt_lens)  # fmt: skip
         x, lens, _ = pack(prefix, left_pad=True)
@@ -351,8 +353,6 @@ class ARTransformer(nn.Module):
         logits, keys = self._prefill(x, lens, int(limits.max_new.max()))
         sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "window": ras_window,
                     "threshold": ras_threshold, "generator": generator}  # fmt: skip
-        if eos_threshold is not None and not 0 < eos_threshold <= 1:
-            raise ValueError(f"eos_threshold must be in (0, 1] or None, got {eos_threshold}")
         eos_margin = None if eos_threshold is None else math.log(eos_threshold)
         out = yield from self._decode(logits, self._decoding(keys), limits, sampling, eos_margin)
         return self._trim(out, limits.max_new)
