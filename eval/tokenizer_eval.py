@@ -48,7 +48,7 @@ def evaluate_tokenizer(
         audio, audio_lens, _ = pad_sequences(wavs)
         feats, mel_lens = mel(audio.to(device), audio_lens.to(device))
         tokens, token_lens = model.encode(feats, mel_lens)
-        voice = (feats, mel_lens) if model.global_proj is not None else (None, None)
+        voice = (feats, mel_lens) if model.global_condition else (None, None)
         decoded = model.decode(tokens, token_lens, *voice)
         hyps = model.transcribe(tokens, token_lens)
         for j, e in enumerate(chunk):

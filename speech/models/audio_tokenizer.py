@@ -141,6 +141,11 @@ class AudioTokenizer(nn.Module):
         self.global_proj = nn.Linear(dim, dim) if global_condition else None
 
     @property
+    def global_condition(self) -> bool:
+        """Whether the mel decoder takes an utterance vector (``decode`` then needs a reference mel)."""
+        return self.global_proj is not None
+
+    @property
     def codebook_size(self) -> int:
         return self.quantizer.codebook_size
 
@@ -243,10 +248,10 @@ class AudioTokenizer(nn.Module):
         Raises:
             ValueError: ``global_condition`` without a reference, or a reference without it.
         """
-        if (ref_mel is None) != (self.global_proj is None):
+        if (ref_mel is not None) != self.global_condition:
             raise ValueError(
                 "AudioTokenizer.decode: a reference mel (ref_mel, ref_mel_lens) is needed exactly when the "
-                f"tokenizer has global_condition (it has {self.global_proj is not None})"
+                f"tokenizer has global_condition (it has {self.global_condition})"
             )
         g = None
         if ref_mel is not None:
