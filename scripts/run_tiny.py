@@ -14,7 +14,7 @@
 Tasks run on ``SLOTS`` CPU slots (default: every core), one thread each unless noted, as soon as what they
 need is done (``speech.runner``). Everything is safe to run again: trained stages resume at their last
 checkpoint and stop at once when done, caches and generated wavs are skipped, a scored ground truth is kept.
-Budgets come from the environment: ``TOKENIZER_STEPS`` (600), ``VAE_STEPS`` (2000 steps of 2 s crops,
+Budgets come from the environment: ``TOKENIZER_STEPS`` (600), ``VAE_STEPS`` (6000 steps of 2 s crops,
 reconstruction and KL only: the GAN phase cost 2.5x per step on CPU and did not lower the resynthesis WER;
 docs/main_job.md), ``AR_STEPS`` (1200),
 ``FM_STEPS`` (1200); within this budget the AR model trains on the corpus's English cuts only (754 of
@@ -44,7 +44,7 @@ from speech.runner import Task, run_job
 # (logs/<stage>_tiny/, logs/pipeline_tiny/); another one gets its own tree, logs/<corpus>/..., so runs on two
 # corpora never resume each other's checkpoints
 DEFAULT_CORPUS = "synthetic_tiny"
-VAE_STEPS = 2000  # Flow-VAE steps of the main job (2 s crops; docs/main_job.md)
+VAE_STEPS = 6000  # Flow-VAE steps of the main job (2 s crops, Vocos encoder: about 12 min; docs/main_job.md)
 # infer.py mode -> row of the table: the ceiling rows first, then the clones
 ROWS = {"resynthesis": "resynthesis", "oracle_tokens": "oracle tokens", "zero_shot": "zero-shot",
         "one_shot": "one-shot"}  # fmt: skip

@@ -192,7 +192,8 @@ class AudioSetting:
             raise RequestError("audio.bitrate", problem + where)
 
 
-AR_OPTIONS = ("temperature", "top_k", "top_p", "ras_window", "ras_threshold", "eos_threshold", "max_tokens")
+AR_OPTIONS = ("temperature", "top_k", "top_p", "ras_window", "ras_threshold", "eos_threshold",
+              "min_tokens_per_text", "max_tokens")
 FM_OPTIONS = ("steps", "solver", "cfg_scale", "noise_scale")
 
 
@@ -210,6 +211,8 @@ class SamplingSetting:
             drawn EOS stops it. 1.0 by default: on the main job's models the clones then last as long as
             the recordings (4.03 s against 4.06 s on average; 4.65 s without) and the zero-shot WER fell
             from 149 % to 136 %; 0.3 cut them to 3.18 s (docs/main_job.md).
+        min_tokens_per_text: A segment makes at least this many audio tokens per BPE token of its text
+            (EOS is masked before), capped at the model's maximum (``ARTransformer`` ``MAX_TOKENS_PER_TEXT``).
         max_tokens: Upper bound on new audio tokens per text segment (``None``: the model's rule).
         steps, solver, cfg_scale, noise_scale: Flow-matching ODE steps, solver, guidance, initial noise.
         seed: Seeds generation (the AR model and flow matching each get a generator from it); requests
@@ -223,6 +226,7 @@ class SamplingSetting:
     ras_window: int = 10
     ras_threshold: float = 0.1
     eos_threshold: float | None = 1.0
+    min_tokens_per_text: float = 1.0
     max_tokens: int | None = None
     steps: int = 10
     solver: str = "euler"
@@ -247,6 +251,8 @@ class SamplingSetting:
             "ras_threshold": (lambda v: is_number(v) and 0 <= v <= 1, "must be a number in [0, 1]"),
             "eos_threshold": (lambda v: v is None or is_number(v) and 0 < v <= 1,
                               "must be None or a number in (0, 1]"),
+            "min_tokens_per_text": (lambda v: is_number(v) and v >= 0,
+                                    "must be a number >= 0 (audio tokens per BPE token of the text)"),
             "max_tokens": (lambda v: v is None or is_integer(v) and v >= 1, "must be None or an int >= 1"),
             "steps": (lambda v: is_integer(v) and v >= 1, "must be an integer >= 1"),
             "solver": (lambda v: isinstance(v, str) and v in SOLVERS, f"must be one of {list(SOLVERS)}"),

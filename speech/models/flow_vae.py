@@ -1,9 +1,10 @@
 """Flow-VAE (MiniMax-Speech section 2.2.2, Fig. 3a): waveform -> continuous latents z -> waveform.
 
-A DAC-style encoder gives a Gaussian posterior ``q(z|x) = N(mu, sigma)`` per latent frame; a DAC-style
-decoder turns ``z`` back into a waveform. The KL term constrains the latent space through a normalizing
-flow ``f`` (coupling layers) that maps ``z`` to N(0, I), so the posterior only has to be *some* normal
-distribution, not the standard one. Single-sample estimate per latent element, z reparameterized::
+An encoder (DAC-style on the waveform, or Vocos-style on its STFT) gives a Gaussian posterior
+``q(z|x) = N(mu, sigma)`` per latent frame; a decoder (DAC- or Vocos-style) turns ``z`` back into a
+waveform. The KL term constrains the latent space through a normalizing flow ``f`` (coupling layers) that
+maps ``z`` to N(0, I), so the posterior only has to be *some* normal distribution, not the standard one.
+Single-sample estimate per latent element, z reparameterized::
 
     KL ~ log N(z; mu, sigma) - log N(f(z); 0, I) - log|det df/dz|
 
@@ -26,6 +27,7 @@ from torch import nn
 
 from speech.modules.coupling import CouplingFlow
 from speech.modules.dac import DACDecoder, DACEncoder
+from speech.modules.vocos import VocosDecoder, VocosEncoder
 from speech.tensors import lengths_to_mask
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -79,8 +81,8 @@ class FlowVAE(nn.Module):
 
     def __init__(
         self,
-        encoder: DACEncoder,
-        decoder: DACDecoder,
+        encoder: DACEncoder | VocosEncoder,
+        decoder: DACDecoder | VocosDecoder,
         flow: CouplingFlow | None = None,
         *,
         log_sigma_offset: float = 0.0,

@@ -1,4 +1,5 @@
-"""A Vocos-style Flow-VAE decoder: ConvNeXt blocks at the latent frame rate, then an inverse STFT.
+"""Vocos-style Flow-VAE decoder and encoder: ConvNeXt blocks at the latent frame rate, with an inverse STFT
+after the decoder and an STFT before the encoder.
 
 Siuzdenko et al. 2023 (Vocos) predict each frame's STFT magnitude and phase and let an inverse STFT make
 the samples, instead of learning the upsampling to the audio rate with transposed convolutions (DAC,
@@ -6,6 +7,10 @@ HiFi-GAN). Every layer runs at the frame rate (50 Hz here instead of 16 kHz for 
 step is cheap, and the spectral envelope that intelligibility rests on is a direct output rather than
 something the upsampling stack must discover. On the tiny corpus the DAC decoder still produced a blurred,
 harmonic-free spectrogram after 2,000 CPU steps (docs/flow_vae.md), which is what this decoder is for.
+
+The encoder is the decoder's mirror: a log-magnitude STFT with the latent hop, then ConvNeXt blocks. DAC's
+encoder runs its first blocks at the audio rate with few channels, which a CPU does slowly: on the tiny
+Flow-VAE it was 87 % of a training step (docs/flow_vae.md). Here every layer runs at the frame rate.
 """
 
 from __future__ import annotations
@@ -43,7 +48,88 @@ class ConvNeXtBlock(nn.Module):
         return (x + y.transpose(1, 2)) * mask
 
 
-class VocosDecoder(nn.Module):
+class ConvNeXtStack(nn.Module):
+    """Stem convolution, LayerNorm, ConvNeXt blocks and a final LayerNorm, all at the frame rate: the body
+    that the encoder and decoder share (as a base class, so the decoder's parameter names stay as they were).
+
+    Args:
+        in_channels: Input features per frame.
+        channels: Width of the blocks.
+        layers: Number of blocks.
+        hidden: MLP width of the blocks.
+        kernel_size: Stem and depthwise kernel over frames.
+    """
+
+    def __init__(self, in_channels: int, channels: int, layers: int, hidden: int, kernel_size: int) -> None:
+        super().__init__()
+        self.stem = nn.Conv1d(in_channels, channels, kernel_size, padding=kernel_size // 2)
+        self.norm_in = nn.LayerNorm(channels)
+        self.blocks = nn.ModuleList(
+            ConvNeXtBlock(channels, hidden, kernel_size, layer_scale=1.0 / layers) for _ in range(layers)
+        )
+        self.norm_out = nn.LayerNorm(channels)
+
+    def body(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``(b, in_channels, f)``, mask ``(b, 1, f)`` -> ``(b, f, channels)`` (channels last, for a head)."""
+        x = self.stem(x * mask)
+        x = self.norm_in(x.transpose(1, 2)).transpose(1, 2) * mask
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.norm_out(x.transpose(1, 2))
+
+
+class VocosEncoder(ConvNeXtStack):
+    """Waveform -> ``out_channels`` features per ``hop_length`` samples: log-magnitude STFT, ConvNeXt blocks.
+
+    Args:
+        out_channels: Output features (``2 * latent_dim`` for a Gaussian posterior).
+        channels: Width of the ConvNeXt blocks.
+        layers: Number of blocks.
+        hop_length: Samples per output frame.
+        n_fft: FFT and window size (``4 * hop_length`` by default).
+        hidden: MLP width of the blocks (``3 * channels`` by default).
+        kernel_size: Stem and depthwise kernel over frames.
+    """
+
+    def __init__(
+        self,
+        out_channels: int,
+        channels: int = 128,
+        layers: int = 4,
+        hop_length: int = 320,
+        n_fft: int | None = None,
+        hidden: int | None = None,
+        kernel_size: int = 7,
+    ) -> None:
+        n_fft = n_fft or 4 * hop_length
+        if n_fft < hop_length:
+            raise ValueError(f"n_fft ({n_fft}) must be at least hop_length ({hop_length})")
+        super().__init__(n_fft // 2 + 1, channels, layers, hidden or 3 * channels, kernel_size)
+        self.out_channels, self.hop_length, self.n_fft = out_channels, hop_length, n_fft
+        self.head = nn.Linear(channels, out_channels)
+        self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
+
+    def forward(self, audio: torch.Tensor, frame_lens: torch.Tensor) -> torch.Tensor:
+        """Encodes whole frames.
+
+        Args:
+            audio: ``(b, 1, t)`` waveform with ``t = f * hop_length``.
+            frame_lens: ``(b,)`` valid output frames per row.
+
+        Returns:
+            ``(b, out_channels, f)``, zero past ``frame_lens``.
+        """
+        frames = audio.shape[-1] // self.hop_length
+        x = audio[:, 0].float() * lengths_mask(frame_lens * self.hop_length, audio.shape[-1])[:, 0]
+        # zero padding at both ends: a row's frames are the same alone or padded in a batch
+        spectrum = torch.stft(x, self.n_fft, self.hop_length, self.n_fft, self.window.float(), center=True,
+                              pad_mode="constant", return_complex=True)[..., :frames]  # fmt: skip
+        features = torch.log(spectrum.abs().clamp(min=1e-5)).to(audio.dtype)  # (b, bins, f)
+        mask = lengths_mask(frame_lens, frames)
+        return self.head(self.body(features, mask)).transpose(1, 2) * mask
+
+
+class VocosDecoder(ConvNeXtStack):
     """Latent frames -> waveform in [-1, 1], ``hop_length`` samples per frame.
 
     Args:
@@ -66,18 +152,11 @@ class VocosDecoder(nn.Module):
         hidden: int | None = None,
         kernel_size: int = 7,
     ) -> None:
-        super().__init__()
-        self.in_channels, self.hop_length = in_channels, hop_length
-        self.n_fft = n_fft or 4 * hop_length
-        if self.n_fft < hop_length:
-            raise ValueError(f"n_fft ({self.n_fft}) must be at least hop_length ({hop_length})")
-        self.stem = nn.Conv1d(in_channels, channels, kernel_size, padding=kernel_size // 2)
-        self.norm_in = nn.LayerNorm(channels)
-        self.blocks = nn.ModuleList(
-            ConvNeXtBlock(channels, hidden or 3 * channels, kernel_size, layer_scale=1.0 / layers)
-            for _ in range(layers)
-        )
-        self.norm_out = nn.LayerNorm(channels)
+        n_fft = n_fft or 4 * hop_length
+        if n_fft < hop_length:
+            raise ValueError(f"n_fft ({n_fft}) must be at least hop_length ({hop_length})")
+        super().__init__(in_channels, channels, layers, hidden or 3 * channels, kernel_size)
+        self.in_channels, self.hop_length, self.n_fft = in_channels, hop_length, n_fft
         self.head = nn.Linear(channels, 2 * (self.n_fft // 2 + 1))  # log magnitude and phase per bin
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
 
@@ -93,11 +172,7 @@ class VocosDecoder(nn.Module):
         """
         frames = z.shape[-1]
         mask = lengths_mask(frame_lens, frames)
-        x = self.stem(z * mask)
-        x = self.norm_in(x.transpose(1, 2)).transpose(1, 2) * mask
-        for block in self.blocks:
-            x = block(x, mask)
-        log_magnitude, phase = self.head(self.norm_out(x.transpose(1, 2))).float().chunk(2, dim=-1)
+        log_magnitude, phase = self.head(self.body(z, mask)).float().chunk(2, dim=-1)
         magnitude = torch.exp(log_magnitude.clamp(max=MAX_LOG_MAGNITUDE)) * mask.transpose(1, 2)
         # (b, bins, f), plus the silent frames whose windows still reach the last sample: the overlap-add
         # normalization of a row's samples then never depends on how far the batch is padded

@@ -58,6 +58,8 @@ def ref(tmp_path):
         ({"sampling": SamplingSetting(top_p=0)}, "sampling.top_p", "(0, 1]"),
         ({"sampling": SamplingSetting(eos_threshold=0)}, "sampling.eos_threshold", "None or a number"),
         ({"sampling": SamplingSetting(eos_threshold=1.2)}, "sampling.eos_threshold", "(0, 1]"),
+        ({"sampling": SamplingSetting(min_tokens_per_text=-1)}, "sampling.min_tokens_per_text", ">= 0"),
+        ({"sampling": SamplingSetting(min_tokens_per_text="2")}, "sampling.min_tokens_per_text", "a number"),
         ({"sampling": SamplingSetting(steps=0)}, "sampling.steps", ">= 1"),
         ({"sampling": SamplingSetting(solver="rk4")}, "sampling.solver", "'euler'"),
         ({"pronunciation_dict": ["nope"]}, "pronunciation_dict[0]", "'written/spoken'"),

@@ -1,11 +1,11 @@
-"""Vocos-style decoder: lengths, padding invariance, the [-1, 1] range, and it learns a waveform."""
+"""Vocos-style decoder and encoder: lengths, padding invariance, the [-1, 1] range, and they learn."""
 
 import pytest
 import torch
 
 from speech.models.flow_vae import FlowVAE
 from speech.modules.dac import DACEncoder
-from speech.modules.vocos import VocosDecoder
+from speech.modules.vocos import VocosDecoder, VocosEncoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 HOP = 320
@@ -60,3 +60,40 @@ def test_it_learns_a_tone_from_a_constant_latent():
         loss.backward()
         opt.step()
     assert loss.item() < 0.5 * first
+
+
+def test_encoder_frames_and_padding_invariance():
+    torch.manual_seed(0)
+    encoder = VocosEncoder(8, channels=32, layers=2, hop_length=HOP)
+    audio = 0.1 * torch.randn(2, 1, 30 * HOP)
+    batch = encoder(audio, torch.tensor([30, 11]))
+    assert batch.shape == (2, 8, 30) and torch.equal(batch[1, :, 11:], torch.zeros(8, 19))
+    alone = encoder(audio[1:, :, : 11 * HOP], torch.tensor([11]))
+    torch.testing.assert_close(batch[1:, :, :11], alone, atol=1e-5, rtol=0)
+
+
+def test_encoder_sizes_are_checked_and_it_fits_the_flow_vae():
+    with pytest.raises(ValueError, match=r"n_fft \(100\) must be at least hop_length \(320\)"):
+        VocosEncoder(8, hop_length=HOP, n_fft=100)
+    model = FlowVAE(VocosEncoder(12, channels=32, layers=2, hop_length=HOP),
+                    VocosDecoder(6, channels=32, layers=2, hop_length=HOP))  # fmt: skip
+    mu, log_sigma, lens = model.posterior(0.1 * torch.randn(2, 3200), torch.tensor([3200, 1600]))
+    assert mu.shape == log_sigma.shape == (2, 10, 6) and lens.tolist() == [10, 5]
+
+
+def test_encoder_learns_each_frames_loudness():
+    # the STFT front passes gradients: a few hundred steps read each frame's log energy off the spectrum
+    torch.manual_seed(0)
+    encoder = VocosEncoder(1, channels=32, layers=1, hop_length=HOP)
+    gains = torch.exp(torch.linspace(-4, 0, 16))[torch.randperm(16)]
+    audio = (torch.randn(4, 16, HOP) * gains[None, :, None]).reshape(4, 1, 16 * HOP)
+    target = torch.log(gains)[None].expand(4, -1)
+    lens = torch.full((4,), 16)
+    opt = torch.optim.Adam(encoder.parameters(), lr=3e-3)
+    first = (encoder(audio, lens)[:, 0] - target).pow(2).mean().item()
+    for _ in range(200):
+        loss = (encoder(audio, lens)[:, 0] - target).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05 * first
