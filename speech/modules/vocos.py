@@ -49,23 +49,41 @@ class ConvNeXtBlock(nn.Module):
 
 
 class ConvNeXtStack(nn.Module):
-    """Stem convolution, LayerNorm, ConvNeXt blocks and a final LayerNorm, all at the frame rate: the body
-    that the encoder and decoder share (as a base class, so the decoder's parameter names stay as they were).
+    """What the Vocos-style encoder and decoder share: the sizes of their STFT and a body at the frame rate
+    (stem convolution, LayerNorm, ConvNeXt blocks, final LayerNorm). A base class, so that the decoder's
+    parameter names stayed as they were before the encoder existed.
 
     Args:
-        in_channels: Input features per frame.
+        in_channels: Input features per frame; ``None``: the STFT's bins (``n_fft // 2 + 1``).
         channels: Width of the blocks.
         layers: Number of blocks.
-        hidden: MLP width of the blocks.
+        hop_length: Samples per frame.
+        n_fft: FFT and window size (``4 * hop_length`` by default: 75 % overlap).
+        hidden: MLP width of the blocks (``3 * channels`` by default).
         kernel_size: Stem and depthwise kernel over frames.
     """
 
-    def __init__(self, in_channels: int, channels: int, layers: int, hidden: int, kernel_size: int) -> None:
+    def __init__(
+        self,
+        in_channels: int | None,
+        channels: int,
+        layers: int,
+        hop_length: int,
+        n_fft: int | None,
+        hidden: int | None,
+        kernel_size: int,
+    ) -> None:
         super().__init__()
-        self.stem = nn.Conv1d(in_channels, channels, kernel_size, padding=kernel_size // 2)
+        self.hop_length, self.n_fft = hop_length, n_fft or 4 * hop_length
+        if self.n_fft < hop_length:
+            raise ValueError(f"n_fft ({self.n_fft}) must be at least hop_length ({hop_length})")
+        self.bins = self.n_fft // 2 + 1
+        self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
+        self.stem = nn.Conv1d(in_channels or self.bins, channels, kernel_size, padding=kernel_size // 2)
         self.norm_in = nn.LayerNorm(channels)
         self.blocks = nn.ModuleList(
-            ConvNeXtBlock(channels, hidden, kernel_size, layer_scale=1.0 / layers) for _ in range(layers)
+            ConvNeXtBlock(channels, hidden or 3 * channels, kernel_size, layer_scale=1.0 / layers)
+            for _ in range(layers)
         )
         self.norm_out = nn.LayerNorm(channels)
 
@@ -101,24 +119,13 @@ class VocosEncoder(ConvNeXtStack):
         hidden: int | None = None,
         kernel_size: int = 7,
     ) -> None:
-        n_fft = n_fft or 4 * hop_length
-        if n_fft < hop_length:
-            raise ValueError(f"n_fft ({n_fft}) must be at least hop_length ({hop_length})")
-        super().__init__(n_fft // 2 + 1, channels, layers, hidden or 3 * channels, kernel_size)
-        self.out_channels, self.hop_length, self.n_fft = out_channels, hop_length, n_fft
+        super().__init__(None, channels, layers, hop_length, n_fft, hidden, kernel_size)
+        self.out_channels = out_channels
         self.head = nn.Linear(channels, out_channels)
-        self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
 
     def forward(self, audio: torch.Tensor, frame_lens: torch.Tensor) -> torch.Tensor:
-        """Encodes whole frames.
-
-        Args:
-            audio: ``(b, 1, t)`` waveform with ``t = f * hop_length``.
-            frame_lens: ``(b,)`` valid output frames per row.
-
-        Returns:
-            ``(b, out_channels, f)``, zero past ``frame_lens``.
-        """
+        """``audio (b, 1, t)``, ``t = f * hop_length``, and ``frame_lens (b,)`` valid frames -> ``(b,
+        out_channels, f)``, zero past ``frame_lens`` (the contract of ``DACEncoder.forward``)."""
         frames = audio.shape[-1] // self.hop_length
         x = audio[:, 0].float() * lengths_mask(frame_lens * self.hop_length, audio.shape[-1])[:, 0]
         # zero padding at both ends: a row's frames are the same alone or padded in a batch
@@ -152,13 +159,9 @@ class VocosDecoder(ConvNeXtStack):
         hidden: int | None = None,
         kernel_size: int = 7,
     ) -> None:
-        n_fft = n_fft or 4 * hop_length
-        if n_fft < hop_length:
-            raise ValueError(f"n_fft ({n_fft}) must be at least hop_length ({hop_length})")
-        super().__init__(in_channels, channels, layers, hidden or 3 * channels, kernel_size)
-        self.in_channels, self.hop_length, self.n_fft = in_channels, hop_length, n_fft
-        self.head = nn.Linear(channels, 2 * (self.n_fft // 2 + 1))  # log magnitude and phase per bin
-        self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
+        super().__init__(in_channels, channels, layers, hop_length, n_fft, hidden, kernel_size)
+        self.in_channels = in_channels
+        self.head = nn.Linear(channels, 2 * self.bins)  # log magnitude and phase per bin
 
     def forward(self, z: torch.Tensor, frame_lens: torch.Tensor) -> torch.Tensor:
         """Decodes.

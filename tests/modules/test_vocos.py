@@ -97,3 +97,9 @@ def test_encoder_learns_each_frames_loudness():
         loss.backward()
         opt.step()
     assert loss.item() < 0.05 * first
+
+
+def test_decoder_parameter_names_are_those_of_older_checkpoints():
+    # checkpoints written before the encoder existed hold stem/norm_in/blocks/norm_out/head at the top
+    names = {k.split(".")[0] for k in VocosDecoder(6, channels=32, layers=2, hop_length=HOP).state_dict()}
+    assert names == {"stem", "norm_in", "blocks", "norm_out", "head"}
