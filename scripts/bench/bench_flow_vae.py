@@ -28,21 +28,21 @@ from omegaconf import OmegaConf
 from speech.lit.flow_vae import MultiResolutionMelLoss, MultiResolutionSTFTLoss
 from speech.profiling import timed
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "model"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SAMPLE_RATE = 16000
-# FlowVAEModule's defaults (configs/stage/flow_vae.yaml)
-MEL_WINDOWS, MEL_BINS, STFT_SIZES, MEL_WEIGHT = (256, 512, 1024, 2048), (20, 40, 80, 160), (512, 1024, 2048), 15.0
 
 
 def parts(name: str, encoder_from: str | None, args) -> dict[str, float]:
     """Median milliseconds of a whole step and of its parts for the model config ``name``, with the encoder
     of the config ``encoder_from`` if given."""
-    cfg = OmegaConf.load(CONFIGS / f"{name}.yaml")
+    cfg = OmegaConf.load(CONFIGS / "model" / f"{name}.yaml")
     if encoder_from:
-        cfg.encoder = OmegaConf.load(CONFIGS / f"{encoder_from}.yaml").encoder
+        cfg.encoder = OmegaConf.load(CONFIGS / "model" / f"{encoder_from}.yaml").encoder
     model = instantiate(cfg).to(args.device)
-    mel = MultiResolutionMelLoss(SAMPLE_RATE, MEL_WINDOWS, MEL_BINS).to(args.device)
-    stft = MultiResolutionSTFTLoss(STFT_SIZES).to(args.device)
+    stage = OmegaConf.load(CONFIGS / "stage" / "flow_vae.yaml")  # the spectral losses and their weights
+    mel = MultiResolutionMelLoss(SAMPLE_RATE, stage.mel_windows, stage.mel_bins).to(args.device)
+    stft = MultiResolutionSTFTLoss(stage.stft_sizes).to(args.device)
+    w_mel, w_stft = stage.mel_weight, stage.stft_weight
     samples = int(args.seconds * SAMPLE_RATE) // model.hop_length * model.hop_length
     audio = 0.1 * torch.randn(args.rows, samples, device=args.device)
     lens = torch.full((args.rows,), samples, device=args.device)
@@ -52,7 +52,7 @@ def parts(name: str, encoder_from: str | None, args) -> dict[str, float]:
 
     def step():
         out = model(audio, lens)
-        loss = MEL_WEIGHT * mel(out.audio, audio, out.audio_lens) + stft(out.audio, audio, out.audio_lens)
+        loss = w_mel * mel(out.audio, audio, out.audio_lens) + w_stft * stft(out.audio, audio, out.audio_lens)
         (loss + out.kl).backward()
 
     def encoder():
@@ -63,7 +63,7 @@ def parts(name: str, encoder_from: str | None, args) -> dict[str, float]:
         model.decode(z, torch.full((args.rows,), frames, device=args.device)).sum().backward()
 
     def losses():
-        (MEL_WEIGHT * mel(fake, audio, lens) + stft(fake, audio, lens)).backward()
+        (w_mel * mel(fake, audio, lens) + w_stft * stft(fake, audio, lens)).backward()
 
     params = sum(p.numel() for p in model.encoder.parameters()) / 1e6
     times = {k: 1000 * timed(fn, args.device, args.repeats) for k, fn in
@@ -72,7 +72,9 @@ def parts(name: str, encoder_from: str | None, args) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", nargs="+", default=["flow_vae_tiny"], help="configs/model names")
     parser.add_argument("--encoder-from", default="flow_vae_tiny_dac",
                         help="also time each model with this config's encoder ('': no)")  # fmt: skip
@@ -92,8 +94,9 @@ def main() -> None:
     for name, encoder_from in runs:
         r = parts(name, encoder_from, args)
         label = f"{name}, encoder of {encoder_from}" if encoder_from else name
-        print(f"| {label} | {r['encoder params (M)']:.2f} | {r['step']:.0f} | {r['encoder']:.0f} "
-              f"({100 * r['encoder'] / r['step']:.0f} %) | {r['decoder']:.0f} | {r['losses']:.0f} |")  # fmt: skip
+        share = 100 * r["encoder"] / r["step"]
+        print(f"| {label} | {r['encoder params (M)']:.2f} | {r['step']:.0f} "
+              f"| {r['encoder']:.0f} ({share:.0f} %) | {r['decoder']:.0f} | {r['losses']:.0f} |")  # fmt: skip
 
 
 if __name__ == "__main__":

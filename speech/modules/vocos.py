@@ -10,7 +10,8 @@ harmonic-free spectrogram after 2,000 CPU steps (docs/flow_vae.md), which is wha
 
 The encoder is the decoder's mirror: a log-magnitude STFT with the latent hop, then ConvNeXt blocks. DAC's
 encoder runs its first blocks at the audio rate with few channels, which a CPU does slowly: on the tiny
-Flow-VAE it was 87 % of a training step (docs/flow_vae.md). Here every layer runs at the frame rate.
+Flow-VAE it was three quarters of a training step (docs/flow_vae.md). Here every layer runs at the frame
+rate.
 """
 
 from __future__ import annotations
