@@ -193,7 +193,7 @@ class AudioSetting:
 
 
 AR_OPTIONS = ("temperature", "top_k", "top_p", "ras_window", "ras_threshold", "eos_threshold",
-              "min_tokens_per_text", "max_tokens")
+              "min_tokens_per_text", "max_tokens")  # fmt: skip
 FM_OPTIONS = ("steps", "solver", "cfg_scale", "noise_scale")
 
 
