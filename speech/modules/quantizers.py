@@ -271,3 +271,54 @@ def build_quantizer(kind: str, dim: int, **settings: dict) -> Quantizer:
     if kind not in QUANTIZERS:
         raise ValueError(f"unknown quantizer kind {kind!r}: choose one of {sorted(QUANTIZERS)}")
     return QUANTIZERS[kind](dim, **dict(settings.get(kind) or {}))
+
+
+def nearest_code(x: torch.Tensor, codebook: torch.Tensor, chunk: int = 16384) -> torch.Tensor:
+    """Index of the nearest row of ``codebook (k, d)`` for each row of ``x (n, d)``: ``(n,)`` int64,
+    computed ``chunk`` rows at a time so that the ``(n, k)`` distances never exist at once."""
+    if not len(x):
+        return torch.zeros(0, dtype=torch.long, device=x.device)
+    return torch.cat([torch.cdist(part, codebook).argmin(1) for part in x.split(chunk)])
+
+
+def fit_residual_kmeans(
+    x: torch.Tensor, sizes: Sequence[int], iterations: int = 25, generator: torch.Generator | None = None
+) -> list[torch.Tensor]:
+    """Residual k-means (Lloyd's algorithm): the first codebook quantizes ``x (n, d)``, each next one what
+    the ones before left. A diagnostic of how much a token of ``sizes`` codes can say about continuous
+    features (``scripts/resynthesize.py codebooks=[...]``), not a trained quantizer.
+
+    Args:
+        x: ``(n, d)`` vectors.
+        sizes: Codes per codebook, e.g. ``[512]`` or ``[512, 512]``.
+        iterations: Lloyd iterations per codebook; a code left without vectors keeps its place.
+        generator: Draws the initial centroids (distinct rows of the residuals).
+
+    Returns:
+        One ``(k, d)`` codebook per entry of ``sizes``.
+
+    Raises:
+        ValueError: a size is below 1 or above the number of vectors.
+    """
+    books, residual = [], x.float()
+    for k in sizes:
+        if not 1 <= k <= len(x):
+            raise ValueError(f"codebook size {k} must be in [1, {len(x)}] (the number of vectors)")
+        centroids = residual[torch.randperm(len(x), generator=generator)[:k]].clone()
+        for _ in range(iterations):
+            assign = nearest_code(residual, centroids)
+            sums = torch.zeros_like(centroids).index_add_(0, assign, residual)
+            counts = torch.bincount(assign, minlength=k)[:, None]
+            centroids = torch.where(counts > 0, sums / counts.clamp(min=1), centroids)
+        books.append(centroids)
+        residual = residual - centroids[nearest_code(residual, centroids)]
+    return books
+
+
+def residual_quantize(x: torch.Tensor, books: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``x (n, d)`` replaced by the sum of one code of each codebook, chosen greedily, first to last
+    (codebooks of ``fit_residual_kmeans``)."""
+    q = torch.zeros_like(x, dtype=torch.float32)
+    for book in books:
+        q = q + book[nearest_code(x.float() - q, book)]
+    return q.to(x.dtype)

@@ -4,6 +4,7 @@ alone rebuilds the model, the latent encoder fills its cache once, and scripts/r
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -100,6 +101,18 @@ def test_train_py_step_resume_rebuild_and_encode(shared_prepared, tmp_path, caps
         assert sf.info(out / src.name).frames == sf.info(src).frames  # the input's length, at 16 kHz
     run_script(RESYNTHESIZE, f"ckpt={last}", f"in_dir={wavs}", f"out_dir={out}", "progress=false")
     assert f"0 resynthesized into {out} (2 there before)" in capsys.readouterr().out
+
+    # the quantization floor: k-means codebooks fitted on the latent cache, applied before decoding
+    floor = tmp_path / "floor"
+    run_script(RESYNTHESIZE, f"ckpt={last}", f"in_dir={wavs}", f"out_dir={floor}", "progress=false",
+               "codebooks=[4,4]", f"fit_on={cache.root}")  # fmt: skip
+    assert "fitting codebooks [4, 4] on" in capsys.readouterr().out
+    for src in wavs.iterdir():
+        quantized, plain = sf.read(floor / src.name)[0], sf.read(out / src.name)[0]
+        assert len(quantized) == len(plain) and not np.allclose(quantized, plain)
+    with pytest.raises(SystemExit):
+        run_script(RESYNTHESIZE, f"ckpt={last}", f"in_dir={wavs}", f"out_dir={floor}2", "codebooks=[4]")
+    assert "codebooks need fit_on=" in capsys.readouterr().err
 
 
 def test_encode_refuses_an_unknown_kind(tmp_path, capsys):
