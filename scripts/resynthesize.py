@@ -45,12 +45,12 @@ def fit_codebooks(
     fit_on: str, sizes: list[int], frames_per_code: int, iterations: int, seed: int
 ) -> list[torch.Tensor]:
     """Residual k-means codebooks over groups of ``frames_per_code`` frames of every cut in a latent cache."""
-    cache = FeatureCache(fit_on)
-    files = sorted(cache.root.glob("*/*.npy"))
-    if not files:
+    latents = [torch.from_numpy(a) for a in FeatureCache(fit_on).arrays()]
+    if not latents:
         raise FileNotFoundError(f"the latent cache {fit_on} holds no arrays")
-    groups = torch.cat([group_frames(torch.from_numpy(np.load(f)), frames_per_code) for f in files])
-    print(f"fitting codebooks {sizes} on {len(groups)} groups of {frames_per_code} frames, {len(files)} cuts")
+    groups = torch.cat([group_frames(z, frames_per_code) for z in latents])
+    cuts = len(latents)
+    print(f"fitting codebooks {sizes} on {len(groups)} groups of {frames_per_code} frames of {cuts} cuts")
     return fit_residual_kmeans(groups, sizes, iterations, torch.Generator().manual_seed(seed))
 
 

@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +88,11 @@ class FeatureCache:
             Path(tmp).unlink(missing_ok=True)
             raise
         return path
+
+    def arrays(self) -> Iterator[np.ndarray]:
+        """Every cached array, in a fixed order (of the files, not of the cuts)."""
+        for path in sorted(self.root.glob("*/*.npy")):
+            yield np.load(path)
 
     def load(self, cut_id: str) -> np.ndarray:
         path = self.path(cut_id)

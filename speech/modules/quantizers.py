@@ -63,6 +63,72 @@ def _broadcast(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def nearest_code(x: torch.Tensor, codebook: torch.Tensor, chunk: int = 16384) -> torch.Tensor:
+    """Ids ``(n,)`` of the nearest rows of ``codebook (k, d)`` to the rows of ``x (n, d)``: squared Euclidean
+    distance in float32 even under bf16 autocast (where near ties would otherwise pick codes at random),
+    ``chunk`` rows at a time so that an ``(n, k)`` distance matrix never exists at once."""
+    if not len(x):
+        return torch.zeros(0, dtype=torch.long, device=x.device)
+    with torch.autocast(x.device.type, enabled=False):
+        x, codebook = x.float(), codebook.float()
+        book_sq = codebook.pow(2).sum(1)
+        ids = [(part.pow(2).sum(1, keepdim=True) - 2 * part @ codebook.t() + book_sq).argmin(1)
+               for part in x.split(chunk)]  # fmt: skip
+    return torch.cat(ids)
+
+
+def lloyd_kmeans(x: torch.Tensor, centres: torch.Tensor, iterations: int) -> torch.Tensor:
+    """``iterations`` of Lloyd's algorithm on ``x (n, d)`` from ``centres (k, d)``: the new ``(k, d)``
+    float32 centres. A centre left without vectors keeps its place. Counts and sums are summed over DDP
+    ranks, so every rank ends with the same centres from its own vectors."""
+    x, centres = x.float(), centres.float().clone()
+    for _ in range(iterations):
+        ids = nearest_code(x, centres)
+        counts = _all_reduce(torch.bincount(ids, minlength=len(centres)).float())
+        sums = _all_reduce(torch.zeros_like(centres).index_add_(0, ids, x))
+        used = counts > 0
+        centres[used] = sums[used] / counts[used, None]
+    return centres
+
+
+def fit_residual_kmeans(
+    x: torch.Tensor, sizes: Sequence[int], iterations: int = 25, generator: torch.Generator | None = None
+) -> list[torch.Tensor]:
+    """Residual k-means: the first codebook quantizes ``x (n, d)``, each next one what the ones before
+    left. A diagnostic of how much a token of ``sizes`` codes can say about continuous features
+    (``scripts/resynthesize.py codebooks=[...]``), not a trained quantizer.
+
+    Args:
+        x: ``(n, d)`` vectors.
+        sizes: Codes per codebook, e.g. ``[512]`` or ``[512, 512]``.
+        iterations: Lloyd iterations per codebook (``lloyd_kmeans``).
+        generator: Draws the initial centres (distinct rows of the residuals).
+
+    Returns:
+        One ``(k, d)`` codebook per entry of ``sizes``.
+
+    Raises:
+        ValueError: a size is below 1 or above the number of vectors.
+    """
+    books, residual = [], x.float()
+    for k in sizes:
+        if not 1 <= k <= len(x):
+            raise ValueError(f"codebook size {k} must be in [1, {len(x)}] (the number of vectors)")
+        start = residual[torch.randperm(len(x), generator=generator)[:k]]
+        books.append(lloyd_kmeans(residual, start, iterations))
+        residual = residual - books[-1][nearest_code(residual, books[-1])]
+    return books
+
+
+def residual_quantize(x: torch.Tensor, books: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``x (n, d)`` replaced by the sum of one code of each codebook, chosen greedily, first to last
+    (codebooks of ``fit_residual_kmeans``)."""
+    q = torch.zeros_like(x, dtype=torch.float32)
+    for book in books:
+        q = q + book[nearest_code(x.float() - q, book)]
+    return q.to(x.dtype)
+
+
 class Quantizer(nn.Module, ABC):
     """Shape contract of a quantizer.
 
@@ -176,14 +242,6 @@ class EMAVectorQuantizer(Quantizer):
         self.register_buffer("idle_steps", torch.zeros(codebook_size, dtype=torch.long))  # since last picked
         self.register_buffer("restarts", torch.zeros((), dtype=torch.long))  # total codes restarted
 
-    def _nearest(self, flat: torch.Tensor) -> torch.Tensor:
-        """``(n, c)`` -> ``(n,)`` ids of the nearest codes (squared Euclidean distance, in float32 even
-        under bf16 autocast, where near ties would otherwise pick codes at random)."""
-        with torch.autocast(flat.device.type, enabled=False):
-            flat, codebook = flat.float(), self.codebook.float()
-            dist2 = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codebook.t() + codebook.pow(2).sum(1)
-        return dist2.argmin(1)
-
     def _sample(self, flat: torch.Tensor, n: int) -> torch.Tensor:
         """``n`` random rows of ``flat`` (with replacement when it has fewer), the same on all ranks."""
         idx = torch.randint(0, flat.shape[0], (n,), device=flat.device)
@@ -196,13 +254,7 @@ class EMAVectorQuantizer(Quantizer):
         """Lloyd's k-means from random frames; empty clusters keep their previous centre."""
         centres = self._sample(flat, self.codebook_size)
         centres = centres + KMEANS_JITTER * flat.std() * torch.randn_like(centres)
-        self.codebook.copy_(centres)
-        for _ in range(self.kmeans_iters):
-            ids = self._nearest(flat)
-            counts = _all_reduce(torch.bincount(ids, minlength=self.codebook_size).float())
-            sums = _all_reduce(torch.zeros_like(self.codebook).index_add_(0, ids, flat))
-            used = counts > 0
-            self.codebook[used] = sums[used] / counts[used, None]
+        self.codebook.copy_(lloyd_kmeans(flat, centres, self.kmeans_iters))
         mean_count = flat.shape[0] / self.codebook_size
         self.cluster_size.fill_(mean_count)
         self.embed_sum.copy_(self.codebook * mean_count)
@@ -245,7 +297,7 @@ class EMAVectorQuantizer(Quantizer):
         if self.training and flat.shape[0] > 0 and not bool(self.initialized):
             self._kmeans_init(flat)
         ids = torch.zeros(mask.shape, dtype=torch.long, device=x.device)
-        ids[mask] = self._nearest(flat)
+        ids[mask] = nearest_code(flat, self.codebook)
         q = F.embedding(ids, self.codebook.clone())  # the codes chosen now, before this step's update
         if self.training and flat.shape[0] > 0:
             self._ema_update(flat, ids[mask])
@@ -271,54 +323,3 @@ def build_quantizer(kind: str, dim: int, **settings: dict) -> Quantizer:
     if kind not in QUANTIZERS:
         raise ValueError(f"unknown quantizer kind {kind!r}: choose one of {sorted(QUANTIZERS)}")
     return QUANTIZERS[kind](dim, **dict(settings.get(kind) or {}))
-
-
-def nearest_code(x: torch.Tensor, codebook: torch.Tensor, chunk: int = 16384) -> torch.Tensor:
-    """Index of the nearest row of ``codebook (k, d)`` for each row of ``x (n, d)``: ``(n,)`` int64,
-    computed ``chunk`` rows at a time so that the ``(n, k)`` distances never exist at once."""
-    if not len(x):
-        return torch.zeros(0, dtype=torch.long, device=x.device)
-    return torch.cat([torch.cdist(part, codebook).argmin(1) for part in x.split(chunk)])
-
-
-def fit_residual_kmeans(
-    x: torch.Tensor, sizes: Sequence[int], iterations: int = 25, generator: torch.Generator | None = None
-) -> list[torch.Tensor]:
-    """Residual k-means (Lloyd's algorithm): the first codebook quantizes ``x (n, d)``, each next one what
-    the ones before left. A diagnostic of how much a token of ``sizes`` codes can say about continuous
-    features (``scripts/resynthesize.py codebooks=[...]``), not a trained quantizer.
-
-    Args:
-        x: ``(n, d)`` vectors.
-        sizes: Codes per codebook, e.g. ``[512]`` or ``[512, 512]``.
-        iterations: Lloyd iterations per codebook; a code left without vectors keeps its place.
-        generator: Draws the initial centroids (distinct rows of the residuals).
-
-    Returns:
-        One ``(k, d)`` codebook per entry of ``sizes``.
-
-    Raises:
-        ValueError: a size is below 1 or above the number of vectors.
-    """
-    books, residual = [], x.float()
-    for k in sizes:
-        if not 1 <= k <= len(x):
-            raise ValueError(f"codebook size {k} must be in [1, {len(x)}] (the number of vectors)")
-        centroids = residual[torch.randperm(len(x), generator=generator)[:k]].clone()
-        for _ in range(iterations):
-            assign = nearest_code(residual, centroids)
-            sums = torch.zeros_like(centroids).index_add_(0, assign, residual)
-            counts = torch.bincount(assign, minlength=k)[:, None]
-            centroids = torch.where(counts > 0, sums / counts.clamp(min=1), centroids)
-        books.append(centroids)
-        residual = residual - centroids[nearest_code(residual, centroids)]
-    return books
-
-
-def residual_quantize(x: torch.Tensor, books: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``x (n, d)`` replaced by the sum of one code of each codebook, chosen greedily, first to last
-    (codebooks of ``fit_residual_kmeans``)."""
-    q = torch.zeros_like(x, dtype=torch.float32)
-    for book in books:
-        q = q + book[nearest_code(x.float() - q, book)]
-    return q.to(x.dtype)

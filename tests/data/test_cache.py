@@ -37,3 +37,13 @@ def test_save_leaves_no_temp_files(tmp_path):
         cache.save(f"u{i}", np.zeros((3, 2), np.float32))
     assert not list(cache.root.rglob("*.tmp"))
     assert len(list(cache.root.rglob("*.npy"))) == 5
+
+
+def test_arrays_yields_every_cached_array_once(tmp_path):
+    cache = FeatureCache(tmp_path / "c", meta={"kind": "latents", "sha256": "x"})
+    saved = {f"cut{i}": np.full((i + 1, 2), i, dtype=np.float32) for i in range(5)}
+    for cut, array in saved.items():
+        cache.save(cut, array)
+    got = sorted(list(cache.arrays()), key=len)
+    assert len(got) == 5 and all(np.array_equal(a, saved[f"cut{i}"]) for i, a in enumerate(got))
+    assert list(FeatureCache(tmp_path / "e", meta={"kind": "latents", "sha256": "y"}).arrays()) == []
