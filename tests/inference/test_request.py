@@ -17,7 +17,7 @@ from speech.inference import (
 )
 from speech.inference.request import AR_OPTIONS, FM_OPTIONS
 from speech.inference.text_frontend import apply_pronunciations
-from speech.models.ar_transformer import ARTransformer
+from speech.models.ar_transformer import MIN_TOKENS_PER_TEXT, ARTransformer
 from speech.models.flow_matching import FlowMatching
 
 
@@ -124,6 +124,8 @@ def test_sampling_options_cover_every_knob_and_match_the_model_signatures():
     assert set(FM_OPTIONS) <= set(inspect.signature(FlowMatching.sample).parameters)
     setting = SamplingSetting(temperature=0.5, steps=3)
     assert setting.ar_options()["temperature"] == 0.5 and setting.fm_options()["steps"] == 3
+    # the request layer stays torch-free, so it repeats the model's default length floor: keep them equal
+    assert SamplingSetting().min_tokens_per_text == MIN_TOKENS_PER_TEXT
 
 
 # Issue 17: text with nothing to speak passed validation and was synthesized as babble; the rule
