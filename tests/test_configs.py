@@ -35,7 +35,8 @@ EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
 
 # Sizes the experiments derive from earlier stages' outputs (speech/lit/resolvers.py), which a test
 # machine does not have: small stand-ins.
-DERIVED_SIZES = {"text_vocab_size": 300, "audio_vocab_size": 64, "token_vocab_size": 64, "latent_dim": 16}
+DERIVED_SIZES = {"text_vocab_size": 300, "audio_vocab_size": 64, "token_vocab_size": 64, "latent_dim": 16,
+                 "audio_codebooks": 1, "token_codebooks": 1}  # fmt: skip
 
 
 # Experiments with a required choice of their own.

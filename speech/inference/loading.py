@@ -147,6 +147,13 @@ def _check_sizes(ar, fm, audio_tokenizer, flow_vae, bpe: TextBPE) -> None:
             "tokenizer codebook_size",
             audio_tokenizer.codebook_size,
         ),
+        ("AR audio codebooks", ar.audio_emb.codebooks, "tokenizer codebooks", audio_tokenizer.codebooks),
+        (
+            "flow-matching token codebooks",
+            fm.upsampler.embed.codebooks,
+            "tokenizer codebooks",
+            audio_tokenizer.codebooks,
+        ),  # fmt: skip
         ("flow-matching latent_dim", fm.latent_dim, "Flow-VAE latent_dim", flow_vae.latent_dim),
     ]
     for name, value, other, expected in checks:

@@ -3,6 +3,7 @@ wrote (so configs never hard-code a vocabulary size or a cache folder's hash):
 
 - ``${text_vocab_size:<prepared_dir>}``: size of the text BPE saved by ``scripts/prepare_data.py``.
 - ``${codebook_size:<tokenizer checkpoint>}``: number of audio tokens of a trained tokenizer.
+- ``${codebooks:<tokenizer checkpoint>}``: residual codes per token of a trained tokenizer (1 or more).
 - ``${latent_dim:<flow-vae checkpoint>}``: latent channels of a trained Flow-VAE.
 - ``${feature_cache:<kind>,<checkpoint>,<cache_dir>}``: the cache folder that checkpoint's encode run filled.
 - ``${mixed_precision:<accelerator>}``: the precision of the GPU trainers (``configs/trainer/gpu.yaml``).
@@ -46,6 +47,12 @@ def codebook_size(ckpt: str) -> int:
     return int(instantiate(_stored_model_config(ckpt).quantizer).codebook_size)
 
 
+def codebooks(ckpt: str) -> int:
+    """Residual codes per audio token of a trained tokenizer (1 unless it was trained with
+    ``model.quantizer.codebooks``)."""
+    return int(instantiate(_stored_model_config(ckpt).quantizer).codebooks)
+
+
 def latent_dim(ckpt: str) -> int:
     """Latent channels of a trained Flow-VAE: its decoder's input channels (``FlowVAE`` checks they match)."""
     return int(_stored_model_config(ckpt).decoder.in_channels)
@@ -75,7 +82,7 @@ def mixed_precision(accelerator: str) -> str:
 def register_resolvers() -> None:
     """Registers the resolvers above (idempotent); entry points call it before reading configs."""
     for name, fn in {"text_vocab_size": text_vocab_size, "codebook_size": codebook_size,
-                     "latent_dim": latent_dim, "feature_cache": feature_cache,
+                     "codebooks": codebooks, "latent_dim": latent_dim, "feature_cache": feature_cache,
                      "mixed_precision": mixed_precision}.items():  # fmt: skip
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn, use_cache=True)

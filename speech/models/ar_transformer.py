@@ -12,6 +12,11 @@ prompt (one-shot) is the transcript and audio tokens of another utterance of the
 cross-entropy on the target audio tokens and EOS only. Audio ids ``0..V-1`` are the codebook, ``eos_id = V``
 and ``bos_id = V + 1`` (the head predicts ``V + 1`` classes; BOS is input only).
 
+Tokens of ``q > 1`` residual codebooks of ``C`` codes (``V = C ** q``, ``speech.modules.codes``) are embedded
+as the sum of their codes' embeddings; the head predicts the first code or EOS (``C + 1`` classes) and one
+``NextCodeHead`` per further code reads the same hidden state and the codes before it, so a step still
+makes one whole token. The loss is the sum of the codes' cross-entropies.
+
 Training batches are right-padded, so the causal mask alone keeps padding out of every valid position.
 Generation left-pads the prefixes (RoPE positions from 0 per row via ``positions_from_mask``), prefills a
 static KV cache through the blocks' ``forward`` and then decodes one token per step for the whole batch
@@ -31,9 +36,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from speech.models.speaker_encoder import SpeakerEncoder
+from speech.modules.codes import CodeEmbedding, NextCodeHead, join_codes, next_code_loss, split_codes
 from speech.modules.kv_cache import KVCache
 from speech.modules.rope import RotaryEmbedding
-from speech.modules.sampling import ras_next
+from speech.modules.sampling import ras_next, sample_next
 from speech.modules.transformer import (
     RMSNorm,
     StepWeights,
@@ -79,8 +85,9 @@ class _Decoding(NamedTuple):
 
 
 class AROutput(NamedTuple):
-    """Training outputs: mean cross-entropy, next-token accuracy (both over target tokens + EOS) and the
-    logits ``(b, k + 1, v)`` at the positions that predict them."""
+    """Training outputs: mean cross-entropy (summed over a token's codes), next-token accuracy (every code
+    right; both over target tokens + EOS) and the head's logits ``(b, k + 1, C + 1)`` (first code or EOS) at
+    the positions that predict them."""
 
     loss: torch.Tensor
     accuracy: torch.Tensor
@@ -127,7 +134,8 @@ class ARTransformer(nn.Module):
     Args:
         speaker_encoder: Reference mel -> speaker vector, trained with this model.
         text_vocab_size: Text BPE vocabulary (pad id 0).
-        audio_vocab_size: Audio codebook size ``V``.
+        audio_vocab_size: Audio token ids ``V`` (the tokenizer's ``codebook_size``).
+        audio_codebooks: Residual codes per token ``q`` (the tokenizer's ``codebooks``): ``V = C ** q``.
         dim, layers, heads: Transformer width, depth and heads.
         ffn_hidden: SwiGLU hidden width (default ``swiglu_hidden(dim)``).
         dropout: Dropout in the blocks.
@@ -148,6 +156,7 @@ class ARTransformer(nn.Module):
         dropout: float = 0.0,
         rope_base: float = 10000.0,
         max_len: int = 2048,
+        audio_codebooks: int = 1,
     ) -> None:
         super().__init__()
         self.speaker_encoder = speaker_encoder
@@ -155,16 +164,21 @@ class ARTransformer(nn.Module):
         self.eos_id, self.bos_id = audio_vocab_size, audio_vocab_size + 1
         self.speaker_proj = nn.Linear(speaker_encoder.out_dim, dim)
         self.text_emb = nn.Embedding(text_vocab_size, dim)
-        self.audio_emb = nn.Embedding(audio_vocab_size + 2, dim)
+        self.audio_emb = CodeEmbedding(audio_vocab_size, dim, audio_codebooks, specials=2)
+        # the head's classes: the first code, then EOS at index C (= eos_id when q = 1)
+        self.code_size, self.code_eos = self.audio_emb.size, self.audio_emb.size
         self.rope = RotaryEmbedding(dim // heads, rope_base)
         self.blocks = nn.ModuleList(
             TransformerBlock(dim, heads, ffn_hidden=ffn_hidden, dropout=dropout) for _ in range(layers)
         )
         self.norm = RMSNorm(dim)
-        self.head = nn.Linear(dim, audio_vocab_size + 1, bias=False)
+        self.head = nn.Linear(dim, self.code_size + 1, bias=False)
+        self.next_code_heads = nn.ModuleList(
+            NextCodeHead(dim, self.code_size, j) for j in range(1, audio_codebooks)
+        )
         # small embeddings and head: training starts from a near-uniform prediction (loss ~ ln(V + 1))
-        for weight in (self.text_emb.weight, self.audio_emb.weight, self.head.weight):
-            nn.init.normal_(weight, std=0.02)
+        for emb in (self.text_emb, self.audio_emb, *self.audio_emb.rest, self.head):
+            nn.init.normal_(emb.weight, std=0.02)
 
     def speaker_vector(self, ref_mel: torch.Tensor, ref_mel_lens: torch.Tensor) -> torch.Tensor:
         """Reference log-mel ``(b, f, m)`` and ``ref_mel_lens (b,)`` -> speaker vectors ``(b, c)``."""
@@ -214,7 +228,7 @@ class ARTransformer(nn.Module):
             prompt_tokens, prompt_lens: ``(b, k_p)`` prompt audio tokens and lengths.
 
         Returns:
-            ``AROutput`` with logits ``(b, k + 1, v)``.
+            ``AROutput`` with logits ``(b, k + 1, C + 1)``.
         """
         prefix = self._prefix(speaker, text, text_lens, prompt_text, prompt_text_lens, prompt_tokens,
                               prompt_lens)  # fmt: skip
@@ -224,14 +238,21 @@ class ARTransformer(nn.Module):
         k = audio_tokens.shape[1]
         # position p predicts the token at p + 1: audio token j (and EOS at j = k) from start - 1 + j
         gather = (starts[-1][:, None] - 1 + torch.arange(k + 1, device=x.device)).clamp(max=x.shape[1] - 1)
-        logits = self.head(torch.gather(h, 1, gather[..., None].expand(-1, -1, h.shape[-1])))
+        h = torch.gather(h, 1, gather[..., None].expand(-1, -1, h.shape[-1]))
+        logits = self.head(h)
         offsets = torch.arange(k + 1, device=x.device)[None]
-        targets = F.pad(audio_tokens.long(), (0, 1))
-        targets = torch.where(offsets == audio_lens[:, None], self.eos_id, targets)
+        tokens = F.pad(audio_tokens.long(), (0, 1))
+        is_token = offsets < audio_lens[:, None]
+        codes = split_codes(tokens.masked_fill(~is_token, 0), self.code_size, self.audio_emb.codebooks)
+        # the head's targets: the first code, EOS at the end, nothing past it
+        targets = torch.where(offsets == audio_lens[:, None], self.code_eos, codes[..., 0])
         targets = targets.masked_fill(offsets > audio_lens[:, None], IGNORE)
         loss = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE)
-        valid = targets != IGNORE
-        accuracy = (logits.argmax(-1) == targets)[valid].float().mean()
+        right = logits.argmax(-1) == targets
+        if self.next_code_heads:
+            rest_loss, rest_right = next_code_loss(self.next_code_heads, h, codes, is_token)
+            loss, right = loss + rest_loss, right & (rest_right.all(-1) | ~is_token)
+        accuracy = right[targets != IGNORE].float().mean()  # whole tokens (every code) and EOS
         return AROutput(loss, accuracy, logits)
 
     def setup_cache(
@@ -350,11 +371,11 @@ class ARTransformer(nn.Module):
         x, lens, _ = pack(prefix, left_pad=True)
         bounds = self._length_limits(text_lens, min_tokens_per_text, max_tokens_per_text, max_tokens)
         limits = self._fit_limits(x.shape[1], *bounds)
-        logits, keys = self._prefill(x, lens, int(limits.max_new.max()))
+        h, keys = self._prefill(x, lens, int(limits.max_new.max()))
         sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "window": ras_window,
                     "threshold": ras_threshold, "generator": generator}  # fmt: skip
         eos_margin = None if eos_threshold is None else math.log(eos_threshold)
-        out = yield from self._decode(logits, self._decoding(keys), limits, sampling, eos_margin)
+        out = yield from self._decode(h, self._decoding(keys), limits, sampling, eos_margin)
         return self._trim(out, limits.max_new)
 
     def _prefill(self, x: torch.Tensor, lens: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -362,8 +383,8 @@ class ARTransformer(nn.Module):
         ``s >= t + steps`` slots.
 
         Returns:
-            ``(logits (b, v) float32 of the first new token, keys (b, s))``: the slots that hold or will
-            hold a real token (False on each row's left padding), for ``slot_mask``.
+            ``(h (b, d), keys (b, s))``: the hidden state that predicts the first new token, and the slots
+            that hold or will hold a real token (False on each row's left padding), for ``slot_mask``.
         """
         b, t = x.shape[:2]
         self._ready_cache(b, t + steps, x.dtype)
@@ -373,7 +394,7 @@ class ARTransformer(nn.Module):
         rope = self.rope.angles(positions_from_mask(keys[:, :t]))
         # the prefix attends over its own t slots only (the rest are empty)
         h = self._blocks(x, rope=rope, mask=slot_mask(keys[:, :t], slots[:t]), cached=True)
-        return self.head(h[:, -1]).float(), keys
+        return h[:, -1], keys
 
     def _lean_tables(self, slots: int) -> _Lean:
         """What ``TransformerBlock.step`` reads besides the caches, for one generation of ``slots``."""
@@ -385,7 +406,8 @@ class ARTransformer(nn.Module):
 
     def _decode_step(self, token: torch.Tensor, keys: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         """One decoding step through the blocks' ``forward``, with static shapes (``torch.compile`` traces it
-        once): ``token (b,)`` into the caches' next slot; returns the next token's logits ``(b, v)`` float32.
+        once): ``token (b,)`` into the caches' next slot; returns the hidden state ``(b, d)`` that predicts
+        the next token.
 
         Args:
             keys: ``(b, s)`` from ``_prefill``.
@@ -394,7 +416,7 @@ class ARTransformer(nn.Module):
         slot = self.blocks[0].attn.kv_cache.pos  # (1,): every layer's cache is at the same slot
         rope = self.rope.angles((slot - pad)[:, None])  # RoPE counts each row's real tokens from 0
         h = self._blocks(self.audio_emb(token)[:, None], rope=rope, mask=slot_mask(keys, slot), cached=True)
-        return self.head(h[:, 0]).float()
+        return h[:, 0]
 
     def _lean_decode_step(self, token, keys, pad, lean: _Lean, filled: int) -> torch.Tensor:
         """``_decode_step`` through the blocks' lean ``step`` (CPU), attending over the ``filled`` slots
@@ -409,25 +431,35 @@ class ARTransformer(nn.Module):
         x = self.audio_emb(token)
         for block, weights in zip(self.blocks, lean.weights, strict=True):
             x = block.step(x, weights, rope=rope, mask=mask, cache=block.attn.kv_cache, filled=filled)
-        return self.head(unit_rms(x, lean.norm_floor) * lean.norm_gain).float()
+        return unit_rms(x, lean.norm_floor) * lean.norm_gain
 
     def _next_token(
-        self, logits, history, i: int, limits: _Limits, sampling: dict, eos_margin: float | None
+        self, h, history, i: int, limits: _Limits, sampling: dict, eos_margin: float | None
     ) -> torch.Tensor:
-        """Step ``i``'s tokens ``(b,)``: EOS is masked (in ``logits``, in place) for the rows that have not
-        made ``min_new`` tokens yet, taken where its log-probability is within ``eos_margin`` (<= 0) of the
-        most likely token's, and forced for the rows that reached ``max_new``."""
+        """Step ``i``'s tokens ``(b,)`` from the hidden states ``h (b, d)``: EOS is masked for the rows that
+        have not made ``min_new`` tokens yet, taken where its log-probability is within ``eos_margin``
+        (<= 0) of the most likely first code's, and forced for the rows that reached ``max_new``.
+        Repetition-aware sampling looks at first codes; the further codes are drawn with the same
+        temperature and filters, each given the ones before."""
+        logits = self.head(h).float()
         if i < limits.min_steps:
-            logits[:, self.eos_id].masked_fill_(i < limits.min_new, float("-inf"))
+            logits[:, self.code_eos].masked_fill_(i < limits.min_new, float("-inf"))
         likely_eos = None
         if eos_margin is not None:
-            likely_eos = logits[:, self.eos_id] - logits.max(-1).values >= eos_margin
-        token = ras_next(logits, history, **sampling)
+            likely_eos = logits[:, self.code_eos] - logits.max(-1).values >= eos_margin
+        first = ras_next(logits, history % self.code_size if self.next_code_heads else history, **sampling)
         if likely_eos is not None:
-            token = token.masked_fill(likely_eos, self.eos_id)
+            first = first.masked_fill(likely_eos, self.code_eos)
         if i >= limits.first_cap:
-            token = token.masked_fill(limits.max_new <= i, self.eos_id)
-        return token
+            first = first.masked_fill(limits.max_new <= i, self.code_eos)
+        if not self.next_code_heads:
+            return first
+        eos = first == self.code_eos
+        codes = first.masked_fill(eos, 0)[:, None]
+        draw = {key: sampling[key] for key in ("temperature", "top_k", "top_p", "generator")}
+        for head in self.next_code_heads:
+            codes = torch.cat([codes, sample_next(head(h, codes).float(), **draw)[:, None]], -1)
+        return join_codes(codes, self.code_size).masked_fill(eos, self.eos_id)
 
     def _decoding(self, keys: torch.Tensor) -> _Decoding:
         """This generation's decoding state; the blocks' lean ``step`` on CPU, where per-op overhead
@@ -438,29 +470,30 @@ class ARTransformer(nn.Module):
         return _Decoding(keys, pad, self._lean_tables(keys.shape[1]), pad if bool(pad.any()) else None)
 
     def _step(self, token: torch.Tensor, filled: int, decoding: _Decoding) -> torch.Tensor:
-        """One decoding step: ``token (b,)`` into slot ``filled - 1`` of the caches -> the next token's
-        logits ``(b, v)`` float32."""
+        """One decoding step: ``token (b,)`` into slot ``filled - 1`` of the caches -> the hidden state
+        ``(b, d)`` that predicts the next token."""
         if decoding.lean is None:
             return self._decode_step(token, decoding.keys, decoding.pad)
         return self._lean_decode_step(token, decoding.keys, decoding.lean_pad, decoding.lean, filled)
 
     def _decode(
-        self, logits, decoding: _Decoding, limits: _Limits, sampling: dict, eos_margin: float | None = None
+        self, h, decoding: _Decoding, limits: _Limits, sampling: dict, eos_margin: float | None = None
     ) -> Generator[torch.Tensor, None, torch.Tensor]:
-        """Samples and feeds back one token per step, yielding each ``(b,)``, until every row has made an EOS
-        or ``max_new`` tokens; returns the tokens ``(b, steps)`` (anything after a row's EOS is junk)."""
-        b, steps = logits.shape[0], int(limits.max_new.max())
+        """Samples and feeds back one token per step from the hidden state ``h (b, d)`` of the prefix,
+        yielding each ``(b,)``, until every row has made an EOS or ``max_new`` tokens; returns the tokens
+        ``(b, steps)`` (anything after a row's EOS is junk)."""
+        b, steps = h.shape[0], int(limits.max_new.max())
         prefix = self.blocks[0].attn.kv_cache.length
-        out = torch.zeros(b, steps, dtype=torch.long, device=logits.device)
-        done = torch.zeros(b, dtype=torch.bool, device=logits.device)
+        out = torch.zeros(b, steps, dtype=torch.long, device=h.device)
+        done = torch.zeros(b, dtype=torch.bool, device=h.device)
         for i in range(steps):
-            token = self._next_token(logits, out[:, :i], i, limits, sampling, eos_margin)
+            token = self._next_token(h, out[:, :i], i, limits, sampling, eos_margin)
             out[:, i] = token
             yield token
             done |= token == self.eos_id
             if i == steps - 1 or bool(done.all()):
                 break
-            logits = self._step(token, prefix + i + 1, decoding)
+            h = self._step(token, prefix + i + 1, decoding)
         return out
 
     def _trim(self, out: torch.Tensor, max_new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -149,6 +149,11 @@ class AudioTokenizer(nn.Module):
     def codebook_size(self) -> int:
         return self.quantizer.codebook_size
 
+    @property
+    def codebooks(self) -> int:
+        """Residual codes per token (``codebook_size`` = codes per codebook ** codebooks)."""
+        return self.quantizer.codebooks
+
     def token_lens(self, mel_lens: torch.Tensor) -> torch.Tensor:
         return torch.div(mel_lens, self.downsample, rounding_mode="floor")
 

@@ -21,6 +21,7 @@ from einops import rearrange
 from torch import nn
 
 from speech.models.speaker_encoder import SpeakerEncoder
+from speech.modules.codes import CodeEmbedding
 from speech.modules.dit import DiT
 from speech.tensors import lengths_to_mask
 
@@ -51,16 +52,20 @@ class TokenUpsampler(nn.Module):
     before each conv, so padding never leaks into valid frames.
 
     Args:
-        vocab_size: Audio-token codebook size.
+        vocab_size: Audio token ids.
         dim: Channels ``d``.
         factor: Frames per token.
         kernel_size: Odd kernel of both convs.
+        codebooks: Residual codes per token (``speech.modules.codes``): a token is embedded as the sum of
+            its codes' vectors.
     """
 
-    def __init__(self, vocab_size: int, dim: int, factor: int, kernel_size: int = 3) -> None:
+    def __init__(
+        self, vocab_size: int, dim: int, factor: int, kernel_size: int = 3, codebooks: int = 1
+    ) -> None:
         super().__init__()
         self.factor = factor
-        self.embed = nn.Embedding(vocab_size, dim)
+        self.embed = CodeEmbedding(vocab_size, dim, codebooks)
         self.token_conv = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2)
         self.frame_conv = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2)
 
@@ -80,7 +85,8 @@ class FlowMatching(nn.Module):
     Args:
         estimator: The velocity network; its ``dim`` sets the width of every condition.
         speaker_encoder: Reference mel -> speaker vector, trained jointly.
-        token_vocab_size: Audio-token codebook size.
+        token_vocab_size: Audio token ids (the tokenizer's ``codebook_size``).
+        token_codebooks: Residual codes per token (the tokenizer's ``codebooks``).
         latent_dim: Flow-VAE latent channels ``l``.
         frames_per_token: Latent frames per audio token (50 Hz / 25 Hz = 2).
         prompt_prob: Probability that a training row gets a prompt.
@@ -106,6 +112,7 @@ class FlowMatching(nn.Module):
         time_schedule: str = "uniform",
         latent_mean: float = 0.0,
         latent_std: float = 1.0,
+        token_codebooks: int = 1,
     ) -> None:
         super().__init__()
         if time_schedule not in TIME_SCHEDULES:
@@ -119,7 +126,7 @@ class FlowMatching(nn.Module):
         self.sigma_min, self.time_schedule = sigma_min, time_schedule
         self.latent_mean, self.latent_std = latent_mean, latent_std
         dim = estimator.dim
-        self.upsampler = TokenUpsampler(token_vocab_size, dim, frames_per_token)
+        self.upsampler = TokenUpsampler(token_vocab_size, dim, frames_per_token, codebooks=token_codebooks)
         self.speaker_proj = nn.Linear(speaker_encoder.out_dim, dim)
         self.in_proj = nn.Linear(2 * latent_dim + dim, dim)  # concat(x_t, prompt latents, token condition)
 

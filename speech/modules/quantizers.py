@@ -6,6 +6,8 @@
 - ``EMAVectorQuantizer`` (van den Oord et al., 2017; Razavi et al., 2019): nearest-neighbour lookup in a
   codebook updated by exponential moving averages, initialised by k-means on the first batch, with
   dead codes restarted from random encoder outputs.
+- ``ResidualVectorQuantizer``: ``q`` EMA vector quantizers, each quantizing what the ones before left; a
+  token's id is the mixed-radix number of its codes (``speech.modules.codes``).
 
 Both take a padding mask: padded frames are never counted in codebook statistics, EMA updates or losses.
 
@@ -23,6 +25,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+from speech.modules.codes import join_codes, split_codes
 
 # k-means starts from frames drawn with replacement when a batch has fewer frames than codes; this much
 # noise (relative to the frames' spread) keeps the repeated draws from being identical centres.
@@ -135,7 +139,8 @@ class Quantizer(nn.Module, ABC):
     ``forward(x (b, t, d), mask (b, t)) -> QuantizerOutput``; ``embed(ids (b, t)) -> (b, t, d)``.
     """
 
-    codebook_size: int
+    codebook_size: int  # token ids
+    codebooks: int = 1  # residual codes per token (``codebook_size = codes per codebook ** codebooks``)
 
     @abstractmethod
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> QuantizerOutput: ...
@@ -312,14 +317,62 @@ class EMAVectorQuantizer(Quantizer):
         return self.proj_out(F.embedding(indices, self.codebook))
 
 
+class ResidualVectorQuantizer(Quantizer):
+    """``codebooks`` EMA vector quantizers in a chain: the first quantizes ``x``, each next one what is left
+    (``x`` minus the codes chosen so far). The output is the sum of the chosen codes, a token's id
+    ``c_0 + C c_1 + ...`` (``speech.modules.codes.join_codes``), the loss the sum of the commitments.
+
+    Args:
+        dim: Width of the vectors to quantize.
+        codebooks: Quantizers in the chain, ``q``.
+        codebook_size: Codes of each, ``C``: ``C ** q`` token ids.
+        **settings: The rest of ``EMAVectorQuantizer``'s arguments, the same for each.
+    """
+
+    def __init__(self, dim: int, codebooks: int = 2, codebook_size: int = 512, **settings) -> None:
+        super().__init__()
+        self.stages = nn.ModuleList(
+            EMAVectorQuantizer(dim, codebook_size, **settings) for _ in range(codebooks)
+        )
+        self.code_size, self.codebooks = codebook_size, codebooks
+        self.codebook_size = codebook_size**codebooks
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> QuantizerOutput:
+        """``x (b, t, d)``, ``mask (b, t)`` -> quantized ``(b, t, d)``, ids ``(b, t)``; usage and perplexity
+        are the stages' means."""
+        residual, quantized, outs = x, torch.zeros_like(x), []
+        for stage in self.stages:
+            out = stage(residual, mask)
+            outs.append(out)
+            quantized = quantized + out.quantized  # each straight-through to its own input
+            residual = residual - out.quantized.detach()
+        ids = join_codes(torch.stack([out.indices for out in outs], -1), self.code_size)
+        usage, perplexity = torch.stack([torch.stack((out.usage, out.perplexity)) for out in outs]).mean(0)
+        return QuantizerOutput(
+            quantized.masked_fill(~mask[..., None], 0.0), ids.masked_fill(~mask, 0),
+            sum(out.loss for out in outs), usage, perplexity,
+        )  # fmt: skip
+
+    def embed(self, indices: torch.Tensor) -> torch.Tensor:
+        """Ids ``(b, t)`` -> the sum of their codes' vectors ``(b, t, d)``."""
+        codes = split_codes(indices, self.code_size, self.codebooks)
+        return sum(stage.embed(codes[..., j]) for j, stage in enumerate(self.stages))
+
+
 QUANTIZERS = {"fsq": FSQ, "vq": EMAVectorQuantizer}
 
 
-def build_quantizer(kind: str, dim: int, **settings: dict) -> Quantizer:
-    """The quantizer named ``kind`` (``"fsq"`` or ``"vq"``), built with ``settings[kind]``.
+def build_quantizer(kind: str, dim: int, codebooks: int = 1, **settings: dict) -> Quantizer:
+    """The quantizer named ``kind`` (``"fsq"`` or ``"vq"``), built with ``settings[kind]``; with
+    ``codebooks > 1`` (``vq`` only) a ``ResidualVectorQuantizer`` of that many.
 
     Lets a config hold the settings of both and switch with one key (``model.quantizer.kind=vq``).
     """
     if kind not in QUANTIZERS:
         raise ValueError(f"unknown quantizer kind {kind!r}: choose one of {sorted(QUANTIZERS)}")
-    return QUANTIZERS[kind](dim, **dict(settings.get(kind) or {}))
+    chosen = dict(settings.get(kind) or {})
+    if codebooks == 1:
+        return QUANTIZERS[kind](dim, **chosen)
+    if kind != "vq" or codebooks < 1:
+        raise ValueError(f"codebooks={codebooks} needs kind=vq and a count of at least 1 (got kind={kind!r})")
+    return ResidualVectorQuantizer(dim, codebooks, **chosen)

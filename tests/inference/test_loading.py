@@ -70,3 +70,11 @@ def test_mismatched_checkpoints_are_refused(checkpoints, tmp_path):
     )
     with pytest.raises(ValueError, match=r"AR audio_vocab_size is 30 but the tokenizer codebook_size is 27"):
         load_pipeline(path, checkpoints["fm"])
+
+    # the same 27 ids read as three codes of 3 by the AR model, as one code by the tokenizer
+    three_codes = {**AR, "audio_codebooks": 3}
+    path = save_checkpoint(
+        tmp_path / "ar_codes.ckpt", "ar", upstream, ckpt["text_tokenizer"], model_config=three_codes
+    )
+    with pytest.raises(ValueError, match=r"AR audio codebooks is 3 but the tokenizer codebooks is 1"):
+        load_pipeline(path, checkpoints["fm"])

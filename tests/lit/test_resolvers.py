@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from speech.lit.resolvers import codebook_size, latent_dim
+from speech.lit.resolvers import codebook_size, codebooks, latent_dim
 
 # A model target that fails if anything builds it: the resolvers must read the config, not the model.
 UNBUILDABLE = "speech.no_such_module.Model"
@@ -22,6 +22,17 @@ def test_codebook_size_comes_from_the_stored_quantizer(tmp_path, kind, expected)
     quantizer = {"_target_": "speech.modules.quantizers.build_quantizer", "kind": kind, "dim": 8,
                  "fsq": {"levels": [3, 5, 4]}, "vq": {"codebook_size": 37, "codebook_dim": 4}}  # fmt: skip
     assert codebook_size(stored(tmp_path, {"quantizer": quantizer})) == expected
+
+
+@pytest.mark.parametrize(("stored_codebooks", "ids"), [(None, 37), (1, 37), (2, 37**2)])
+def test_residual_codebooks_come_from_the_stored_quantizer(tmp_path, stored_codebooks, ids):
+    """A tokenizer stored before ``codebooks`` existed has one; with two, its ids are ``C ** 2``."""
+    quantizer = {"_target_": "speech.modules.quantizers.build_quantizer", "kind": "vq", "dim": 8,
+                 "vq": {"codebook_size": 37, "codebook_dim": 4}}  # fmt: skip
+    if stored_codebooks is not None:
+        quantizer["codebooks"] = stored_codebooks
+    ckpt = stored(tmp_path, {"quantizer": quantizer})
+    assert codebooks(ckpt) == (stored_codebooks or 1) and codebook_size(ckpt) == ids
 
 
 def test_latent_dim_is_the_stored_decoders_input(tmp_path):

@@ -227,13 +227,13 @@ def test_decoding_weights_are_reused_until_a_parameter_changes():
 def decode_teacher_forced(model, kw, tokens, *, lean):
     """Logits ``(b, 1 + k, v)`` of prefill + one decoding step per given token ``(b, k)``."""
     x, lens, _ = pack(model._prefix(**kw), left_pad=True)
-    logits, keys = model._prefill(x, lens, tokens.shape[1] + 1)
+    h, keys = model._prefill(x, lens, tokens.shape[1] + 1)
     if lean:
         decoding, t = model._decoding(keys), x.shape[1]
         steps = (model._step(tokens[:, i], t + i + 1, decoding) for i in range(tokens.shape[1]))
     else:  # the blocks' forward, whatever the device
         steps = (model._decode_step(tokens[:, i], keys, (~keys).sum(1)) for i in range(tokens.shape[1]))
-    return torch.stack([logits, *steps], 1)
+    return model.head(torch.stack([h, *steps], 1))
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -303,3 +303,28 @@ def test_cuda_decoding_through_the_blocks_forward_follows_its_full_forward():
     _, lens, step_logits, logits = decode_and_replay(model, kw)
     for row, n in enumerate(lens.tolist()):
         assert (logits[row, :n] - step_logits[row, :n]).abs().max() < 1e-3  # TF32/SDPA kernels on GPU
+
+
+def test_tokens_of_two_codebooks_are_learned_and_decoded_whole():
+    """Tokens of two residual codebooks (``C = 6``, ``V = 36``): the model fits three random token sequences
+    (every code of every token right, and EOS), and greedy decoding (prefill, the lean step, each next-code
+    head given the first code just drawn) gives them back exactly."""
+    torch.manual_seed(0)
+    spk = SpeakerEncoder(N_MELS, dim=16, layers=1, heads=2, out_dim=12)
+    model = ARTransformer(spk, text_vocab_size=TEXT_V, audio_vocab_size=36, audio_codebooks=2, dim=32,
+                          layers=2, heads=2, max_len=64)  # fmt: skip
+    assert model.head.out_features == 7 and len(model.next_code_heads) == 1
+    kw = inputs([3, 4, 2])
+    audio, lens = padded([6, 8, 5], 36, 7)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(300):
+        out = model(**kw, audio_tokens=audio, audio_lens=lens)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        assert model(**kw, audio_tokens=audio, audio_lens=lens).accuracy.item() == 1.0
+    tokens, out_lens = model.generate(**kw, temperature=0, min_tokens_per_text=0, max_tokens_per_text=5)
+    assert torch.equal(out_lens, lens) and torch.equal(tokens, audio)

@@ -192,3 +192,22 @@ def test_overfits_one_batch(schedule):
         loss.backward()
         opt.step()
     assert evaluate() < 0.3 * start
+
+
+def test_tokens_of_two_codebooks_condition_on_both_codes():
+    """``token_codebooks=2`` (16 ids = two codebooks of 4): tokens that differ only
+    in their second code give different conditions; one codebook keeps the parameter names of before."""
+    one = make_model()
+    assert [k for k in one.state_dict() if "upsampler.embed" in k] == ["upsampler.embed.weight"]
+    torch.manual_seed(0)
+    two = FlowMatching(DiT(32, 2, 2, LATENT), SpeakerEncoder(8, 16, 1, 2, SPK), token_vocab_size=16,
+                       latent_dim=LATENT, token_codebooks=2).eval()  # fmt: skip
+    assert two.upsampler.embed.weight.shape == (4, 32) and len(two.upsampler.embed.rest) == 1
+    lens = torch.tensor([3])
+    with torch.no_grad():
+        a = two.upsampler(torch.tensor([[1, 2, 3]]), lens)
+        b = two.upsampler(torch.tensor([[1, 2 + 4, 3]]), lens)  # the middle token's second code 0 -> 1
+    assert not torch.allclose(a[:, 2:4], b[:, 2:4])
+    with pytest.raises(ValueError, match="not 2 codebooks"):
+        FlowMatching(DiT(32, 2, 2, LATENT), SpeakerEncoder(8, 16, 1, 2, SPK), token_vocab_size=20,
+                     latent_dim=LATENT, token_codebooks=2)  # fmt: skip
