@@ -19,6 +19,7 @@ from speech.audio.mel import LogMelSpectrogram
 from speech.lit.ctc_judge import judge_target
 from speech.lit.schedules import AdamWSchedule
 from speech.models.audio_tokenizer import AudioTokenizer, TokenizerOutput
+from speech.modules.codes import code_size, split_codes
 from speech.modules.quantizers import code_histogram, usage_and_perplexity
 from speech.tensors import lengths_to_mask
 from speech.text.byte_ctc import BLANK, greedy_decode, text_to_ids
@@ -94,8 +95,12 @@ class AudioTokenizerModule(L.LightningModule):
         self.log_dict({"train/usage": 100 * out.usage, "train/perplexity": out.perplexity}, batch_size=n)
         return loss
 
+    def _code_size(self) -> int:
+        return code_size(self.model.codebook_size, self.model.codebooks)
+
     def on_validation_epoch_start(self) -> None:
-        self._val_counts = torch.zeros(self.model.codebook_size, device=self.device)
+        # one histogram per codebook (a residual VQ's ids are pairs of codes): usage as in train/usage
+        self._val_counts = torch.zeros(self.model.codebooks, self._code_size(), device=self.device)
         self._val_text = ([], [])
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -104,16 +109,18 @@ class AudioTokenizerModule(L.LightningModule):
         self.log_dict({f"val/{k}": v for k, v in losses.items()}, batch_size=n, sync_dist=True)
         # mel L1 in log-mel units (nats), comparable across normalizations
         self.log("val/mel_l1_log", losses["mel_l1"] * self.model.mel_std, batch_size=n, sync_dist=True)
-        self._val_counts += code_histogram(out.tokens, lengths_to_mask(out.token_lens, out.tokens.shape[1]),
-                                           self.model.codebook_size)  # fmt: skip
+        mask, size = lengths_to_mask(out.token_lens, out.tokens.shape[1]), self._code_size()
+        codes = split_codes(out.tokens, size, self.model.codebooks)
+        for j, counts in enumerate(self._val_counts):
+            counts += code_histogram(codes[..., j], mask, size)
         refs = [judge_target(t, lang) for t, lang in zip(batch["texts"], batch["languages"], strict=True)]
         self._val_text[0].extend(refs)
         self._val_text[1].extend(greedy_transcripts(out))
 
     def on_validation_epoch_end(self) -> None:
         counts = self.all_gather(self._val_counts)
-        counts = counts.sum(0) if counts.dim() > 1 else counts
-        usage, ppl = usage_and_perplexity(counts)
+        counts = counts.sum(0) if counts.dim() > 2 else counts
+        usage, ppl = torch.stack([torch.stack(usage_and_perplexity(c)) for c in counts]).mean(0)
         self.log("val/usage", 100 * usage, prog_bar=True)
         self.log("val/perplexity", ppl)
         refs, hyps = self._val_text

@@ -107,6 +107,23 @@ def test_train_py_step_resume_and_rebuild(trained):
     assert tokens.shape == (1, 100) and lens.item() == 100
 
 
+def test_two_codebooks_train_through_train_py_and_log_usage_per_codebook(shared_prepared, tmp_path):
+    """``model.quantizer.codebooks=2``: ids of ``64 ** 2``, usage logged per codebook (a percentage of 64
+    codes, not of 4,096 pairs), and the checkpoint rebuilds a residual tokenizer whose ids decode."""
+    run_script(TRAIN, *tokenizer_command(shared_prepared, tmp_path, "model.quantizer.codebooks=2",
+                                         "trainer.max_steps=2"))  # fmt: skip
+    model, cfg = build_model(tmp_path / "tokenizer_tiny" / "checkpoints" / "last.ckpt")
+    assert model.codebooks == 2 and model.codebook_size == 64**2
+    tokens, lens = model.encode(torch.randn(1, 400, cfg.data.mel.n_mels), torch.tensor([400]))
+    assert int(tokens.max()) < 64**2 and model.decode(tokens, lens).shape == (1, 400, cfg.data.mel.n_mels)
+    (csv,) = (tmp_path / "tokenizer_tiny" / "csv").glob("*/metrics.csv")
+    rows = [line.split(",") for line in csv.read_text().splitlines()]
+    column = rows[0].index("val/usage")
+    usage = [float(row[column]) for row in rows[1:] if row[column]]
+    # validation holds a few dozen tokens: over 64 codes they use a third, over 4,096 pairs under 1 %
+    assert usage and all(10 < u <= 100 for u in usage), usage
+
+
 def test_encode_script_fills_cache_and_resumes(trained, shared_prepared, tmp_path, capsys):
     args = [
         f"ckpt={trained['last']}",
