@@ -38,6 +38,7 @@ def build(size: str, vocab: int):
     with initialize_config_dir(str(CONFIGS), version_base="1.3"):
         cfg = compose("entry/train", overrides=[f"experiment=flow_matching_{size}",
                                           f"model.token_vocab_size={vocab}",
+                                          "model.token_codebooks=1",
                                           f"model.latent_dim={LATENT_DIM[size]}"])  # fmt: skip
     return instantiate(cfg.model), cfg.data.mel.n_mels
 

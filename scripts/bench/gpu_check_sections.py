@@ -125,10 +125,11 @@ def experiment(stage: str, quick: bool, overrides=()):
 def derived_sizes(quick: bool) -> dict[str, int]:
     """Vocabularies and the latent dim, from the tokenizer and Flow-VAE configs of the same size."""
     quantizer = experiment("tokenizer", quick).model.quantizer
-    codes = quantizer.vq.codebook_size if quantizer.kind == "vq" else math.prod(quantizer.fsq.levels)
+    books = quantizer.get("codebooks", 1)
+    codes = quantizer.vq.codebook_size**books if quantizer.kind == "vq" else math.prod(quantizer.fsq.levels)
     latent = experiment("flow_vae", quick).model.decoder.in_channels
     return {"text_vocab_size": TEXT_VOCAB, "audio_vocab_size": codes, "token_vocab_size": codes,
-            "latent_dim": latent}  # fmt: skip
+            "audio_codebooks": books, "token_codebooks": books, "latent_dim": latent}  # fmt: skip
 
 
 def build(cfg, device: torch.device):

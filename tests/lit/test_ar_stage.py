@@ -29,6 +29,7 @@ TINY = [
     "model.speaker_encoder.layers=1",
     "model.speaker_encoder.out_dim=16",
     f"model.audio_vocab_size={CODES}",
+    "model.audio_codebooks=1",
 ]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -43,6 +44,7 @@ def test_experiment_configs_build(experiment, dim, millions):
     register_resolvers()
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("entry/train", overrides=[f"experiment={experiment}", "model.audio_vocab_size=1000",
+                                          "model.audio_codebooks=1",
                                           "model.text_vocab_size=1024"])  # fmt: skip
     assert cfg.data.datamodule.ref_features and cfg.upstream.tokenizer.endswith("checkpoints/last.ckpt")
     assert "feature_cache:tokens" in str(cfg.data.datamodule._content["features"]._content["tokens"]._value())

@@ -24,6 +24,7 @@ EXPERIMENTS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("flo
 VOCAB, LATENT = 32, 8
 TINY = [
     f"model.token_vocab_size={VOCAB}",
+    "model.token_codebooks=1",
     f"model.latent_dim={LATENT}",
     "model.estimator.dim=32",
     "model.estimator.layers=1",
@@ -45,7 +46,7 @@ def test_all_sizes_exist():
 def test_experiment_configs_compose_and_build(experiment):
     size = experiment.removeprefix("flow_matching_")
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("entry/train", overrides=[f"experiment={experiment}", *TINY[:2]])
+        cfg = compose("entry/train", overrides=[f"experiment={experiment}", *TINY[:3]])
     upstream = "tiny" if size == "tiny" else "base"
     assert cfg.upstream.tokenizer.endswith(f"tokenizer_{upstream}/checkpoints/last.ckpt")
     assert cfg.upstream.flow_vae.endswith(f"flow_vae_{upstream}/checkpoints/last.ckpt")
