@@ -16,10 +16,12 @@ need is done (``speech.runner``). Everything is safe to run again: trained stage
 checkpoint and stop at once when done, caches and generated wavs are skipped, a scored ground truth is kept.
 Budgets come from the environment: ``TOKENIZER_STEPS`` (600), ``VAE_STEPS`` (6000 steps of 2 s crops,
 reconstruction and KL only: the GAN phase cost 2.5x per step on CPU and did not lower the resynthesis WER;
-docs/main_job.md), ``AR_STEPS`` (1200),
-``FM_STEPS`` (1200); within this budget the AR model trains on the corpus's English cuts only (754 of
-1,439: the test set is English, and a 4M-parameter model has little capacity to spare on five more
-languages; docs/main_job.md); ``EVAL_ASR`` picks the WER judge (``whisper_ct2``: Whisper tiny.en, see
+docs/main_job.md), ``AR_STEPS`` (1200), ``FM_STEPS`` (1200); ``TOKENIZER_CODEBOOKS`` (1: residual codes per
+audio token, ``model.quantizer.codebooks``; 2 measured no better, docs/main_job.md; a tokenizer of another
+count does not resume, so give it a new ``paths.log_dir``); within this budget the AR model trains on the
+corpus's English cuts only (754 of 1,439: the test set is English, and a 4M-parameter model has little
+capacity to spare on five more languages; docs/main_job.md);
+``EVAL_ASR`` picks the WER judge (``whisper_ct2``: Whisper tiny.en, see
 docs/evaluation.md). ``CORPUS`` picks another built-in corpus (a ``configs/data`` name, e.g.
 ``synthetic_natural_tiny``; its runs go to ``logs/<corpus>/``) and scores its English test set;
 ``TEST_CORPUS`` renders and scores another corpus's English test set with the models trained on ``CORPUS``
@@ -185,7 +187,16 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
         # the corpus renders in two processes
         Task("corpus", on_data("scripts/corpus/make_synthetic_corpus.py"), threads=min(2, slots)),
         Task("prepare", on_data("scripts/prepare_data.py"), after=("corpus",)),
-        Task("tokenizer", train("tokenizer_tiny", "TOKENIZER_STEPS", 600), after=("prepare",)),
+        Task(
+            "tokenizer",
+            train(
+                "tokenizer_tiny",
+                "TOKENIZER_STEPS",
+                600,
+                f"model.quantizer.codebooks={env.get('TOKENIZER_CODEBOOKS', 1)}",
+            ),
+            after=("prepare",),
+        ),  # fmt: skip
         # the discriminator would start at the budget's end: reconstruction and KL only
         Task(
             "flow_vae",

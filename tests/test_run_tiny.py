@@ -30,6 +30,20 @@ def test_the_default_corpus_keeps_the_plain_layout():
     assert tokenizer[-1] == "seed=7"  # the user's overrides come last, so they win
 
 
+def test_budgets_and_the_tokenizers_codebooks_come_from_the_environment():
+    default = commands({})
+    assert (
+        "trainer.max_steps=600" in default["tokenizer"]
+        and "model.quantizer.codebooks=1" in default["tokenizer"]
+    )
+    changed = commands({"TOKENIZER_STEPS": "900", "TOKENIZER_CODEBOOKS": "2", "AR_STEPS": "50"})
+    assert (
+        "trainer.max_steps=900" in changed["tokenizer"]
+        and "model.quantizer.codebooks=2" in changed["tokenizer"]
+    )
+    assert "trainer.max_steps=50" in changed["ar"]
+
+
 def test_both_caches_are_filled_by_the_one_encode_entry():
     cmds = commands({})
     for task, kind, upstream in (
