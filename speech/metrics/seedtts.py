@@ -265,15 +265,20 @@ def summarize_row(row: RowResult, *, n_resamples: int = DEFAULT_RESAMPLES, seed:
     """Counts, problem lists and the three headline numbers (each with a 95% bootstrap CI) of one row.
 
     WER values are fractions: ``wer`` is the utterance-averaged WER (the protocol's headline),
-    ``corpus_wer`` total errors over total reference words, both over ``n_wer`` utterances (those with a
-    non-empty normalized reference); ``sim`` is the mean SIM over ``n_sim`` utterances (readable prompt).
+    ``corpus_wer`` total errors over total reference words, ``words_right`` the reference words the ASR
+    got right (neither substituted nor deleted) over all reference words, each over ``n_wer`` utterances
+    (those with a non-empty normalized reference); ``sim`` is the mean SIM over ``n_sim`` utterances
+    (readable prompt). ``words_right`` tells speech that is partly understood from babble when both score
+    a WER near or above 100 % (insertions have no ceiling, deletions and substitutions do).
     A CI is ``{"estimate", "low", "high", "level"}``, with ``null`` when nothing was scored.
     """
     with_wer = [r for r in row.records if r.wer is not None]
     sims = [r.sim for r in row.records if r.sim is not None]
     kw = {"n_resamples": n_resamples, "seed": seed}
     errors = [r.substitutions + r.deletions + r.insertions for r in with_wer]
-    corpus = bootstrap_ratio_ci(errors, [r.ref_words for r in with_wer], **kw)
+    words = [r.ref_words for r in with_wer]
+    corpus = bootstrap_ratio_ci(errors, words, **kw)
+    right = [r.ref_words - r.substitutions - r.deletions for r in with_wer]
     return {
         "n_expected": len(row.expected),
         "n_scored": len(row.records),
@@ -283,6 +288,7 @@ def summarize_row(row: RowResult, *, n_resamples: int = DEFAULT_RESAMPLES, seed:
         "n_sim": len(sims),
         "wer": _ci(bootstrap_mean_ci([r.wer for r in with_wer], **kw)),
         "corpus_wer": _ci(corpus),
+        "words_right": _ci(bootstrap_ratio_ci(right, words, **kw)),
         "sim": _ci(bootstrap_mean_ci(sims, **kw)),
         "n_wer_above_0.5": sum(r.wer > 0.5 for r in with_wer),
         "mean_duration_s": _mean([r.duration_s for r in row.records]),
@@ -334,16 +340,19 @@ def _listed(utts: Sequence[str]) -> str:
 
 
 TABLE_HEADER = (
-    "| row | scored / expected | WER (%) | corpus WER (%) | SIM |",
-    "|---|---|---|---|---|",
+    "| row | scored / expected | WER (%) | corpus WER (%) | words right (%) | SIM |",
+    "|---|---|---|---|---|---|",
 )
+NOT_SCORED = {"estimate": None}  # a summary written before a figure existed
 
 
 def row_markdown(label: str, row: dict) -> str:
-    """One table row (WER in percent with its CI, SIM as a cosine) of a summarized row."""
+    """One table row (WER and words right in percent with their CIs, SIM as a cosine) of a summarized
+    row."""
     return (
         f"| {label} | {row['n_scored']} / {row['n_expected']} | {_fmt(row['wer'], 100, 2)} | "
-        f"{_fmt(row['corpus_wer'], 100, 2)} | {_fmt(row['sim'], 1, 3)} |"
+        f"{_fmt(row['corpus_wer'], 100, 2)} | {_fmt(row.get('words_right', NOT_SCORED), 100, 1)} | "
+        f"{_fmt(row['sim'], 1, 3)} |"
     )
 
 
@@ -384,7 +393,8 @@ def summary_markdown(summary: dict) -> str:
         f"ASR `{summary.get('asr')}`, speaker model `{summary.get('speaker')}`, "
         f"language `{summary.get('language')}`. Brackets: {round(boot['level'] * 100)}% bootstrap CI over "
         f"utterances ({boot['n_resamples']} resamples, seed {boot['seed']}). WER is the mean of "
-        "per-utterance WERs (the protocol's headline); corpus WER is total errors / total reference words. "
+        "per-utterance WERs (the protocol's headline); corpus WER is total errors / total reference words; "
+        "words right is the reference words neither substituted nor deleted / total reference words. "
         "SIM is against the prompt wav.",
         "",
         *TABLE_HEADER,

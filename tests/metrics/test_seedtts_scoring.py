@@ -113,6 +113,8 @@ def test_wer_sim_and_durations(test_set):
     g = result.summary["generated"]
     assert g["wer"]["estimate"] == pytest.approx((0 + 0.25 + 1.0 + 0) / 4)
     assert g["corpus_wer"]["estimate"] == pytest.approx((0 + 1 + 2 + 0) / (2 + 4 + 2 + 3))
+    # u2 has one word substituted, u5 (silent) both deleted
+    assert g["words_right"]["estimate"] == pytest.approx((2 + 3 + 0 + 3) / (2 + 4 + 2 + 3))
     assert g["n_wer_above_0.5"] == 1
     assert recs["u2"].sim == pytest.approx(expected_sim(0.25, 0.5), abs=1e-3)
     assert recs["u1"].sim == pytest.approx(1.0, abs=1e-3) and recs["u5"].sim == pytest.approx(
