@@ -6,8 +6,11 @@ section 2.1; the batch's ``ref_text_tokens`` / ``ref_tokens`` from ``ref_feature
 is always read from the (cropped) reference audio, whose mel is computed here with the injected ``mel``.
 
 Validation logs zero-shot loss/accuracy (``val/loss``, ``val/acc``) and, when the batch has prompts, the
-one-shot ones (``val/loss_prompt``, ``val/acc_prompt``). Every checkpoint stores the text BPE
-(``checkpoint[TEXT_BPE_KEY]``, ``TextBPE.to_str()``), so inference needs no prepared folder.
+one-shot ones (``val/loss_prompt``, ``val/acc_prompt``). A model with the text CTC head
+(``model.text_ctc_weight > 0``) trains on the token loss plus that weight times the CTC loss and logs the
+latter as ``train/text_ctc`` and ``val/text_ctc``; ``*/loss`` stays the token loss alone. Every checkpoint
+stores the text BPE (``checkpoint[TEXT_BPE_KEY]``, ``TextBPE.to_str()``), so inference needs no prepared
+folder.
 """
 
 from __future__ import annotations
@@ -83,7 +86,10 @@ class ARModule(L.LightningModule):
         out = self._forward(batch, self._speaker(batch), self._prompt(batch, use))
         self.log("train/loss", out.loss, prog_bar=True, batch_size=n)
         self.log_dict({"train/acc": out.accuracy, "train/prompt_share": use.float().mean()}, batch_size=n)
-        return out.loss
+        if out.text_ctc is None:
+            return out.loss
+        self.log("train/text_ctc", out.text_ctc, batch_size=n)
+        return out.loss + self.model.text_ctc_weight * out.text_ctc
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._check(batch)
@@ -91,6 +97,8 @@ class ARModule(L.LightningModule):
         speaker = self._speaker(batch)
         out = self._forward(batch, speaker, {})
         self.log_dict({"val/loss": out.loss, "val/acc": out.accuracy}, batch_size=n, sync_dist=True)
+        if out.text_ctc is not None:
+            self.log("val/text_ctc", out.text_ctc, batch_size=n, sync_dist=True)
         prompt = self._prompt(batch, torch.ones(n, dtype=torch.bool, device=self.device))
         if prompt:
             out = self._forward(batch, speaker, prompt)

@@ -17,6 +17,11 @@ as the sum of their codes' embeddings; the head predicts the first code or EOS (
 ``NextCodeHead`` per further code reads the same hidden state and the codes before it, so a step still
 makes one whole token. The loss is the sum of the codes' cross-entropies.
 
+Optional alignment aid (``text_ctc_weight > 0``, *ours*): a linear CTC head reads the hidden states at the
+target audio positions and must spell the target text's BPE ids from them (blank = the pad id 0), so each
+audio position has to know where in the text it is; the stage adds ``text_ctc_weight`` times this loss to
+the token loss. Generation never uses the head.
+
 Training batches are right-padded, so the causal mask alone keeps padding out of every valid position.
 Generation left-pads the prefixes (RoPE positions from 0 per row via ``positions_from_mask``), prefills a
 static KV cache through the blocks' ``forward`` and then decodes one token per step for the whole batch
@@ -92,6 +97,9 @@ class AROutput(NamedTuple):
     loss: torch.Tensor
     accuracy: torch.Tensor
     logits: torch.Tensor
+    text_ctc: torch.Tensor | None = (
+        None  # CTC loss of the text from the audio positions (text_ctc_weight > 0)
+    )
 
 
 def pack(
@@ -141,6 +149,7 @@ class ARTransformer(nn.Module):
         dropout: Dropout in the blocks.
         rope_base: RoPE frequency base.
         max_len: Longest sequence generation may build (prefix + new tokens); sizes the default cache.
+        text_ctc_weight: Weight of the text CTC loss on the audio positions (0: no CTC head).
     """
 
     def __init__(
@@ -157,8 +166,11 @@ class ARTransformer(nn.Module):
         rope_base: float = 10000.0,
         max_len: int = 2048,
         audio_codebooks: int = 1,
+        text_ctc_weight: float = 0.0,
     ) -> None:
         super().__init__()
+        if text_ctc_weight < 0:
+            raise ValueError(f"text_ctc_weight must be >= 0, got {text_ctc_weight}")
         self.speaker_encoder = speaker_encoder
         self.audio_vocab_size, self.max_len = audio_vocab_size, max_len
         self.eos_id, self.bos_id = audio_vocab_size, audio_vocab_size + 1
@@ -176,6 +188,8 @@ class ARTransformer(nn.Module):
         self.next_code_heads = nn.ModuleList(
             NextCodeHead(dim, self.code_size, j) for j in range(1, audio_codebooks)
         )
+        self.text_ctc_weight = text_ctc_weight
+        self.text_ctc = nn.Linear(dim, text_vocab_size) if text_ctc_weight > 0 else None
         # small embeddings and head: training starts from a near-uniform prediction (loss ~ ln(V + 1))
         for emb in (self.text_emb, self.audio_emb, *self.audio_emb.rest, self.head):
             nn.init.normal_(emb.weight, std=0.02)
@@ -253,7 +267,15 @@ class ARTransformer(nn.Module):
             rest_loss, rest_right = next_code_loss(self.next_code_heads, h, codes, is_token)
             loss, right = loss + rest_loss, right & (rest_right.all(-1) | ~is_token)
         accuracy = right[targets != IGNORE].float().mean()  # whole tokens (every code) and EOS
-        return AROutput(loss, accuracy, logits)
+        return AROutput(loss, accuracy, logits, self._text_ctc(h[:, :k], audio_lens, text, text_lens))
+
+    def _text_ctc(self, h, audio_lens, text, text_lens) -> torch.Tensor | None:
+        """CTC loss of the target text ``(b, n)`` from the hidden states ``h (b, k, d)`` of the positions that
+        predict the audio tokens (mean over rows of the per-target-token loss); None without the head."""
+        if self.text_ctc is None:
+            return None
+        log_probs = self.text_ctc(h).float().log_softmax(-1).transpose(0, 1)  # (k, b, text vocab)
+        return F.ctc_loss(log_probs, text, audio_lens, text_lens, blank=0, zero_infinity=True)
 
     def setup_cache(
         self, batch_size: int, max_len: int, *, dtype: torch.dtype | None = None, device=None

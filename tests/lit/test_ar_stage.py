@@ -166,3 +166,26 @@ def test_the_stage_memorizes_a_handful_of_utterances(shared_prepared, tmp_path):
         zero_shot = module._forward(batch, speaker, {})
         one_shot = module._forward(batch, speaker, module._prompt(batch, torch.ones(n, dtype=torch.bool)))
     assert zero_shot.accuracy.item() > 0.95 and one_shot.accuracy.item() > 0.95
+
+
+def test_the_text_ctc_weight_adds_the_ctc_loss_to_the_training_objective(shared_prepared, tmp_path):
+    """``model.text_ctc_weight``: the stage trains on the token loss plus the weighted CTC loss, and reports
+    the token loss alone as the loss."""
+    from speech.lit.datamodule import SpeechDataModule
+
+    register_resolvers()
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("entry/train", overrides=["experiment=ar_tiny", *TINY, "model.text_vocab_size=300",
+                                          "model.text_ctc_weight=0.5", "stage.prompt_prob=0"])  # fmt: skip
+    cache = fake_token_cache(shared_prepared, tmp_path / "tokens")
+    dm = SpeechDataModule(shared_prepared, max_duration=6.0, num_buckets=2, num_workers=0, references=True,
+                          ref_features=True, features={"tokens": str(cache)})  # fmt: skip
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    torch.manual_seed(0)
+    module = instantiate(cfg.stage, model=instantiate(cfg.model), mel=instantiate(cfg.data.mel)).eval()
+    with torch.no_grad():
+        objective = module.training_step(batch, 0)
+        out = module._forward(batch, module._speaker(batch), {})
+    assert out.text_ctc is not None and out.text_ctc > 0
+    torch.testing.assert_close(objective, out.loss + 0.5 * out.text_ctc)

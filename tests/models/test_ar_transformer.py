@@ -328,3 +328,33 @@ def test_tokens_of_two_codebooks_are_learned_and_decoded_whole():
         assert model(**kw, audio_tokens=audio, audio_lens=lens).accuracy.item() == 1.0
     tokens, out_lens = model.generate(**kw, temperature=0, min_tokens_per_text=0, max_tokens_per_text=5)
     assert torch.equal(out_lens, lens) and torch.equal(tokens, audio)
+
+
+def test_text_ctc_head_learns_to_spell_the_text_from_the_audio_positions():
+    """``text_ctc_weight > 0`` adds a CTC head over the audio positions: its loss is finite, reaches the
+    blocks, and falls when the model fits one batch; without it there is no head and no loss."""
+    assert (
+        make_model().text_ctc is None
+        and make_model()(
+            **inputs([3]), audio_tokens=padded([6], V, 1)[0], audio_lens=torch.tensor([6])
+        ).text_ctc
+        is None
+    )
+    torch.manual_seed(0)
+    spk = SpeakerEncoder(N_MELS, dim=16, layers=1, heads=2, out_dim=12)
+    model = ARTransformer(spk, text_vocab_size=TEXT_V, audio_vocab_size=V, dim=32, layers=2, heads=2,
+                          text_ctc_weight=0.5).train()  # fmt: skip
+    kw = inputs([3, 4, 2])
+    audio, lens = padded([9, 12, 7], V, 7)
+    first = model(**kw, audio_tokens=audio, audio_lens=lens).text_ctc
+    first.backward()
+    assert torch.isfinite(first) and first > 0 and model.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(100):
+        optimizer.zero_grad()
+        model(**kw, audio_tokens=audio, audio_lens=lens).text_ctc.backward()
+        optimizer.step()
+    assert model(**kw, audio_tokens=audio, audio_lens=lens).text_ctc < 0.2 * first
+    with pytest.raises(ValueError, match="text_ctc_weight"):
+        ARTransformer(spk, text_vocab_size=TEXT_V, audio_vocab_size=V, dim=32, layers=2, heads=2,
+                      text_ctc_weight=-1)  # fmt: skip
