@@ -49,8 +49,9 @@ def codebook_size(ckpt: str) -> int:
 
 def codebooks(ckpt: str) -> int:
     """Residual codes per audio token of a trained tokenizer (1 unless it was trained with
-    ``model.quantizer.codebooks``)."""
-    return int(instantiate(_stored_model_config(ckpt).quantizer).codebooks)
+    ``model.quantizer.codebooks``). Read from the stored config, not built: building a quantizer draws from
+    the global random generator, and a resolver that did would change every seeded run after it."""
+    return int(OmegaConf.select(_stored_model_config(ckpt).quantizer, "codebooks", default=1))
 
 
 def latent_dim(ckpt: str) -> int:

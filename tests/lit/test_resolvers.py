@@ -43,3 +43,15 @@ def test_latent_dim_is_the_stored_decoders_input(tmp_path):
 def test_a_missing_upstream_checkpoint_says_to_train_that_stage(tmp_path):
     with pytest.raises(FileNotFoundError, match="train that stage first"):
         latent_dim(str(tmp_path / "nowhere.ckpt"))
+
+
+def test_reading_the_codebooks_leaves_the_global_random_generator_alone(tmp_path):
+    """Seeded runs must not depend on which resolvers their config uses (building a quantizer would draw)."""
+    quantizer = {"_target_": "speech.modules.quantizers.build_quantizer", "kind": "vq", "dim": 8,
+                 "codebooks": 2, "vq": {"codebook_size": 37, "codebook_dim": 4}}  # fmt: skip
+    ckpt = stored(tmp_path, {"quantizer": quantizer})
+    torch.manual_seed(0)
+    assert codebooks(ckpt) == 2
+    after = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.rand(3))
