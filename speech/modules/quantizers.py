@@ -9,7 +9,7 @@
 - ``ResidualVectorQuantizer``: ``q`` EMA vector quantizers, each quantizing what the ones before left; a
   token's id is the mixed-radix number of its codes (``speech.modules.codes``).
 
-Both take a padding mask: padded frames are never counted in codebook statistics, EMA updates or losses.
+All take a padding mask: padded frames are never counted in codebook statistics, EMA updates or losses.
 
 Legend: b batch, t frames, d model dim, c code dim, k codebook size, l FSQ levels (one per code dim).
 """
