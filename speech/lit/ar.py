@@ -6,11 +6,14 @@ section 2.1; the batch's ``ref_text_tokens`` / ``ref_tokens`` from ``ref_feature
 is always read from the (cropped) reference audio, whose mel is computed here with the injected ``mel``.
 
 Validation logs zero-shot loss/accuracy (``val/loss``, ``val/acc``) and, when the batch has prompts, the
-one-shot ones (``val/loss_prompt``, ``val/acc_prompt``). A model with the text CTC head
-(``model.text_ctc_weight > 0``) trains on the token loss plus that weight times the CTC loss and logs the
-latter as ``train/text_ctc`` and ``val/text_ctc``; ``*/loss`` stays the token loss alone. Every checkpoint
-stores the text BPE (``checkpoint[TEXT_BPE_KEY]``, ``TextBPE.to_str()``), so inference needs no prepared
-folder.
+one-shot ones (``val/loss_prompt``, ``val/acc_prompt``). ``val/text_gain`` is how much the text helps: the
+zero-shot loss with every row given the next row's text (rolled by one in the batch) minus the loss with its
+own, in nats per token. Near 0 the model ignores the text: it cannot say the words whatever its loss.
+
+A model with the text CTC head (``model.text_ctc_weight > 0``) trains on the token loss plus that weight
+times the CTC loss and logs the latter as ``train/text_ctc`` and ``val/text_ctc``; so does guided alignment
+(``model.align_weight > 0``, ``*/align``); ``*/loss`` stays the token loss alone. Every checkpoint stores the
+text BPE (``checkpoint[TEXT_BPE_KEY]``, ``TextBPE.to_str()``), so inference needs no prepared folder.
 """
 
 from __future__ import annotations
@@ -86,10 +89,17 @@ class ARModule(L.LightningModule):
         out = self._forward(batch, self._speaker(batch), self._prompt(batch, use))
         self.log("train/loss", out.loss, prog_bar=True, batch_size=n)
         self.log_dict({"train/acc": out.accuracy, "train/prompt_share": use.float().mean()}, batch_size=n)
-        if out.text_ctc is None:
-            return out.loss
-        self.log("train/text_ctc", out.text_ctc, batch_size=n)
-        return out.loss + self.model.text_ctc_weight * out.text_ctc
+        return self._total_loss(out, "train", n)
+
+    def _total_loss(self, out: AROutput, split: str, n: int) -> torch.Tensor:
+        """The token loss plus the weighted auxiliary losses the model has, each logged under ``split``."""
+        total = out.loss
+        for name, value, weight in (("text_ctc", out.text_ctc, self.model.text_ctc_weight),
+                                    ("align", out.align, self.model.align_weight)):  # fmt: skip
+            if value is not None:
+                self.log(f"{split}/{name}", value, batch_size=n, sync_dist=split == "val")
+                total = total + weight * value
+        return total
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._check(batch)
@@ -97,8 +107,11 @@ class ARModule(L.LightningModule):
         speaker = self._speaker(batch)
         out = self._forward(batch, speaker, {})
         self.log_dict({"val/loss": out.loss, "val/acc": out.accuracy}, batch_size=n, sync_dist=True)
-        if out.text_ctc is not None:
-            self.log("val/text_ctc", out.text_ctc, batch_size=n, sync_dist=True)
+        if n > 1:
+            other = {key: batch[key].roll(1, 0) for key in ("text_tokens", "text_lens")}
+            wrong = self._forward({**batch, **other}, speaker, {})
+            self.log("val/text_gain", wrong.loss - out.loss, batch_size=n, sync_dist=True)
+        self._total_loss(out, "val", n)
         prompt = self._prompt(batch, torch.ones(n, dtype=torch.bool, device=self.device))
         if prompt:
             out = self._forward(batch, speaker, prompt)

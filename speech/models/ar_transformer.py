@@ -22,6 +22,14 @@ target audio positions and must spell the target text's BPE ids from them (blank
 audio position has to know where in the text it is; the stage adds ``text_ctc_weight`` times this loss to
 the token loss. Generation never uses the head.
 
+Optional guided alignment (``align_weight > 0``, *ours* after DC-TTS's guided attention,
+``speech.modules.alignment``): the first ``align_heads`` heads of the ``align_layers`` are pulled onto the
+diagonal between the audio steps (prompt tokens then target tokens) and the text (prompt text then target
+text), so that they learn to read the text where the speech is. Optional ``audio_input_dropout``: each
+target audio token's input embedding is zeroed with this probability during training (the rest scaled up),
+so the next token cannot always be guessed from the last one and the text has to be read (the role of
+Tacotron's pre-net dropout). Neither changes generation or the parameters.
+
 Training batches are right-padded, so the causal mask alone keeps padding out of every valid position.
 Generation left-pads the prefixes (RoPE positions from 0 per row via ``positions_from_mask``), prefills a
 static KV cache through the blocks' ``forward`` and then decodes one token per step for the whole batch
@@ -41,6 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from speech.models.speaker_encoder import SpeakerEncoder
+from speech.modules.alignment import guided_attention_loss
 from speech.modules.codes import CodeEmbedding, NextCodeHead, join_codes, next_code_loss, split_codes
 from speech.modules.kv_cache import KVCache
 from speech.modules.rope import RotaryEmbedding
@@ -100,6 +109,7 @@ class AROutput(NamedTuple):
     text_ctc: torch.Tensor | None = (
         None  # CTC loss of the text from the audio positions (text_ctc_weight > 0)
     )
+    align: torch.Tensor | None = None  # guided attention loss of the aligned heads (align_weight > 0)
 
 
 def pack(
@@ -150,6 +160,12 @@ class ARTransformer(nn.Module):
         rope_base: RoPE frequency base.
         max_len: Longest sequence generation may build (prefix + new tokens); sizes the default cache.
         text_ctc_weight: Weight of the text CTC loss on the audio positions (0: no CTC head).
+        align_weight: Weight of the guided attention loss (0: off).
+        align_layers: Blocks whose heads are guided (default: every block but the first, which sees only
+            token embeddings).
+        align_heads: Heads guided in each of those blocks (the first ones).
+        align_sigma: Width of the guide's diagonal band, relative to the lengths.
+        audio_input_dropout: Probability that a target audio token's input embedding is zeroed in training.
     """
 
     def __init__(
@@ -167,10 +183,29 @@ class ARTransformer(nn.Module):
         max_len: int = 2048,
         audio_codebooks: int = 1,
         text_ctc_weight: float = 0.0,
+        align_weight: float = 0.0,
+        align_layers: list[int] | None = None,
+        align_heads: int = 1,
+        align_sigma: float = 0.2,
+        audio_input_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if text_ctc_weight < 0:
             raise ValueError(f"text_ctc_weight must be >= 0, got {text_ctc_weight}")
+        if align_weight < 0:
+            raise ValueError(f"align_weight must be >= 0, got {align_weight}")
+        self.align_layers = list(range(1, layers) if align_layers is None else align_layers)
+        if align_weight > 0 and (not self.align_layers or not set(self.align_layers) <= set(range(layers))):
+            raise ValueError(f"align_layers must be a non-empty list of block indices in [0, {layers}), "
+                             f"got {align_layers}")  # fmt: skip
+        if align_weight > 0 and not 1 <= align_heads <= heads:
+            raise ValueError(f"align_heads must be in [1, {heads}], got {align_heads}")
+        if align_sigma <= 0:
+            raise ValueError(f"align_sigma must be > 0, got {align_sigma}")
+        if not 0 <= audio_input_dropout < 1:
+            raise ValueError(f"audio_input_dropout must be in [0, 1), got {audio_input_dropout}")
+        self.align_weight, self.align_heads, self.align_sigma = align_weight, align_heads, align_sigma
+        self.audio_input_dropout = audio_input_dropout
         self.speaker_encoder = speaker_encoder
         self.audio_vocab_size, self.max_len = audio_vocab_size, max_len
         self.eos_id, self.bos_id = audio_vocab_size, audio_vocab_size + 1
@@ -246,9 +281,19 @@ class ARTransformer(nn.Module):
         """
         prefix = self._prefix(speaker, text, text_lens, prompt_text, prompt_text_lens, prompt_tokens,
                               prompt_lens)  # fmt: skip
-        x, _, starts = pack([*prefix, (self.audio_emb(audio_tokens.long()), audio_lens)])
+        x, _, starts = pack([*prefix, (self._audio_inputs(audio_tokens), audio_lens)])
         positions = torch.arange(x.shape[1], device=x.device)[None]
-        h = self._blocks(x, rope=self.rope.angles(positions), is_causal=True)
+        rope = self.rope.angles(positions)
+        align = None
+        if self.align_weight > 0:
+            h, probs = self._blocks_with_attention(x, rope)
+            # the text is segment 1 (prompt text, text), the audio steps start at BOS (prompt tokens, target)
+            text_lens_all = text_lens + (prompt_text_lens if prompt_text is not None else 0)
+            steps = audio_lens + (prompt_lens if prompt_tokens is not None else 0)
+            bos = starts[2 if prompt_text is None else 3]
+            align = self._align_loss(probs, bos, steps, starts[1], text_lens_all)
+        else:
+            h = self._blocks(x, rope=rope, is_causal=True)
         k = audio_tokens.shape[1]
         # position p predicts the token at p + 1: audio token j (and EOS at j = k) from start - 1 + j
         gather = (starts[-1][:, None] - 1 + torch.arange(k + 1, device=x.device)).clamp(max=x.shape[1] - 1)
@@ -267,7 +312,39 @@ class ARTransformer(nn.Module):
             rest_loss, rest_right = next_code_loss(self.next_code_heads, h, codes, is_token)
             loss, right = loss + rest_loss, right & (rest_right.all(-1) | ~is_token)
         accuracy = right[targets != IGNORE].float().mean()  # whole tokens (every code) and EOS
-        return AROutput(loss, accuracy, logits, self._text_ctc(h[:, :k], audio_lens, text, text_lens))
+        return AROutput(loss, accuracy, logits, self._text_ctc(h[:, :k], audio_lens, text, text_lens), align)
+
+    def _audio_inputs(self, audio_tokens: torch.Tensor) -> torch.Tensor:
+        """Target tokens ``(b, k)`` -> input embeddings ``(b, k, d)``, whole tokens dropped in training."""
+        x = self.audio_emb(audio_tokens.long())
+        p = self.audio_input_dropout
+        if self.training and p > 0:
+            keep = torch.rand(*x.shape[:2], 1, device=x.device) >= p
+            x = x * keep.to(x.dtype) / (1 - p)
+        return x
+
+    def _blocks_with_attention(self, x, rope) -> tuple[torch.Tensor, torch.Tensor]:
+        """``_blocks`` (causal, no cache) that also returns the guided heads' attention weights
+        ``(b, len(align_layers) * align_heads, t, t)``."""
+        probs = []
+        for i, block in enumerate(self.blocks):
+            if i in self.align_layers:
+                probs.append(block.attn.causal_probabilities(block.attn_norm(x), self.align_heads, rope=rope))
+            x = block(x, rope=rope, is_causal=True)
+        return self.norm(x), torch.cat(probs, 1)
+
+    def _align_loss(self, probs, query_start, query_lens, key_start, key_lens) -> torch.Tensor:
+        """Guided attention loss of ``probs (b, g, t, t)`` between the audio steps (``query_lens (b,)`` from
+        position ``query_start (b,)``) and the text (``key_lens (b,)`` from ``key_start (b,)``)."""
+        b, g, t, _ = probs.shape
+
+        def span(start, lens):  # (b, max lens) positions, clamped into the sequence
+            return (start[:, None] + torch.arange(int(lens.max()), device=probs.device)).clamp(max=t - 1)
+
+        queries, keys = span(query_start, query_lens), span(key_start, key_lens)
+        rows = probs.gather(2, queries[:, None, :, None].expand(b, g, -1, t))
+        attn = rows.gather(3, keys[:, None, None, :].expand(b, g, queries.shape[1], -1))
+        return guided_attention_loss(attn, query_lens, key_lens, self.align_sigma)
 
     def _text_ctc(self, h, audio_lens, text, text_lens) -> torch.Tensor | None:
         """CTC loss of the target text ``(b, n)`` from the hidden states ``h (b, k, d)`` of the positions that

@@ -148,6 +148,21 @@ class Attention(nn.Module):
         )  # fmt: skip
         return self.out(rearrange(y, "b h t e -> b t (h e)"))
 
+    def causal_probabilities(
+        self, x: torch.Tensor, heads: int, *, rope: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """The causal attention weights ``(b, heads, t, t)`` of the first ``heads`` heads for ``x (b, t, d)``
+        (no padding mask, no dropout: those of ``forward(x, rope=rope, is_causal=True)`` in eval mode), for
+        losses on the attention itself (``speech.modules.alignment``). Recomputes the queries and keys."""
+        q, k, _ = rearrange(self.qkv(x), "b t (three h e) -> three b h t e", three=3, h=self.heads)
+        q, k = q[:, :heads], k[:, :heads]
+        if rope is not None:
+            q, k = RotaryEmbedding.rotate(q, *rope), RotaryEmbedding.rotate(k, *rope)
+        t = x.shape[1]
+        scores = (q.float() @ k.float().transpose(-1, -2)) * self.head_dim**-0.5
+        future = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
+        return scores.masked_fill(future, float("-inf")).softmax(-1)
+
 
 class StepWeights(NamedTuple):
     """One block's weights laid out for ``TransformerBlock.step``: transposed to ``(in, out)`` (``x @ W``

@@ -105,7 +105,15 @@ def test_train_py_step_and_resume(trained):
     assert any(k.startswith("model.speaker_encoder.") for k in changed)  # trained jointly
     csvs = sorted((trained["log_dir"] / "ar_tiny" / "csv").glob("*/metrics.csv"))  # one per launch
     metrics = "".join(p.read_text() for p in csvs)
-    for key in ("train/loss", "train/acc", "val/loss", "val/acc", "val/loss_prompt", "val/acc_prompt"):
+    for key in (
+        "train/loss",
+        "train/acc",
+        "val/loss",
+        "val/acc",
+        "val/loss_prompt",
+        "val/acc_prompt",
+        "val/text_gain",
+    ):
         assert key in metrics, key
 
 
@@ -168,15 +176,16 @@ def test_the_stage_memorizes_a_handful_of_utterances(shared_prepared, tmp_path):
     assert zero_shot.accuracy.item() > 0.95 and one_shot.accuracy.item() > 0.95
 
 
-def test_the_text_ctc_weight_adds_the_ctc_loss_to_the_training_objective(shared_prepared, tmp_path):
-    """``model.text_ctc_weight``: the stage trains on the token loss plus the weighted CTC loss, and reports
-    the token loss alone as the loss."""
+def test_the_auxiliary_weights_add_their_losses_to_the_training_objective(shared_prepared, tmp_path):
+    """``model.text_ctc_weight`` and ``model.align_weight``: the stage trains on the token loss plus the
+    weighted CTC and guided-attention losses, and reports the token loss alone as the loss."""
     from speech.lit.datamodule import SpeechDataModule
 
     register_resolvers()
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("entry/train", overrides=["experiment=ar_tiny", *TINY, "model.text_vocab_size=300",
-                                          "model.text_ctc_weight=0.5", "stage.prompt_prob=0"])  # fmt: skip
+                                          "model.text_ctc_weight=0.5", "model.align_weight=0.3",
+                                          "stage.prompt_prob=0"])  # fmt: skip
     cache = fake_token_cache(shared_prepared, tmp_path / "tokens")
     dm = SpeechDataModule(shared_prepared, max_duration=6.0, num_buckets=2, num_workers=0, references=True,
                           ref_features=True, features={"tokens": str(cache)})  # fmt: skip
@@ -187,5 +196,5 @@ def test_the_text_ctc_weight_adds_the_ctc_loss_to_the_training_objective(shared_
     with torch.no_grad():
         objective = module.training_step(batch, 0)
         out = module._forward(batch, module._speaker(batch), {})
-    assert out.text_ctc is not None and out.text_ctc > 0
-    torch.testing.assert_close(objective, out.loss + 0.5 * out.text_ctc)
+    assert out.text_ctc is not None and out.text_ctc > 0 and 0 < out.align < 1
+    torch.testing.assert_close(objective, out.loss + 0.5 * out.text_ctc + 0.3 * out.align)

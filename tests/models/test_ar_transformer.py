@@ -1,6 +1,8 @@
 """AR Transformer invariants: cached decoding equals a full forward (batch 1 and left-padded batches),
 padding invariance, seeds, and the length limits of generation."""
 
+import functools
+
 import pytest
 import torch
 from torch._dynamo.utils import counters
@@ -358,3 +360,107 @@ def test_text_ctc_head_learns_to_spell_the_text_from_the_audio_positions():
     with pytest.raises(ValueError, match="text_ctc_weight"):
         ARTransformer(spk, text_vocab_size=TEXT_V, audio_vocab_size=V, dim=32, layers=2, heads=2,
                       text_ctc_weight=-1)  # fmt: skip
+
+
+def aligned_model(**options) -> ARTransformer:
+    torch.manual_seed(0)
+    spk = SpeakerEncoder(N_MELS, dim=16, layers=1, heads=2, out_dim=12)
+    return ARTransformer(spk, text_vocab_size=TEXT_V, audio_vocab_size=V, dim=32, layers=2, heads=2,
+                         **options)  # fmt: skip
+
+
+def test_the_alignment_loss_reads_the_audio_steps_against_the_text_with_and_without_a_prompt():
+    """``_align_loss`` takes the rows of the audio steps (from BOS: prompt tokens, then target tokens) and the
+    columns of the text (prompt text, then target text): attention placed on that diagonal scores near 0,
+    the same attention moved onto the audio scores 1."""
+    model = aligned_model(align_weight=1.0)
+    # row 0: [speaker | text 4 | BOS | tokens 8]
+    # row 1: [speaker | prompt text 2, text 3 | BOS | prompt tokens 4, tokens 6]
+    text_start, text_lens = torch.tensor([1, 1]), torch.tensor([4, 5])
+    bos, steps = torch.tensor([5, 6]), torch.tensor([8, 10])
+    t = 17
+    on_text, on_audio = torch.zeros(2, 1, t, t), torch.zeros(2, 1, t, t)
+    for row in range(2):
+        n, k = int(text_lens[row]), int(steps[row])
+        for j in range(k):
+            q = int(bos[row]) + j
+            on_text[row, 0, q, 1 + j * n // k] = 1.0
+            on_audio[row, 0, q, q] = 1.0
+    assert model._align_loss(on_text, bos, steps, text_start, text_lens) < 0.1
+    assert model._align_loss(on_audio, bos, steps, text_start, text_lens) == pytest.approx(1.0)
+
+
+def test_guided_alignment_trains_the_guided_heads_onto_the_diagonal():
+    """``align_weight > 0``: the forward returns the guide's loss of the guided heads (in [0, 1]), its
+    gradient reaches them, and a few steps on it alone pull them onto the diagonal; off, there is none."""
+    plain = aligned_model()(**inputs([3]), audio_tokens=padded([6], V, 1)[0], audio_lens=torch.tensor([6]))
+    assert plain.align is None
+    model = aligned_model(align_weight=1.0, align_layers=[1]).train()
+    kw = inputs([5, 8, 4], prompt_text_lens=[2, 0, 3], prompt_lens=[4, 0, 5])
+    audio, lens = padded([12, 20, 9], V, 7)
+    first = model(**kw, audio_tokens=audio, audio_lens=lens).align
+    first.backward()
+    assert 0 < first < 1 and model.blocks[1].attn.qkv.weight.grad.abs().sum() > 0
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(60):
+        optimizer.zero_grad()
+        model(**kw, audio_tokens=audio, audio_lens=lens).align.backward()
+        optimizer.step()
+    assert model(**kw, audio_tokens=audio, audio_lens=lens).align < 0.5 * first
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [({"align_weight": -1.0}, "align_weight"), ({"align_weight": 1.0, "align_layers": [2]}, "align_layers"),
+     ({"align_weight": 1.0, "align_heads": 3}, "align_heads"), ({"align_sigma": 0.0}, "align_sigma"),
+     ({"audio_input_dropout": 1.0}, "audio_input_dropout")],
+)  # fmt: skip
+def test_bad_alignment_options_are_refused(options, match):
+    with pytest.raises(ValueError, match=match):
+        aligned_model(**options)
+
+
+def test_audio_input_dropout_acts_in_training_only():
+    """Dropped input tokens change the training loss; in eval mode the model is the one without dropout."""
+    plain, dropping = aligned_model(), aligned_model(audio_input_dropout=0.5)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(plain.state_dict().values(), dropping.state_dict().values(), strict=True)
+    )
+    kw = {**inputs([4, 6]), "audio_tokens": padded([10, 7], V, 3)[0], "audio_lens": torch.tensor([10, 7])}
+    with torch.no_grad():
+        assert torch.equal(plain.eval()(**kw).logits, dropping.eval()(**kw).logits)
+        assert torch.equal(plain.train()(**kw).logits, plain(**kw).logits)  # no other randomness here
+        torch.manual_seed(1)
+        assert not torch.equal(dropping.train()(**kw).logits, plain(**kw).logits)
+
+
+def toy_language(n: int, seed: int) -> dict:
+    """Rows whose audio says the text: each text id repeated 2 or 3 times as audio tokens, no speaker."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(4, 9, (n,), generator=g).tolist()
+    texts = [torch.randint(1, TEXT_V, (length,), generator=g) for length in lengths]
+    audio = [t.repeat_interleave(torch.randint(2, 4, t.shape, generator=g)) for t in texts]
+    pad = functools.partial(torch.nn.utils.rnn.pad_sequence, batch_first=True)
+    return {"speaker": torch.zeros(n, 12), "text": pad(texts), "text_lens": torch.tensor(lengths),
+            "audio_tokens": pad(audio), "audio_lens": torch.tensor([len(a) for a in audio])}  # fmt: skip
+
+
+def test_the_model_learns_to_read_text_it_has_not_seen():
+    """A guard against a model that cannot use its text (the failure that keeps clones at chance): on a toy
+    language where the audio spells the text, a few steps teach it to predict the tokens of unseen rows,
+    and giving each row another row's text costs it nats per token (the stage's ``val/text_gain``)."""
+    torch.manual_seed(0)
+    spk = SpeakerEncoder(N_MELS, dim=16, layers=1, heads=2, out_dim=12)
+    model = ARTransformer(spk, text_vocab_size=TEXT_V, audio_vocab_size=V, dim=64, layers=2, heads=2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for step in range(150):
+        optimizer.zero_grad()
+        model(**toy_language(16, seed=step)).loss.backward()
+        optimizer.step()
+    unseen = toy_language(64, seed=10_000)
+    other_text = {"text": unseen["text"].roll(1, 0), "text_lens": unseen["text_lens"].roll(1, 0)}
+    with torch.no_grad():
+        right, wrong = model.eval()(**unseen), model(**{**unseen, **other_text})
+    # a repeat's length is a coin toss, its token is not: about 3 tokens in 4 can be known
+    assert right.accuracy > 0.6 and wrong.loss - right.loss > 1.5
