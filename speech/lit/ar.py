@@ -108,15 +108,19 @@ class ARModule(L.LightningModule):
         out = self._forward(batch, speaker, {})
         self.log_dict({"val/loss": out.loss, "val/acc": out.accuracy}, batch_size=n, sync_dist=True)
         if n > 1:
-            other = {key: batch[key].roll(1, 0) for key in ("text_tokens", "text_lens")}
-            wrong = self._forward({**batch, **other}, speaker, {})
-            self.log("val/text_gain", wrong.loss - out.loss, batch_size=n, sync_dist=True)
+            self.log("val/text_gain", self.text_gain(batch, speaker, out), batch_size=n, sync_dist=True)
         self._total_loss(out, "val", n)
         prompt = self._prompt(batch, torch.ones(n, dtype=torch.bool, device=self.device))
         if prompt:
             out = self._forward(batch, speaker, prompt)
             self.log_dict({"val/loss_prompt": out.loss, "val/acc_prompt": out.accuracy}, batch_size=n,
                           sync_dist=True)  # fmt: skip
+
+    def text_gain(self, batch: dict, speaker: torch.Tensor, out: AROutput) -> torch.Tensor:
+        """The zero-shot loss with every row given the next row's text minus ``out.loss`` (the zero-shot
+        loss with its own; a batch of at least two rows)."""
+        other = {key: batch[key].roll(1, 0) for key in ("text_tokens", "text_lens")}
+        return self._forward({**batch, **other}, speaker, {}).loss - out.loss
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
