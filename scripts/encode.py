@@ -9,12 +9,14 @@ python scripts/encode.py kind=latents ckpt=logs/flow_vae_tiny/checkpoints/last.c
   at 16 kHz).
 
 Features go to ``FeatureCache.for_checkpoint(out, kind, ckpt)``. Cuts already in the cache are skipped, so an
-interrupted run is resumed by running the same command again.
+interrupted run is resumed by running the same command again; a cached cut of the same id but another
+recording (another corpus encoded into the same folder) stops the run with an error instead.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import hydra
 import numpy as np
@@ -74,10 +76,20 @@ def encode_cuts(
             audio, audio_lens, _ = pad_sequences([c.load_audio()[0] for c in batch])
             feats, feat_lens = encoder(audio.to(device), audio_lens.to(device))
             for cut, row, n in zip(batch, feats.cpu().numpy(), feat_lens.tolist(), strict=True):
-                cache.save(cut.id, row[:n].astype(dtype))
+                cache.save(cut.id, row[:n].astype(dtype), source=cut_source(cut))
             done += len(batch)
             bar.update(len(batch))
     return done
+
+
+def cut_source(cut) -> str:
+    """What a cut's features are computed from: its recording's file name (or id), length in samples and
+    the cut's span in seconds. The folder is left out, so a corpus that moved still matches itself."""
+    sources = cut.recording.sources
+    name = (
+        Path(sources[0].source).name if sources and isinstance(sources[0].source, str) else cut.recording_id
+    )
+    return f"{name} {cut.recording.num_samples} {cut.start:.3f}+{cut.duration:.3f}"
 
 
 @hydra.main(config_path="../configs", config_name="entry/encode", version_base="1.3")
@@ -89,6 +101,9 @@ def main(cfg: DictConfig) -> dict:
     cuts = prepared_cuts(cfg.data.prepared_dir)
     cache = FeatureCache.for_checkpoint(cfg.out, cfg.kind, cfg.ckpt)
     todo = set(cache.missing(c.id for c in cuts))
+    for cut in cuts:
+        if cut.id not in todo:
+            cache.check_source(cut.id, cut_source(cut))
     encoded = encode_cuts(
         encoder, [c for c in cuts if c.id in todo], cache, cfg.kind,
         max_duration=cfg.batch_max_duration, device=device, progress=cfg.progress,

@@ -8,6 +8,11 @@ Layout::
     <cache_dir>/<kind>/<checkpoint stem>-<sha256[:16]>/
         meta.json                     what produced it (checkpoint path, hash, feature kind)
         <2 hex chars>/<cut id>.npy    one array per cut, written atomically
+        <2 hex chars>/<cut id>.source what it was computed from (optional), see ``check_source``
+
+Cut ids are unique within a corpus, not across corpora: two corpora encoded by one checkpoint into one
+cache folder may share ids for different recordings. ``scripts/encode.py`` therefore writes each cut's source
+(recording and span) next to its array and refuses to reuse an array whose source differs.
 """
 
 from __future__ import annotations
@@ -75,19 +80,29 @@ class FeatureCache:
         """The ids without a cached array (what an interrupted encode run still has to do)."""
         return [i for i in cut_ids if not self.has(i)]
 
-    def save(self, cut_id: str, array: np.ndarray) -> Path:
-        """Writes atomically: a killed run leaves either the old file or the new one, never half of one."""
+    def save(self, cut_id: str, array: np.ndarray, source: str | None = None) -> Path:
+        """Writes atomically: a killed run leaves either the old file or the new one, never half of one.
+        ``source`` (what the array was computed from) is written first, so an array never lacks it."""
         path = self.path(cut_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, np.asarray(array))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        if source is not None:
+            _write_atomic(path.with_suffix(".source"), source.encode())
+        with tempfile.SpooledTemporaryFile() as buffer:
+            np.save(buffer, np.asarray(array))
+            buffer.seek(0)
+            _write_atomic(path, buffer.read())
         return path
+
+    def check_source(self, cut_id: str, source: str) -> None:
+        """Raises ``ValueError`` when the cached array of ``cut_id`` was computed from another source
+        (another corpus's recording with the same cut id); an array saved without a source passes."""
+        known = self.path(cut_id).with_suffix(".source")
+        if known.is_file() and known.read_text() != source:
+            raise ValueError(
+                f"the cached {self.meta.get('kind', 'feature')} of cut {cut_id!r} in {self.root} came from "
+                f"{known.read_text()!r}, this corpus's cut is {source!r}: two corpora share cut ids; encode "
+                "this one into another cache folder (out=... or paths.cache_dir=...)"
+            )
 
     def arrays(self) -> Iterator[np.ndarray]:
         """Every cached array, in a fixed order (of the files, not of the cuts)."""
@@ -99,3 +114,15 @@ class FeatureCache:
         if not path.is_file():
             raise KeyError(f"no cached {self.meta.get('kind', 'feature')} for cut {cut_id!r} in {self.root}")
         return np.load(path)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Writes ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -47,3 +47,15 @@ def test_arrays_yields_every_cached_array_once(tmp_path):
     got = sorted(list(cache.arrays()), key=len)
     assert len(got) == 5 and all(np.array_equal(a, saved[f"cut{i}"]) for i, a in enumerate(got))
     assert list(FeatureCache(tmp_path / "e", meta={"kind": "latents", "sha256": "y"}).arrays()) == []
+
+
+def test_a_cut_of_the_same_id_from_another_source_is_refused(tmp_path):
+    """Cut ids repeat across corpora: ``check_source`` tells the cached array's recording from another."""
+    cache = FeatureCache(tmp_path / "c", meta={"kind": "tokens", "sha256": "x"})
+    cache.save("spk-en-001", np.arange(4, dtype=np.int32), source="spk-en-001.wav 64000 0.000+4.000")
+    cache.save("old", np.arange(3, dtype=np.int32))  # saved before sources were written
+    cache.check_source("spk-en-001", "spk-en-001.wav 64000 0.000+4.000")
+    cache.check_source("old", "anything")
+    with pytest.raises(ValueError, match="two corpora share cut ids.*another cache folder"):
+        cache.check_source("spk-en-001", "spk-en-001.wav 51200 0.000+3.200")
+    assert np.array_equal(cache.load("spk-en-001"), np.arange(4)) and not list(cache.root.rglob("*.tmp"))

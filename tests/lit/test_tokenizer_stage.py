@@ -145,6 +145,25 @@ def test_encode_script_fills_cache_and_resumes(trained, shared_prepared, tmp_pat
     assert f"{len(cuts)} cuts, 0 encoded now, {len(cuts)} cached before" in capsys.readouterr().out
 
 
+def test_encode_script_refuses_the_cached_cut_of_another_corpus(
+    trained, shared_prepared, tmp_path, monkeypatch
+):
+    """A second corpus with the same cut ids but other recordings, encoded into the same cache folder: the
+    run stops instead of keeping the first corpus's tokens for it."""
+    args = [f"ckpt={trained['last']}", f"out={tmp_path / 'cache'}", "kind=tokens", "progress=false"]
+    run_script(ENCODE, *args, f"data.prepared_dir={shared_prepared}")
+    other = tmp_path / "other"
+    other.mkdir()
+    for split in ("train", "val"):
+        cuts = CutSet.from_file(shared_prepared / f"{split}_cuts.jsonl.gz")
+        cuts.map(lambda cut: cut.truncate(duration=cut.duration / 2, preserve_id=True)).to_file(
+            other / f"{split}_cuts.jsonl.gz"
+        )
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(ValueError, match="two corpora share cut ids"):
+        run_script(ENCODE, *args, f"data.prepared_dir={other}")
+
+
 def test_encode_script_refuses_a_tokenizer_for_latents(trained, shared_prepared, tmp_path, capsys):
     args = [
         f"ckpt={trained['last']}",
