@@ -332,6 +332,22 @@ def test_tokens_of_two_codebooks_are_learned_and_decoded_whole():
     assert torch.equal(out_lens, lens) and torch.equal(tokens, audio)
 
 
+def fit_one_loss(
+    model, kw, field: str, *, lr: float, steps: int, layer: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Trains ``model`` on one of its ``AROutput`` losses alone; checks that its first gradient reaches block
+    ``layer``'s attention, and returns the loss before and after."""
+    first = getattr(model(**kw), field)
+    first.backward()
+    assert model.blocks[layer].attn.qkv.weight.grad.abs().sum() > 0
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        getattr(model(**kw), field).backward()
+        optimizer.step()
+    return first.detach(), getattr(model(**kw), field).detach()
+
+
 def test_text_ctc_head_learns_to_spell_the_text_from_the_audio_positions():
     """``text_ctc_weight > 0`` adds a CTC head over the audio positions: its loss is finite, reaches the
     blocks, and falls when the model fits one batch; without it there is no head and no loss."""
@@ -347,16 +363,9 @@ def test_text_ctc_head_learns_to_spell_the_text_from_the_audio_positions():
     model = ARTransformer(spk, text_vocab_size=TEXT_V, audio_vocab_size=V, dim=32, layers=2, heads=2,
                           text_ctc_weight=0.5).train()  # fmt: skip
     kw = inputs([3, 4, 2])
-    audio, lens = padded([9, 12, 7], V, 7)
-    first = model(**kw, audio_tokens=audio, audio_lens=lens).text_ctc
-    first.backward()
-    assert torch.isfinite(first) and first > 0 and model.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(100):
-        optimizer.zero_grad()
-        model(**kw, audio_tokens=audio, audio_lens=lens).text_ctc.backward()
-        optimizer.step()
-    assert model(**kw, audio_tokens=audio, audio_lens=lens).text_ctc < 0.2 * first
+    kw.update(zip(("audio_tokens", "audio_lens"), padded([9, 12, 7], V, 7), strict=True))
+    first, last = fit_one_loss(model, kw, "text_ctc", lr=3e-3, steps=100, layer=0)
+    assert torch.isfinite(first) and first > 0 and last < 0.2 * first
     with pytest.raises(ValueError, match="text_ctc_weight"):
         ARTransformer(spk, text_vocab_size=TEXT_V, audio_vocab_size=V, dim=32, layers=2, heads=2,
                       text_ctc_weight=-1)  # fmt: skip
@@ -397,16 +406,9 @@ def test_guided_alignment_trains_the_guided_heads_onto_the_diagonal():
     assert plain.align is None
     model = aligned_model(align_weight=1.0, align_layers=[1]).train()
     kw = inputs([5, 8, 4], prompt_text_lens=[2, 0, 3], prompt_lens=[4, 0, 5])
-    audio, lens = padded([12, 20, 9], V, 7)
-    first = model(**kw, audio_tokens=audio, audio_lens=lens).align
-    first.backward()
-    assert 0 < first < 1 and model.blocks[1].attn.qkv.weight.grad.abs().sum() > 0
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(60):
-        optimizer.zero_grad()
-        model(**kw, audio_tokens=audio, audio_lens=lens).align.backward()
-        optimizer.step()
-    assert model(**kw, audio_tokens=audio, audio_lens=lens).align < 0.5 * first
+    kw.update(zip(("audio_tokens", "audio_lens"), padded([12, 20, 9], V, 7), strict=True))
+    first, last = fit_one_loss(model, kw, "align", lr=1e-2, steps=60, layer=1)
+    assert 0 < first < 1 and last < 0.5 * first
 
 
 @pytest.mark.parametrize(
