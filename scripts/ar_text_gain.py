@@ -2,8 +2,8 @@
 
     python scripts/ar_text_gain.py ckpt=logs/ar_tiny/checkpoints/last.ckpt [batches=40]
 
-The text gain is the stage's ``val/text_gain`` (``ARModule.text_gain``): the loss with every row given the
-next row's text minus the loss with its own, in nats per token. On training batches it also counts what the
+The text gain is the stage's ``val/text_gain`` (``ARModule.text_gain``): the loss with every row given
+another row's text minus the loss with its own, in nats per token. On training batches it also counts what the
 model memorized about those utterances; on validation batches (utterances it never saw) only what carries
 over. A model with a gain on training batches and none on validation ones reads the text to recall the
 utterance, not to say it: it needs more data rather than more steps (docs/main_job.md).

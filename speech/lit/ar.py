@@ -7,8 +7,8 @@ is always read from the (cropped) reference audio, whose mel is computed here wi
 
 Validation logs zero-shot loss/accuracy (``val/loss``, ``val/acc``) and, when the batch has prompts, the
 one-shot ones (``val/loss_prompt``, ``val/acc_prompt``). ``val/text_gain`` is how much the text helps: the
-zero-shot loss with every row given the next row's text (rolled by one in the batch) minus the loss with its
-own, in nats per token. Near 0 the model ignores the text: it cannot say the words whatever its loss.
+zero-shot loss with every row given another row's text (the batch's texts rolled by one) minus the loss with
+its own, in nats per token. Near 0 the model ignores the text: it cannot say the words whatever its loss.
 
 A model with the text CTC head (``model.text_ctc_weight > 0``) trains on the token loss plus that weight
 times the CTC loss and logs the latter as ``train/text_ctc`` and ``val/text_ctc``; so does guided alignment
@@ -117,8 +117,8 @@ class ARModule(L.LightningModule):
                           sync_dist=True)  # fmt: skip
 
     def text_gain(self, batch: dict, speaker: torch.Tensor, out: AROutput) -> torch.Tensor:
-        """The zero-shot loss with every row given the next row's text minus ``out.loss`` (the zero-shot
-        loss with its own; a batch of at least two rows)."""
+        """The zero-shot loss with every row given another row's text (rolled by one) minus ``out.loss``
+        (the zero-shot loss with its own; a batch of at least two rows)."""
         other = {key: batch[key].roll(1, 0) for key in ("text_tokens", "text_lens")}
         return self._forward({**batch, **other}, speaker, {}).loss - out.loss
 
