@@ -29,8 +29,7 @@ def measure(module: ARModule, loader, batches: int) -> tuple[float, float, int]:
             break
         if len(batch["ids"]) < 2:
             continue
-        speaker = module._speaker(batch)
-        out = module._forward(batch, speaker, {})
+        speaker, out = module.zero_shot(batch)
         losses.append(float(out.loss))
         gains.append(float(module.text_gain(batch, speaker, out)))
     if not losses:

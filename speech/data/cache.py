@@ -21,8 +21,9 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -86,11 +87,8 @@ class FeatureCache:
         path = self.path(cut_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         if source is not None:
-            _write_atomic(path.with_suffix(".source"), source.encode())
-        with tempfile.SpooledTemporaryFile() as buffer:
-            np.save(buffer, np.asarray(array))
-            buffer.seek(0)
-            _write_atomic(path, buffer.read())
+            _write_atomic(path.with_suffix(".source"), lambda f: f.write(source.encode()))
+        _write_atomic(path, lambda f: np.save(f, np.asarray(array)))
         return path
 
     def check_source(self, cut_id: str, source: str) -> None:
@@ -116,12 +114,12 @@ class FeatureCache:
         return np.load(path)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+def _write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """``write(file)`` into a temporary file in ``path``'s folder, then renamed to ``path``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -104,8 +104,7 @@ class ARModule(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._check(batch)
         n = len(batch["ids"])
-        speaker = self._speaker(batch)
-        out = self._forward(batch, speaker, {})
+        speaker, out = self.zero_shot(batch)
         self.log_dict({"val/loss": out.loss, "val/acc": out.accuracy}, batch_size=n, sync_dist=True)
         if n > 1:
             self.log("val/text_gain", self.text_gain(batch, speaker, out), batch_size=n, sync_dist=True)
@@ -115,6 +114,11 @@ class ARModule(L.LightningModule):
             out = self._forward(batch, speaker, prompt)
             self.log_dict({"val/loss_prompt": out.loss, "val/acc_prompt": out.accuracy}, batch_size=n,
                           sync_dist=True)  # fmt: skip
+
+    def zero_shot(self, batch: dict) -> tuple[torch.Tensor, AROutput]:
+        """The speaker vectors ``(b, c)`` of the batch's references and the zero-shot outputs (no prompt)."""
+        speaker = self._speaker(batch)
+        return speaker, self._forward(batch, speaker, {})
 
     def text_gain(self, batch: dict, speaker: torch.Tensor, out: AROutput) -> torch.Tensor:
         """The zero-shot loss with every row given another row's text (rolled by one) minus ``out.loss``

@@ -157,23 +157,29 @@ def test_missing_tokens_in_batch_says_what_to_set():
         module._check({"ids": ["a"], "ref_audio": torch.zeros(1, 10)})
 
 
-def test_the_stage_memorizes_a_handful_of_utterances(shared_prepared, tmp_path):
-    """A guard against bugs that stop learning (targets, masks, prompts, the optimizer or its schedule): the
-    AR stage, as train.py builds it, fits a few utterances' tokens (random, so only memorizing helps) to
-    near 100 % teacher-forced accuracy, zero-shot and one-shot, within 150 steps."""
+def stage_config_and_batch(prepared: Path, tmp_path: Path, *overrides: str):
+    """``experiment=ar_tiny`` at test size with ``overrides``, and one training batch of the prepared corpus
+    with random tokens (``fake_token_cache``)."""
     from speech.lit.datamodule import SpeechDataModule
 
     register_resolvers()
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("entry/train", overrides=["experiment=ar_tiny", *TINY, "model.text_vocab_size=300",
-                                          "model.dropout=0", "stage.optim.warmup_steps=10",
-                                          "stage.optim.total_steps=150",
-                                          "stage.prompt_prob=0.5"])  # fmt: skip
-    cache = fake_token_cache(shared_prepared, tmp_path / "tokens")
-    dm = SpeechDataModule(shared_prepared, max_duration=6.0, num_buckets=2, num_workers=0, references=True,
+                                          *overrides])  # fmt: skip
+    cache = fake_token_cache(prepared, tmp_path / "tokens")
+    dm = SpeechDataModule(prepared, max_duration=6.0, num_buckets=2, num_workers=0, references=True,
                           ref_features=True, features={"tokens": str(cache)})  # fmt: skip
     dm.setup("fit")
-    batch = next(iter(dm.train_dataloader()))
+    return cfg, next(iter(dm.train_dataloader()))
+
+
+def test_the_stage_memorizes_a_handful_of_utterances(shared_prepared, tmp_path):
+    """A guard against bugs that stop learning (targets, masks, prompts, the optimizer or its schedule): the
+    AR stage, as train.py builds it, fits a few utterances' tokens (random, so only memorizing helps) to
+    near 100 % teacher-forced accuracy, zero-shot and one-shot, within 150 steps."""
+    cfg, batch = stage_config_and_batch(shared_prepared, tmp_path, "model.dropout=0",
+                                        "stage.optim.warmup_steps=10", "stage.optim.total_steps=150",
+                                        "stage.prompt_prob=0.5")  # fmt: skip
     assert len(batch["ids"]) >= 4
     torch.manual_seed(0)
     module = instantiate(cfg.stage, model=instantiate(cfg.model), mel=instantiate(cfg.data.mel))
@@ -197,18 +203,8 @@ def test_the_stage_memorizes_a_handful_of_utterances(shared_prepared, tmp_path):
 def test_the_auxiliary_weights_add_their_losses_to_the_training_objective(shared_prepared, tmp_path):
     """``model.text_ctc_weight`` and ``model.align_weight``: the stage trains on the token loss plus the
     weighted CTC and guided-attention losses, and reports the token loss alone as the loss."""
-    from speech.lit.datamodule import SpeechDataModule
-
-    register_resolvers()
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("entry/train", overrides=["experiment=ar_tiny", *TINY, "model.text_vocab_size=300",
-                                          "model.text_ctc_weight=0.5", "model.align_weight=0.3",
-                                          "stage.prompt_prob=0"])  # fmt: skip
-    cache = fake_token_cache(shared_prepared, tmp_path / "tokens")
-    dm = SpeechDataModule(shared_prepared, max_duration=6.0, num_buckets=2, num_workers=0, references=True,
-                          ref_features=True, features={"tokens": str(cache)})  # fmt: skip
-    dm.setup("fit")
-    batch = next(iter(dm.train_dataloader()))
+    cfg, batch = stage_config_and_batch(shared_prepared, tmp_path, "model.text_ctc_weight=0.5",
+                                        "model.align_weight=0.3", "stage.prompt_prob=0")  # fmt: skip
     torch.manual_seed(0)
     module = instantiate(cfg.stage, model=instantiate(cfg.model), mel=instantiate(cfg.data.mel)).eval()
     with torch.no_grad():
