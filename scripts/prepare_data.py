@@ -35,6 +35,7 @@ def main(cfg: DictConfig) -> dict:
         bpe_vocab_size=data.bpe.vocab_size,
         bpe_min_frequency=data.bpe.min_frequency,
         bpe_reuse=data.bpe.get("reuse"),
+        bpe_phonemes=data.bpe.get("phonemes"),
         val_per_speaker=data.validation.per_speaker,
         val_max_total=data.validation.max_total,
         seed=data.validation.seed,

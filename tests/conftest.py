@@ -13,8 +13,9 @@ from speech.data.rejects import RejectLog
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
 
 
-def make_prepared(root, speakers=3, per_speaker=8, seed=0):
-    """3 speakers x 8 utterances of 0.6-1.3 s noise with random word transcripts; 21 train / 3 val cuts."""
+def make_prepared(root, speakers=3, per_speaker=8, seed=0, phonemes=None):
+    """3 speakers x 8 utterances of 0.6-1.3 s noise with random word transcripts; 21 train / 3 val cuts
+    (``phonemes``: the BPE's front-end, see ``TextBPE``)."""
     rng = np.random.default_rng(seed)
     utts = []
     for s in range(speakers):
@@ -28,7 +29,8 @@ def make_prepared(root, speakers=3, per_speaker=8, seed=0):
             utts.append(Utterance(f"s{s}_{u}", path, text, f"spk{s}", "en"))
     out = root / "prepared"
     prepare_corpus(utts, out, rules=CutRules(min_duration=0.5), rejects=RejectLog(), bpe_vocab_size=300,
-                   val_per_speaker=1, val_max_total=speakers, progress=False)  # fmt: skip
+                   bpe_phonemes=phonemes, val_per_speaker=1, val_max_total=speakers,
+                   progress=False)  # fmt: skip
     return out
 
 

@@ -76,7 +76,8 @@ class SpeechDataset(torch.utils.data.Dataset):
             except Exception as err:
                 return self._drop(cut.id, "reference", err)
             if self.ref_features:
-                ref_text = self.bpe.encode(full.supervisions[0].text)
+                ref_sup = full.supervisions[0]
+                ref_text = self.bpe.encode(ref_sup.text, ref_sup.language)
                 item["ref_text_tokens"] = np.asarray(ref_text, dtype=np.int64)
                 if not self._add_features(item, cut.id, full.id, prefix="ref_"):
                     return None
@@ -123,7 +124,7 @@ class SpeechDataset(torch.utils.data.Dataset):
             "dropped": len(cuts) - len(kept),
         }
         batch["audio"], batch["audio_lens"], batch["audio_mask"] = pad_sequences([i["audio"] for i in items])
-        tokens = [np.asarray(self.bpe.encode(s.text), dtype=np.int64) for s in sups]
+        tokens = [np.asarray(self.bpe.encode(s.text, s.language), dtype=np.int64) for s in sups]
         batch["text_tokens"], batch["text_lens"], batch["text_mask"] = pad_sequences(
             tokens, pad_value=self.bpe.pad_id
         )

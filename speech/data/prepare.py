@@ -32,6 +32,7 @@ def prepare_corpus(
     bpe_vocab_size: int,
     bpe_min_frequency: int = 2,
     bpe_reuse: str | Path | None = None,
+    bpe_phonemes: str | None = None,
     val_per_speaker: int = 1,
     val_max_total: int = 200,
     seed: int = 0,
@@ -48,6 +49,8 @@ def prepare_corpus(
         bpe_min_frequency: Minimum pair count for a BPE merge.
         bpe_reuse: A ``bpe.json`` to copy instead of training one (``bpe_vocab_size`` is then unused): data
             for a model trained on another corpus, such as an emotion adapter on the base AR model.
+        bpe_phonemes: ``"espeak-ng"``: the BPE reads the IPA of the transcripts (``speech.text.phonemes``);
+            unused with ``bpe_reuse``, whose BPE keeps its own setting.
         val_per_speaker: Utterances per training speaker held out for validation.
         val_max_total: Cap on the validation set size.
         seed: Seed of the validation split.
@@ -75,7 +78,11 @@ def prepare_corpus(
         bpe = TextBPE.load(bpe_reuse)
     else:
         bpe = TextBPE.train(
-            (c.supervisions[0].text for c in train), bpe_vocab_size, min_frequency=bpe_min_frequency
+            [c.supervisions[0].text for c in train],
+            bpe_vocab_size,
+            min_frequency=bpe_min_frequency,
+            languages=[c.supervisions[0].language for c in train],
+            phonemes=bpe_phonemes,
         )
     bpe.save(out / "bpe.json")
     train.to_file(out / "train_cuts.jsonl.gz")
@@ -88,6 +95,7 @@ def prepare_corpus(
         "val": describe(val),
         "bpe_vocab_size": bpe.vocab_size,
         "bpe_reused": None if bpe_reuse is None else str(bpe_reuse),
+        "bpe_phonemes": bpe.phonemes,
         "sample_rate": rules.sample_rate,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))

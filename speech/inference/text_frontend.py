@@ -111,7 +111,7 @@ def encode_text(text: str, language: str, bpe: TextBPE) -> Segment:
         ValueError: the text has nothing to speak (``check_speakable``).
     """
     normalized = check_speakable(text, language)
-    return Segment(normalized, bpe.encode(normalized))
+    return Segment(normalized, bpe.encode(normalized, language))
 
 
 def _pieces_to_speak(text: str, language: str, pairs: list[tuple[str, str]]) -> list[TextSegment | Pause]:
@@ -213,7 +213,7 @@ def _cut_long(text: str, language: str, bpe: TextBPE, max_tokens: int) -> list[S
 
     def measure(raw: str) -> _Chunk:
         normalized = normalize_text(raw, language)
-        return _Chunk(raw, len(bpe.encode(normalized)), speakable(normalized))
+        return _Chunk(raw, len(bpe.encode(normalized, language)), speakable(normalized))
 
     def cut(raw: str, level: int) -> list[Segment]:
         """``raw`` cut at ``_CUTS[level]``: runs of pieces that fit are packed, longer pieces cut finer."""

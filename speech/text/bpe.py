@@ -4,14 +4,24 @@ A thin wrapper around HuggingFace ``tokenizers``: ByteLevel pre-tokenizer and de
 every string of any script encodes without unknown tokens and decodes back exactly. Text should be
 normalized (``speech.text.normalize``) before it is encoded; the BPE itself does not normalize. Named
 ``TextBPE`` because "tokenizer" in this project means the audio tokenizer (``speech.models.audio_tokenizer``).
+
+A BPE may read phonemes (``phonemes="espeak-ng"``, ``speech.text.phonemes``): it was trained on the espeak-ng
+IPA of its transcripts and converts what it encodes the same way, so it needs each text's language. The
+setting travels with the BPE: :meth:`to_str` then wraps the HuggingFace JSON as ``{"phonemes": ..., "bpe":
+...}`` (a plain BPE keeps the plain format).
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from speech.text.phonemes import bpe_input, check_phonemes
 
 PAD_TOKEN, BOS_TOKEN, EOS_TOKEN = "<pad>", "<bos>", "<eos>"
 SPECIAL_TOKENS = (PAD_TOKEN, BOS_TOKEN, EOS_TOKEN)
@@ -19,6 +29,7 @@ PAD_ID = 0
 # Byte-level BPE starts from one token per byte value.
 _BYTE_TOKENS = 256
 MIN_VOCAB_SIZE = _BYTE_TOKENS + len(SPECIAL_TOKENS)
+_PHONEMIZER_THREADS = 4
 
 
 class TextBPE:
@@ -28,12 +39,15 @@ class TextBPE:
 
     Args:
         hf: A HuggingFace byte-level BPE ``Tokenizer`` holding the three special tokens, ``<pad>`` with id 0.
+        phonemes: ``None`` (it reads the text as written) or ``"espeak-ng"`` (it reads the IPA of the
+            languages ``speech.text.phonemes`` converts).
 
     Raises:
-        ValueError: a special token is missing or ``<pad>`` does not have id 0.
+        ValueError: a special token is missing, ``<pad>`` does not have id 0, or ``phonemes`` is unknown.
     """
 
-    def __init__(self, hf: Tokenizer) -> None:
+    def __init__(self, hf: Tokenizer, phonemes: str | None = None) -> None:
+        check_phonemes(phonemes)
         ids = {token: hf.token_to_id(token) for token in SPECIAL_TOKENS}
         missing = [token for token, i in ids.items() if i is None]
         if missing:
@@ -41,17 +55,28 @@ class TextBPE:
         if ids[PAD_TOKEN] != PAD_ID:
             raise ValueError(f"{PAD_TOKEN} must have id {PAD_ID}, got {ids[PAD_TOKEN]}")
         self._hf = hf
+        self.phonemes = phonemes
         self._bos_id = ids[BOS_TOKEN]
         self._eos_id = ids[EOS_TOKEN]
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int, *, min_frequency: int = 2) -> TextBPE:
+    def train(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int,
+        *,
+        min_frequency: int = 2,
+        languages: Iterable[str] | None = None,
+        phonemes: str | None = None,
+    ) -> TextBPE:
         """Trains a byte-level BPE on raw strings.
 
         Training is deterministic: the same texts give the same vocabulary and merges.
 
         Args:
             texts: Normalized transcripts, any languages.
+            languages: The language of each text, needed with ``phonemes``.
+            phonemes: The front-end, see the class; the BPE is then trained on what it will encode.
             vocab_size: Target size including the 256 byte tokens and 3 special tokens; a small corpus may
                 stop short of it (no pair left that occurs ``min_frequency`` times).
             min_frequency: A pair must occur this often to be merged.
@@ -60,8 +85,19 @@ class TextBPE:
             The trained BPE.
 
         Raises:
-            ValueError: ``vocab_size`` is below 259, or ``texts`` holds no non-empty string.
+            ValueError: ``vocab_size`` is below 259, ``texts`` holds no non-empty string, ``phonemes`` is
+                unknown or set without ``languages``.
+            PhonemizerError: espeak-ng is missing or failed.
         """
+        check_phonemes(phonemes)
+        if phonemes is not None:
+            if languages is None:
+                raise ValueError("a BPE over phonemes needs the language of each text (languages=...)")
+            texts, languages = list(texts), list(languages)
+            if len(texts) != len(languages):
+                raise ValueError(f"{len(texts)} texts but {len(languages)} languages")
+            with ThreadPoolExecutor(_PHONEMIZER_THREADS) as pool:  # espeak-ng runs as a subprocess
+                texts = list(pool.map(functools.partial(bpe_input, phonemes=phonemes), texts, languages))
         if vocab_size < MIN_VOCAB_SIZE:
             raise ValueError(
                 f"vocab_size must be at least {MIN_VOCAB_SIZE} ({_BYTE_TOKENS} byte tokens + "
@@ -81,13 +117,16 @@ class TextBPE:
         hf.train_from_iterator(seen, trainer=trainer)
         if not seen.non_empty:
             raise ValueError("no text to train the BPE on: texts is empty or holds only empty strings")
-        return cls(hf)
+        return cls(hf, phonemes)
 
     def save(self, path: str | Path) -> Path:
         """Writes the BPE as one HuggingFace ``tokenizer.json``-style file (folders made); returns it."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._hf.save(str(path), pretty=True)
+        if self.phonemes is None:
+            self._hf.save(str(path), pretty=True)
+        else:
+            path.write_text(self.to_str())
         return path
 
     @classmethod
@@ -105,17 +144,21 @@ class TextBPE:
                 "transcripts, or TextBPE.train(...).save(path)"
             )
         try:
-            hf = Tokenizer.from_file(str(path))
-        except Exception as err:  # tokenizers raises a bare Exception for unparsable files
+            json_str = path.read_text(encoding="utf-8")
+            json.loads(json_str)
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ValueError(f"{path}: not a valid BPE file ({err})") from err
         try:
-            return cls(hf)
+            return cls.from_str(json_str)
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from err
 
     def to_str(self) -> str:
         """The BPE as a JSON string (what :meth:`save` writes), e.g. to store it in a checkpoint."""
-        return self._hf.to_str()
+        if self.phonemes is None:
+            return self._hf.to_str()
+        wrapped = {"phonemes": self.phonemes, "bpe": json.loads(self._hf.to_str())}
+        return json.dumps(wrapped, ensure_ascii=False)
 
     @classmethod
     def from_str(cls, json_str: str) -> TextBPE:
@@ -124,18 +167,28 @@ class TextBPE:
         Raises:
             ValueError: the string is not a BPE of this kind.
         """
+        phonemes = None
         try:
+            data = json.loads(json_str)
+            if isinstance(data, dict) and set(data) == {"phonemes", "bpe"}:
+                phonemes, json_str = data["phonemes"], json.dumps(data["bpe"])
             hf = Tokenizer.from_str(json_str)
         except Exception as err:  # tokenizers raises a bare Exception for unparsable JSON
             raise ValueError(f"not a valid BPE JSON string ({err})") from err
-        return cls(hf)
+        return cls(hf, phonemes)
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of ``text``, without special tokens."""
-        return self._hf.encode(text, add_special_tokens=False).ids
+    def encode(self, text: str, language: str | None = None) -> list[int]:
+        """Token ids of ``text``, without special tokens. ``language`` is needed when the BPE reads phonemes.
+
+        Raises:
+            ValueError: the BPE reads phonemes and ``language`` is missing.
+            PhonemizerError: espeak-ng is missing or failed.
+        """
+        return self._hf.encode(bpe_input(text, language, self.phonemes), add_special_tokens=False).ids
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Text of ``ids``; special tokens are dropped, so ``decode(encode(text)) == text``."""
+        """Text of ``ids``; special tokens are dropped, so ``decode(encode(text)) == text`` (the IPA of the
+        text for a BPE that reads phonemes)."""
         return self._hf.decode(list(ids), skip_special_tokens=True)
 
     @property

@@ -1,11 +1,16 @@
 """Batches, references and exact mid-epoch resume through a real Lightning Trainer."""
 
+import json
+import shutil
+
 import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from speech.lit.datamodule import SpeechDataModule
+from speech.text.phonemes import PHONEMIZER, ipa
+from tests.conftest import make_prepared
 
 
 def make_dm(prepared, **kw):
@@ -36,6 +41,16 @@ def test_batch_contents(prepared):
             assert ref_id != cut_id and speaker[ref_id] == speaker[cut_id]
         assert batch["ref_audio_lens"].max() <= int(0.7 * 16000) + 1
     assert n >= 15  # drop_last may leave a remainder out
+
+
+@pytest.mark.skipif(shutil.which(PHONEMIZER) is None, reason="needs espeak-ng (scripts/system_packages.txt)")
+def test_a_corpus_prepared_for_phonemes_feeds_the_ipa_of_each_transcript(tmp_path):
+    prepared = make_prepared(tmp_path, phonemes=PHONEMIZER)
+    assert json.loads((prepared / "summary.json").read_text())["bpe_phonemes"] == PHONEMIZER
+    dm = make_dm(prepared, references=False)
+    batch = next(iter(dm.train_dataloader()))
+    for text, tokens, n in zip(batch["texts"], batch["text_tokens"], batch["text_lens"], strict=True):
+        assert dm.bpe.decode(tokens[:n].tolist()) == ipa(text, "en") != text
 
 
 def test_a_one_cut_validation_set_gives_one_batch(prepared):

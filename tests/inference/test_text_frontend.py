@@ -1,6 +1,7 @@
 """split_text's long-text cuts: segments within max_tokens, cut at sentences, clauses, words, characters."""
 
 import re
+import shutil
 
 import pytest
 from tiny_pipeline import make_bpe
@@ -9,6 +10,7 @@ from speech.inference.text_frontend import Segment, _Chunk, _pack, encode_text, 
 from speech.text.bpe import TextBPE
 from speech.text.normalize import normalize_text
 from speech.text.pauses import Pause
+from speech.text.phonemes import PHONEMIZER, ipa
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -183,3 +185,12 @@ def test_leading_text_keeps_whole_words_within_the_share_and_the_tokens(bpe):
     assert leading_text(CHINESE, 0.1, "zh", bpe, max_tokens=100).text == normalize_text(CHINESE[:4], "zh")
     with pytest.raises(ValueError, match="has nothing to speak"):
         leading_text("?!", 0.5, "en", bpe, max_tokens=10)
+
+
+@pytest.mark.skipif(shutil.which(PHONEMIZER) is None, reason="needs espeak-ng (scripts/system_packages.txt)")
+def test_a_bpe_that_reads_phonemes_gets_the_ipa_of_each_segment_and_cuts_by_its_length():
+    bpe = TextBPE.train(SENTENCES * 3, 300, languages=["en"] * 18, phonemes=PHONEMIZER)
+    parts = split_text(PARAGRAPH, "en", bpe, max_tokens=40)
+    assert len(parts) > 1 and max(lengths(parts)) <= 40
+    for part in parts:
+        assert bpe.decode(part.tokens) == ipa(part.text, "en")

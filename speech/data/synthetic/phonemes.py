@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import re
 
-from speech.data.synthetic.programs import ESPEAK_LANGUAGES, EngineError, require, run_program
+from speech.data.synthetic.programs import ESPEAK_LANGUAGES, EngineError, require
+from speech.text.phonemes import PhonemizerError, clause_ipa
 
 # misaki's espeak fallback for English (misaki/espeak.py, EspeakFallback), longest key first.
 _EN = {
@@ -52,10 +53,6 @@ REWRITES: dict[str, list[tuple[str, str]]] = {
 }
 LANGUAGES = tuple(REWRITES)
 
-_CLAUSE = re.compile(r"([^,.!?;:]*)([,.!?;:]*)")
-_LANGUAGE_FLAG = re.compile(r"\([a-z]{2,3}(?:-[a-z0-9]+)*\)")  # espeak-ng's "(en)" around foreign words
-_SPACES = re.compile(r"\s+")
-
 
 def phonemize(text: str, language: str, vocab: dict[str, int]) -> str:
     """Kokoro phonemes of ``text``: espeak-ng IPA per clause, rewritten, with the punctuation kept.
@@ -74,12 +71,13 @@ def phonemize(text: str, language: str, vocab: dict[str, int]) -> str:
     """
     if language not in REWRITES:
         raise EngineError(f"kokoro: no phoneme mapping for language {language!r} (supported: {LANGUAGES})")
-    pieces = []
-    for words, punctuation in _CLAUSE.findall(text):
-        ipa = espeak_ipa(words, language) if words.strip() else ""
-        if ipa or punctuation:
-            pieces.append(to_kokoro(ipa, language) + punctuation)
-    phonemes = _SPACES.sub(" ", " ".join(pieces)).strip()
+    require("espeak-ng")
+    try:
+        phonemes = clause_ipa(
+            text, ESPEAK_LANGUAGES[language], tie="^", rewrite=lambda ipa: to_kokoro(ipa, language)
+        )
+    except PhonemizerError as err:
+        raise EngineError(f"kokoro: {err}") from err
     if not any(ch.isalpha() for ch in phonemes):
         raise EngineError(f"kokoro: espeak-ng gave no phonemes for {text[:40]!r}")
     unknown = sorted({ch for ch in phonemes if ch not in vocab})
@@ -88,16 +86,6 @@ def phonemize(text: str, language: str, vocab: dict[str, int]) -> str:
             f"kokoro: phonemes outside the model's vocabulary: {' '.join(unknown)} in {phonemes!r}"
         )
     return phonemes
-
-
-def espeak_ipa(text: str, language: str) -> str:
-    """``espeak-ng -q --ipa --tie=^`` of one clause, on one line, without language-switch flags."""
-    require("espeak-ng")
-    voice = ESPEAK_LANGUAGES[language]
-    cmd = ["espeak-ng", "-q", "-b", "1", "--ipa", "--tie=^", "-v", voice, text]
-    stdout = run_program(cmd, "kokoro: espeak-ng phonemizer")
-    ipa = _LANGUAGE_FLAG.sub("", stdout.decode("utf-8", errors="replace"))
-    return _SPACES.sub(" ", ipa).strip()
 
 
 def to_kokoro(ipa: str, language: str) -> str:
