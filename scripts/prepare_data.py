@@ -58,6 +58,14 @@ def main(cfg: DictConfig) -> dict:
     (Path(data.prepared_dir) / "summary.json").write_text(summary_json)  # now with the pipeline check
     print(summary_json)
     print(f"prepared data in {data.prepared_dir} ({rejects.summary()}; duration plot: {plot})")
+    if summary["val_texts_in_train"]:
+        repeated, val = summary["val_texts_in_train"], summary["val"]["utterances"]
+        print(
+            f"warning: {repeated} of {val} validation utterances say a "
+            "sentence that training utterances also say: validation losses and the AR stage's val/text_gain "
+            "then reward recalling heard sentences, not reading new ones (a synthetic corpus needs "
+            "data.synthetic.text.max_sentences_per_language at least its number of training utterances)"
+        )
     return summary
 
 

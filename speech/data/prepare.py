@@ -93,6 +93,7 @@ def prepare_corpus(
         "skipped": rejects.counts(),
         "train": describe(train),
         "val": describe(val),
+        "val_texts_in_train": repeated_texts(train, val),
         "bpe_vocab_size": bpe.vocab_size,
         "bpe_reused": None if bpe_reuse is None else str(bpe_reuse),
         "bpe_phonemes": bpe.phonemes,
@@ -100,6 +101,13 @@ def prepare_corpus(
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     return summary
+
+
+def repeated_texts(train: CutSet, val: CutSet) -> int:
+    """How many validation cuts say a transcript that a training cut also says. Above zero, validation
+    losses (and the AR stage's ``val/text_gain``) partly measure recall of sentences heard in training."""
+    heard = {c.supervisions[0].text for c in train}
+    return sum(c.supervisions[0].text in heard for c in val)
 
 
 def prepared_cuts(prepared_dir: str | Path) -> list:
