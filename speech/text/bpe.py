@@ -13,15 +13,13 @@ setting travels with the BPE: :meth:`to_str` then wraps the HuggingFace JSON as 
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from speech.text.phonemes import bpe_input, check_phonemes
+from speech.text.phonemes import bpe_input, bpe_inputs, check_phonemes
 
 PAD_TOKEN, BOS_TOKEN, EOS_TOKEN = "<pad>", "<bos>", "<eos>"
 SPECIAL_TOKENS = (PAD_TOKEN, BOS_TOKEN, EOS_TOKEN)
@@ -29,7 +27,6 @@ PAD_ID = 0
 # Byte-level BPE starts from one token per byte value.
 _BYTE_TOKENS = 256
 MIN_VOCAB_SIZE = _BYTE_TOKENS + len(SPECIAL_TOKENS)
-_PHONEMIZER_THREADS = 4
 
 
 class TextBPE:
@@ -93,11 +90,7 @@ class TextBPE:
         if phonemes is not None:
             if languages is None:
                 raise ValueError("a BPE over phonemes needs the language of each text (languages=...)")
-            texts, languages = list(texts), list(languages)
-            if len(texts) != len(languages):
-                raise ValueError(f"{len(texts)} texts but {len(languages)} languages")
-            with ThreadPoolExecutor(_PHONEMIZER_THREADS) as pool:  # espeak-ng runs as a subprocess
-                texts = list(pool.map(functools.partial(bpe_input, phonemes=phonemes), texts, languages))
+            texts = bpe_inputs(texts, languages, phonemes)
         if vocab_size < MIN_VOCAB_SIZE:
             raise ValueError(
                 f"vocab_size must be at least {MIN_VOCAB_SIZE} ({_BYTE_TOKENS} byte tokens + "
@@ -185,6 +178,13 @@ class TextBPE:
             PhonemizerError: espeak-ng is missing or failed.
         """
         return self._hf.encode(bpe_input(text, language, self.phonemes), add_special_tokens=False).ids
+
+    def warm(self, texts: Iterable[str], languages: Iterable[str]) -> None:
+        """Converts ``texts`` ahead, several at a time, into the memo that :meth:`encode` reads (nothing to
+        do for a BPE that reads spellings): DataLoader workers forked afterwards start with it, instead of
+        running espeak-ng once per utterance in every epoch's fresh workers."""
+        if self.phonemes is not None:
+            bpe_inputs(texts, languages, self.phonemes)
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids``; special tokens are dropped, so ``decode(encode(text)) == text`` (the IPA of the

@@ -18,7 +18,8 @@ import functools
 import re
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 from speech.text.normalize import base_language
 
@@ -26,6 +27,7 @@ PHONEMIZER = "espeak-ng"
 # Corpus language -> espeak-ng voice, for the languages converted to IPA.
 VOICES = {"en": "en-us", "de": "de", "es": "es", "it": "it", "fr": "fr", "pt": "pt"}
 TIMEOUT_S = 30
+THREADS = 4  # espeak-ng processes at a time when many texts are converted
 _CLAUSE = re.compile(r"([^,.!?;:]*)([,.!?;:]*)")
 _LANGUAGE_FLAG = re.compile(r"\([a-z]{2,3}(?:-[a-z0-9]+)*\)")
 _SPACES = re.compile(r"\s+")
@@ -44,6 +46,20 @@ def check_phonemes(phonemes: str | None) -> None:
 def converts(language: str) -> bool:
     """Whether text of ``language`` (a corpus code such as ``en`` or ``en-us``) becomes IPA."""
     return base_language(language) in VOICES
+
+
+def bpe_inputs(texts: Iterable[str], languages: Iterable[str], phonemes: str | None) -> list[str]:
+    """:func:`bpe_input` of each text with its language, several espeak-ng processes at a time.
+
+    Raises:
+        ValueError: the two do not pair up, or as :func:`bpe_input`.
+        PhonemizerError: espeak-ng is missing or failed.
+    """
+    texts, languages = list(texts), list(languages)
+    if len(texts) != len(languages):
+        raise ValueError(f"{len(texts)} texts but {len(languages)} languages")
+    with ThreadPoolExecutor(THREADS) as pool:  # each call waits on its own subprocess
+        return list(pool.map(functools.partial(bpe_input, phonemes=phonemes), texts, languages))
 
 
 def bpe_input(text: str, language: str | None, phonemes: str | None) -> str:

@@ -76,3 +76,18 @@ def test_training_needs_a_language_per_text():
         TextBPE.train(TEXTS, 300, phonemes=PHONEMIZER)
     with pytest.raises(ValueError, match="4 texts but 3 languages"):
         TextBPE.train(TEXTS, 300, languages=LANGUAGES[:3], phonemes=PHONEMIZER)
+
+
+@needs_espeak
+def test_warming_converts_ahead_so_encoding_runs_no_espeak(monkeypatch):
+    bpe = TextBPE.train(TEXTS * 3, 300, languages=LANGUAGES * 3, phonemes=PHONEMIZER)
+    ahead = ["a sentence converted ahead", "another one converted ahead"]
+    bpe.warm(ahead, ["en", "en"])
+
+    def no_espeak(*args, **kwargs):
+        raise AssertionError("espeak-ng ran for a warmed text")
+
+    monkeypatch.setattr(phonemes.subprocess, "run", no_espeak)
+    assert [bpe.decode(bpe.encode(text, "en")) for text in ahead] == [ipa(text, "en") for text in ahead]
+    with pytest.raises(AssertionError, match="espeak-ng ran"):
+        bpe.encode("a sentence nobody warmed", "en")
