@@ -72,11 +72,11 @@ class TextBPE:
 
         Args:
             texts: Normalized transcripts, any languages.
-            languages: The language of each text, needed with ``phonemes``.
-            phonemes: The front-end, see the class; the BPE is then trained on what it will encode.
             vocab_size: Target size including the 256 byte tokens and 3 special tokens; a small corpus may
                 stop short of it (no pair left that occurs ``min_frequency`` times).
             min_frequency: A pair must occur this often to be merged.
+            languages: The language of each text, needed with ``phonemes``.
+            phonemes: The front-end, see the class; the BPE is then trained on what it will encode.
 
         Returns:
             The trained BPE.
