@@ -408,3 +408,44 @@ def test_corpus_configs_compose_and_meet_their_sizes(data):
 def test_config_rejects_unknown_settings():
     with pytest.raises(ValueError, match=r"unknown setting\(s\) \['num_speakers'\] in synthetic.speakers"):
         CorpusConfig.from_dict({"speakers": {"num_speakers": 3}})
+
+
+def test_the_corpus_counts_training_sentences_per_language(corpus):
+    _, _, stats = corpus
+    train = [u for u in manifest(corpus[0]) if u["split"] == "train"]
+    counted = stats["training_sentences"]
+    assert sum(c["utterances"] for c in counted.values()) == len(train)
+    for lang, c in counted.items():
+        assert c["sentences"] == len({u["text"] for u in train if u["language"] == lang}) <= c["utterances"]
+
+
+@pytest.mark.skipif(
+    shutil.which("espeak-ng") is None or not Path(CorpusConfig().text.fortune_dir).is_dir(),
+    reason="needs espeak-ng and the fortunes package (scripts/system_packages.txt)",
+)
+def test_the_english_ar_corpus_gives_every_training_utterance_its_own_sentence_and_keeps_the_test_set():
+    """synthetic_en60 (the AR model's corpus): 6,960 English training utterances, no sentence said twice (the
+    1,500-sentence pool it first had made every validation utterance a heard sentence), and the same
+    English test plan as synthetic_tiny, so both are scored on one test set."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from speech.data.synthetic.plan import plan_speakers, plan_utterances
+    from speech.data.synthetic.stats import training_sentences
+    from speech.data.synthetic.voices import base_voices
+
+    def plan(data: str) -> list:
+        configs = Path(__file__).resolve().parents[2] / "configs"
+        with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
+            cfg = compose("entry/make_synthetic_corpus", overrides=[f"data={data}"])
+        config = CorpusConfig.from_dict(OmegaConf.to_container(cfg.data.synthetic, resolve=True))
+        speakers = plan_speakers(base_voices(config.voices, config.languages, seed=config.seed), config)
+        return plan_utterances(speakers, build_pools(config.languages, config.text, config.seed), config)
+
+    en60, tiny = plan("synthetic_en60"), plan("synthetic_tiny")
+    said = training_sentences(en60)  # speakers of voices without English say Italian: 4 x 60
+    assert said["en"]["utterances"] == 6960 and all(c["sentences"] == c["utterances"] for c in said.values())
+    test = [(u.id, u.speaker.id, u.text) for u in tiny if u.split == "test" and u.language == "en"]
+    assert len(test) == 224 and test == [
+        (u.id, u.speaker.id, u.text) for u in en60 if u.split == "test" and u.language == "en"
+    ]

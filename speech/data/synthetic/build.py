@@ -33,7 +33,7 @@ from speech.data.synthetic.config import CorpusConfig
 from speech.data.synthetic.plan import PlannedUtterance, plan_speakers, plan_utterances
 from speech.data.synthetic.programs import PACKAGES, debian_versions
 from speech.data.synthetic.render import RenderResult, RenderTask, map_in_workers, render
-from speech.data.synthetic.stats import corpus_stats, pool_sizes, speaker_mix
+from speech.data.synthetic.stats import corpus_stats, pool_sizes, speaker_mix, training_sentences
 from speech.data.synthetic.testsets import write_test_sets
 from speech.data.synthetic.text_sources import TEXT_PACKAGES, SentencePool, build_pools
 from speech.data.synthetic.voices import base_voices
@@ -84,6 +84,16 @@ def build_corpus(
     planned = plan_utterances(speakers, pools, config)
     write_speakers(root, speakers)
     todo = _prepare_resume(root, planned, sample_rate)
+    said = training_sentences(planned)
+    for lang, counts in said.items():
+        if counts["sentences"] < counts["utterances"]:
+            log.warning(
+                "%s: %d training utterances say %d sentences, so validation will say sentences heard in "
+                "training (its losses then reward recall, not reading); text.max_sentences_per_language of "
+                "at least %d gives each its own",
+                lang, counts["utterances"], counts["sentences"],
+                counts["utterances"] + config.text.heldout_sentences_per_language,
+            )  # fmt: skip
     log.info(
         "synthetic corpus %s: %d speakers, %d utterances planned, %d to render (%d already done)",
         root, len(speakers), len(planned), len(todo), len(planned) - len(todo),
@@ -94,6 +104,7 @@ def build_corpus(
     stats = _finish(root, planned, failures, config, sample_rate, separability)
     stats["speakers"] = speaker_mix(speakers)
     stats["text"] = pool_sizes(pools)
+    stats["training_sentences"] = said
     packages = [v.package for v in bases if v.engine != "kokoro"] + [PACKAGES[v.engine] for v in bases]
     stats["debian_packages"] = debian_versions(packages + [TEXT_PACKAGES[lang] for lang in config.languages])
     if any(v.engine == "kokoro" for v in bases):

@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from speech.data.rejects import RejectLog
-from speech.data.synthetic.plan import Speaker
+from speech.data.synthetic.plan import PlannedUtterance, Speaker
 from speech.data.synthetic.text_sources import SentencePool
 
 Record = dict[str, Any]
@@ -55,6 +55,19 @@ def pool_sizes(pools: dict[str, SentencePool]) -> dict[str, dict[str, int]]:
     return {
         lang: {"candidates": p.candidates, "train_pool": len(p.train), "heldout_pool": len(p.heldout)}
         for lang, p in sorted(pools.items())
+    }
+
+
+def training_sentences(planned: list[PlannedUtterance]) -> dict[str, dict[str, int]]:
+    """Training utterances and the distinct sentences they say, per language. Fewer sentences than
+    utterances means speakers share sentences, so held-out utterances of training speakers (validation)
+    say sentences heard in training."""
+    said: dict[str, list[str]] = {}
+    for u in planned:
+        if u.split == "train":
+            said.setdefault(u.language, []).append(u.text)
+    return {
+        lang: {"utterances": len(texts), "sentences": len(set(texts))} for lang, texts in sorted(said.items())
     }
 
 
