@@ -25,9 +25,12 @@ capacity to spare on five more languages; docs/main_job.md);
 docs/evaluation.md). ``CORPUS`` picks another built-in corpus (a ``configs/data`` name, e.g.
 ``synthetic_natural_tiny``; its runs go to ``logs/<corpus>/``) and scores its English test set;
 ``TEST_CORPUS`` renders and scores another corpus's English test set with the models trained on ``CORPUS``
-(under ``pipeline_tiny/on_<test corpus>/``). Besides the clones, two ceiling rows render the test set's
-ground truth through the stages after the AR model (``infer.py mode=resynthesis|oracle_tokens``): the table
-then shows which stage loses the speech.
+(under ``pipeline_tiny/on_<test corpus>/``). ``AR_CORPUS`` (e.g. ``synthetic_en60``: 7,200 different English
+sentences) gives the AR model a corpus of its own, built, prepared and tokenized here (its token cache in
+``cache/<AR_CORPUS>/``, its run in ``logs/ar_tiny_<AR_CORPUS>/``) while the other stages keep ``CORPUS``;
+``AR_ARGS`` adds Hydra overrides to the AR command only (e.g. ``"model.align_weight=1.0"``). Besides the
+clones, two ceiling rows render the test set's ground truth through the stages after the AR model
+(``infer.py mode=resynthesis|oracle_tokens``): the table then shows which stage loses the speech.
 Outputs: ``logs/pipeline_tiny/`` (a log per task, ``timings.md``, ``results.md``).
 """
 
@@ -73,12 +76,14 @@ class Plan:
     test_corpus: str = DEFAULT_CORPUS
     test_set: str = "test-synth-en"
     asr: str = "whisper_ct2"
+    ar_corpus: str | None = None
 
     @classmethod
     def from_env(cls, env: dict) -> Plan:
         corpus = env.get("CORPUS", DEFAULT_CORPUS)
         test_corpus = env.get("TEST_CORPUS", corpus)
-        return cls(corpus, test_corpus, f"{test_set_prefix(test_corpus)}-en", env.get("EVAL_ASR", cls.asr))
+        test_set = f"{test_set_prefix(test_corpus)}-en"
+        return cls(corpus, test_corpus, test_set, env.get("EVAL_ASR", cls.asr), env.get("AR_CORPUS") or None)
 
     @property
     def crossed(self) -> bool:
@@ -97,8 +102,14 @@ class Plan:
     def meta(self) -> str:
         return f"data/{self.test_corpus}/{self.test_set}/meta.lst"
 
+    @property
+    def ar_run(self) -> str:
+        """The AR model's run folder: its own when it trains on its own corpus (``AR_CORPUS``)."""
+        return "ar_tiny" if self.ar_corpus is None else f"ar_tiny_{self.ar_corpus}"
+
     def ckpt(self, stage: str) -> Path:
-        return self.logs / f"{stage}_tiny/checkpoints/last.ckpt"
+        run = self.ar_run if stage == "ar" else f"{stage}_tiny"
+        return self.logs / f"{run}/checkpoints/last.ckpt"
 
     def overrides(self) -> list[str]:
         """What every Hydra command of this job is given before the user's overrides."""
@@ -142,9 +153,10 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
     def on_data(script: str, *args) -> list[str]:  # the scripts that read the corpus
         return hydra(script, f"data={plan.corpus}", *args)
 
-    def train(experiment: str, budget: str, default: int, *args) -> list[str]:
+    def train(experiment: str, budget: str, default: int, *args, corpus: str | None = None) -> list[str]:
         steps = env.get(budget, default)
-        return on_data("train.py", f"experiment={experiment}", f"trainer.max_steps={steps}", *args)
+        data = f"data={corpus or plan.corpus}"
+        return hydra("train.py", data, f"experiment={experiment}", f"trainer.max_steps={steps}", *args)
 
     vae_steps = env.get("VAE_STEPS", VAE_STEPS)
 
@@ -173,6 +185,34 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
 
     # a crossed test set comes from the other corpus, built here too (its test speakers only matter)
     test_data = ("test_corpus",) if plan.crossed else ("corpus",)
+    ar_options = (
+        "data.datamodule.max_duration=20",
+        "data.datamodule.languages=[en]",
+        *env.get("AR_ARGS", "").split(),
+    )
+    if plan.ar_corpus is None:
+        ar_lane = [Task("ar", train("ar_tiny", "AR_STEPS", 1200, *ar_options), after=("encode_tokens",))]
+    else:  # its own corpus, token cache folder (cut ids repeat across corpora) and run folder
+        data, cache = f"data={plan.ar_corpus}", f"paths.cache_dir=${{paths.root_dir}}/cache/{plan.ar_corpus}"
+        tokens = hydra(
+            "scripts/encode.py",
+            data,
+            cache,
+            "kind=tokens",
+            f"ckpt={plan.ckpt('tokenizer')}",
+            "progress=false",
+        )
+        ar = train(
+            "ar_tiny", "AR_STEPS", 1200, cache, f"name={plan.ar_run}", *ar_options, corpus=plan.ar_corpus
+        )
+        ar_lane = [
+            # one rendering process: the other core trains the Flow-VAE meanwhile
+            Task("ar_corpus", hydra("scripts/corpus/make_synthetic_corpus.py", data, "num_workers=1"),
+                 after=("corpus",)),
+            Task("ar_prepare", hydra("scripts/prepare_data.py", data), after=("ar_corpus",)),
+            Task("ar_encode_tokens", tokens, after=("tokenizer", "ar_prepare")),
+            Task("ar", ar, after=("ar_encode_tokens",)),
+        ]  # fmt: skip
     return [
         *(
             [
@@ -213,17 +253,7 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
             on_data("scripts/encode.py", "kind=latents", f"ckpt={plan.ckpt('flow_vae')}", "progress=false"),
             after=("flow_vae",),
         ),  # fmt: skip
-        Task(
-            "ar",
-            train(
-                "ar_tiny",
-                "AR_STEPS",
-                1200,
-                "data.datamodule.max_duration=20",
-                "data.datamodule.languages=[en]",
-            ),
-            after=("encode_tokens",),
-        ),
+        *ar_lane,
         Task(
             "flow_matching",
             train("flow_matching_tiny", "FM_STEPS", 1200),

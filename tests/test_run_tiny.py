@@ -44,6 +44,38 @@ def test_budgets_and_the_tokenizers_codebooks_come_from_the_environment():
     assert "trainer.max_steps=50" in changed["ar"]
 
 
+def test_the_ar_model_can_train_on_a_corpus_of_its_own_with_options_of_its_own():
+    env = {"AR_CORPUS": "synthetic_en60", "AR_ARGS": "model.align_weight=1.0 stage.prompt_prob=0.3"}
+    plan, cmds = SCRIPT["Plan"].from_env(env), commands(env)
+    assert plan.ckpt("ar") == Path("logs/ar_tiny_synthetic_en60/checkpoints/last.ckpt")
+    assert plan.ckpt("flow_matching") == Path("logs/flow_matching_tiny/checkpoints/last.ckpt")
+    cache = "paths.cache_dir=${paths.root_dir}/cache/synthetic_en60"
+    assert "data=synthetic_en60" in cmds["ar_corpus"] and "num_workers=1" in cmds["ar_corpus"]
+    assert "data=synthetic_en60" in cmds["ar_prepare"]
+    assert {"data=synthetic_en60", cache, "ckpt=logs/tokenizer_tiny/checkpoints/last.ckpt"} <= set(
+        cmds["ar_encode_tokens"]
+    )
+    ar = cmds["ar"]
+    assert {"data=synthetic_en60", cache, "name=ar_tiny_synthetic_en60", "model.align_weight=1.0"} <= set(ar)
+    assert "stage.prompt_prob=0.3" in ar and ar[-1] == "seed=7"
+    # the other stages keep the job's corpus and cache; AR_ARGS reach the AR command only
+    for task in ("tokenizer", "flow_matching", "encode_tokens"):
+        assert "data=synthetic_tiny" in cmds[task] and cache not in cmds[task]
+        assert "model.align_weight=1.0" not in cmds[task]
+    graph = {t.name: t.after for t in SCRIPT["tasks"](plan, [], env, 2)}
+    assert graph["ar"] == ("ar_encode_tokens",) and set(graph["ar_encode_tokens"]) == {
+        "tokenizer",
+        "ar_prepare",
+    }
+    assert "zero_shot" in graph and "ar" in graph["zero_shot"]
+    plain = commands({})
+    assert (
+        "ar_corpus" not in plain
+        and "data=synthetic_tiny" in plain["ar"]
+        and not any(a.startswith("name=") for a in plain["ar"])
+    )
+
+
 def test_both_caches_are_filled_by_the_one_encode_entry():
     cmds = commands({})
     for task, kind, upstream in (
