@@ -5,8 +5,10 @@
 The text gain is the stage's ``val/text_gain`` (``ARModule.text_gain``): the loss with every row given
 another row's text minus the loss with its own, in nats per token. On training batches it also counts what the
 model memorized about those utterances; on validation batches (utterances it never saw) only what carries
-over. A model with a gain on training batches and none on validation ones reads the text to recall the
-utterance, not to say it: it needs more data rather than more steps (docs/main_job.md).
+over, provided their sentences are new too (``val_texts_in_train`` in the prepared corpus's summary.json is
+0; otherwise recalling a sentence heard from another voice counts as reading). A model with a gain on
+training batches and none on validation ones reads the text to recall the utterance, not to say it: it
+needs more data rather than more steps (docs/main_job.md).
 """
 
 from __future__ import annotations
