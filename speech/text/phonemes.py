@@ -17,10 +17,10 @@ from __future__ import annotations
 import functools
 import re
 import shutil
-import subprocess
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
+from speech.programs import run_program
 from speech.text.normalize import base_language
 
 PHONEMIZER = "espeak-ng"
@@ -126,12 +126,6 @@ def espeak_ipa(words: str, voice: str, tie: str | None = None) -> str:
             "scripts/system_packages.txt lists what the project needs)"
         )
     cmd = [PHONEMIZER, "-q", "-b", "1", "--ipa", *([f"--tie={tie}"] if tie else []), "-v", voice, words]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as err:
-        raise PhonemizerError(f"{PHONEMIZER} timed out after {TIMEOUT_S} s on {words[:40]!r}") from err
-    if proc.returncode != 0:
-        message = proc.stderr.decode("utf-8", errors="replace").strip()[:200] or "no message"
-        raise PhonemizerError(f"{PHONEMIZER} failed (exit {proc.returncode}) on {words[:40]!r}: {message}")
-    sounds = _LANGUAGE_FLAG.sub("", proc.stdout.decode("utf-8", errors="replace"))
+    stdout = run_program(cmd, f"{PHONEMIZER} on {words[:40]!r}", TIMEOUT_S, PhonemizerError)
+    sounds = _LANGUAGE_FLAG.sub("", stdout.decode("utf-8", errors="replace"))
     return _SPACES.sub(" ", sounds).strip()

