@@ -138,8 +138,6 @@ class SpeechDataModule(L.LightningDataModule):
         self.val_cuts = self._labelled(val, self.emotion)  # may be empty: then no validation loop
         self.reference_cuts = self._labelled(train, self.reference_emotion, "reference")
         self.bpe = TextBPE.load(bpe_path)
-        sups = [c.supervisions[0] for cuts in (self.train_cuts, self.val_cuts) for c in cuts]
-        self.bpe.warm((s.text for s in sups), (s.language for s in sups))
 
     def _in_languages(self, cuts: CutSet) -> CutSet:
         """The cuts in ``languages`` (all when ``None``).

@@ -84,7 +84,7 @@ class TextBPE:
         Raises:
             ValueError: ``vocab_size`` is below 259, ``texts`` holds no non-empty string, ``phonemes`` is
                 unknown or set without ``languages``.
-            PhonemizerError: espeak-ng is missing or failed.
+            speech.text.espeak.PhonemizerError: libespeak-ng is missing or failed.
         """
         check_phonemes(phonemes)
         if phonemes is not None:
@@ -175,16 +175,9 @@ class TextBPE:
 
         Raises:
             ValueError: the BPE reads phonemes and ``language`` is missing.
-            PhonemizerError: espeak-ng is missing or failed.
+            speech.text.espeak.PhonemizerError: libespeak-ng is missing or failed.
         """
         return self._hf.encode(bpe_input(text, language, self.phonemes), add_special_tokens=False).ids
-
-    def warm(self, texts: Iterable[str], languages: Iterable[str]) -> None:
-        """Converts ``texts`` ahead, several at a time, into the memo that :meth:`encode` reads (nothing to
-        do for a BPE that reads spellings): DataLoader workers forked afterwards start with it, instead of
-        running espeak-ng once per utterance in every epoch's fresh workers."""
-        if self.phonemes is not None:
-            bpe_inputs(texts, languages, self.phonemes)
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids``; special tokens are dropped, so ``decode(encode(text)) == text`` (the IPA of the

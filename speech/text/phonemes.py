@@ -6,35 +6,26 @@ the paper's model reads BPE of the text). Languages that espeak-ng reads well ar
 (Chinese and Japanese, whose espeak-ng readings are poor, and any language not listed) pass through as
 normalized text, which the BPE then encodes as usual: their characters already stand for syllables.
 
-The IPA of one utterance is ``espeak-ng -q -b 1 --ipa -v <voice>`` with its clause lines joined by spaces and
-espeak-ng's language-switch marks such as ``(en)`` dropped; the punctuation the clauses ended with is put
-back, so pauses stay visible to the model. Results are memoized: a training run asks for the same
-transcripts every epoch.
+The IPA of one utterance is espeak-ng's IPA of each of its clauses (``speech.text.espeak``: the C library,
+fast enough to convert every batch's transcripts on the fly) followed by the punctuation that ended it, so
+pauses stay visible to the model. Results are memoized: a training run asks for the same transcripts every
+epoch.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-import shutil
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 
-from speech.programs import run_program
+from speech.text.espeak import espeak_ipa
 from speech.text.normalize import base_language
 
 PHONEMIZER = "espeak-ng"
 # Corpus language -> espeak-ng voice, for the languages converted to IPA.
 VOICES = {"en": "en-us", "de": "de", "es": "es", "it": "it", "fr": "fr", "pt": "pt"}
-TIMEOUT_S = 30
-THREADS = 4  # espeak-ng processes at a time when many texts are converted
 _CLAUSE = re.compile(r"([^,.!?;:]*)([,.!?;:]*)")
-_LANGUAGE_FLAG = re.compile(r"\([a-z]{2,3}(?:-[a-z0-9]+)*\)")
 _SPACES = re.compile(r"\s+")
-
-
-class PhonemizerError(RuntimeError):
-    """espeak-ng is missing, failed or timed out."""
 
 
 def check_phonemes(phonemes: str | None) -> None:
@@ -49,17 +40,16 @@ def converts(language: str) -> bool:
 
 
 def bpe_inputs(texts: Iterable[str], languages: Iterable[str], phonemes: str | None) -> list[str]:
-    """:func:`bpe_input` of each text with its language, several espeak-ng processes at a time.
+    """:func:`bpe_input` of each text with its language.
 
     Raises:
         ValueError: the two do not pair up, or as :func:`bpe_input`.
-        PhonemizerError: espeak-ng is missing or failed.
+        speech.text.espeak.PhonemizerError: libespeak-ng is missing or failed.
     """
     texts, languages = list(texts), list(languages)
     if len(texts) != len(languages):
         raise ValueError(f"{len(texts)} texts but {len(languages)} languages")
-    with ThreadPoolExecutor(THREADS) as pool:  # each call waits on its own subprocess
-        return list(pool.map(functools.partial(bpe_input, phonemes=phonemes), texts, languages))
+    return [bpe_input(text, language, phonemes) for text, language in zip(texts, languages, strict=True)]
 
 
 def bpe_input(text: str, language: str | None, phonemes: str | None) -> str:
@@ -67,7 +57,7 @@ def bpe_input(text: str, language: str | None, phonemes: str | None) -> str:
 
     Raises:
         ValueError: ``phonemes`` is set and ``language`` is not given, or ``phonemes`` is unknown.
-        PhonemizerError: espeak-ng is missing or failed.
+        speech.text.espeak.PhonemizerError: libespeak-ng is missing or failed.
     """
     check_phonemes(phonemes)
     if phonemes is None:
@@ -87,11 +77,17 @@ def ipa(text: str, language: str) -> str:
 
     Raises:
         ValueError: ``language`` has no espeak-ng voice here.
-        PhonemizerError: espeak-ng is missing or failed.
+        speech.text.espeak.PhonemizerError: libespeak-ng is missing or failed.
     """
     if language not in VOICES:
         raise ValueError(f"no espeak-ng voice for language {language!r}; converted: {sorted(VOICES)}")
     return clause_ipa(text, VOICES[language])
+
+
+def clauses(text: str) -> list[tuple[str, str]]:
+    """``text`` cut after each run of clause punctuation: ``(words, punctuation)`` pairs, either may be
+    empty, e.g. ``[("hello", ","), (" world", "."), ("", "")]`` for ``"hello, world."``."""
+    return _CLAUSE.findall(text)
 
 
 def clause_ipa(
@@ -101,31 +97,13 @@ def clause_ipa(
     punctuation that ended it, joined by single spaces.
 
     Raises:
-        PhonemizerError: espeak-ng is missing or failed.
+        speech.text.espeak.PhonemizerError: libespeak-ng is missing or failed.
     """
     pieces = []
-    for words, punctuation in _CLAUSE.findall(text):
+    for words, punctuation in clauses(text):
         sounds = espeak_ipa(words, voice, tie) if words.strip() else ""
         if rewrite is not None:
             sounds = rewrite(sounds)
         if sounds or punctuation:
             pieces.append(sounds + punctuation)
     return _SPACES.sub(" ", " ".join(pieces)).strip()
-
-
-def espeak_ipa(words: str, voice: str, tie: str | None = None) -> str:
-    """``espeak-ng -q --ipa`` of one clause in the espeak-ng ``voice``, on one line, without its
-    language-switch marks; ``tie`` (e.g. ``"^"``) joins the letters of a multi-letter phoneme.
-
-    Raises:
-        PhonemizerError: espeak-ng is missing, failed or timed out.
-    """
-    if shutil.which(PHONEMIZER) is None:
-        raise PhonemizerError(
-            f"{PHONEMIZER} not found on PATH: the phoneme front-end needs it (apt-get install espeak-ng; "
-            "scripts/system_packages.txt lists what the project needs)"
-        )
-    cmd = [PHONEMIZER, "-q", "-b", "1", "--ipa", *([f"--tie={tie}"] if tie else []), "-v", voice, words]
-    stdout = run_program(cmd, f"{PHONEMIZER} on {words[:40]!r}", TIMEOUT_S, PhonemizerError)
-    sounds = _LANGUAGE_FLAG.sub("", stdout.decode("utf-8", errors="replace"))
-    return _SPACES.sub(" ", sounds).strip()

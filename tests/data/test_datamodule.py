@@ -1,7 +1,6 @@
 """Batches, references and exact mid-epoch resume through a real Lightning Trainer."""
 
 import json
-import shutil
 
 import lightning as L
 import pytest
@@ -9,6 +8,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from speech.lit.datamodule import SpeechDataModule
+from speech.text import espeak
 from speech.text.phonemes import PHONEMIZER, ipa
 from tests.conftest import make_prepared
 
@@ -43,7 +43,7 @@ def test_batch_contents(prepared):
     assert n >= 15  # drop_last may leave a remainder out
 
 
-@pytest.mark.skipif(shutil.which(PHONEMIZER) is None, reason="needs espeak-ng (scripts/system_packages.txt)")
+@pytest.mark.skipif(not espeak.available(), reason="needs libespeak-ng (apt-get install espeak-ng)")
 def test_a_corpus_prepared_for_phonemes_feeds_the_ipa_of_each_transcript(tmp_path):
     prepared = make_prepared(tmp_path, phonemes=PHONEMIZER)
     assert json.loads((prepared / "summary.json").read_text())["bpe_phonemes"] == PHONEMIZER

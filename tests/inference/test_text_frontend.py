@@ -1,12 +1,12 @@
 """split_text's long-text cuts: segments within max_tokens, cut at sentences, clauses, words, characters."""
 
 import re
-import shutil
 
 import pytest
 from tiny_pipeline import make_bpe
 
 from speech.inference.text_frontend import Segment, _Chunk, _pack, encode_text, leading_text, split_text
+from speech.text import espeak
 from speech.text.bpe import TextBPE
 from speech.text.normalize import normalize_text
 from speech.text.pauses import Pause
@@ -187,7 +187,7 @@ def test_leading_text_keeps_whole_words_within_the_share_and_the_tokens(bpe):
         leading_text("?!", 0.5, "en", bpe, max_tokens=10)
 
 
-@pytest.mark.skipif(shutil.which(PHONEMIZER) is None, reason="needs espeak-ng (scripts/system_packages.txt)")
+@pytest.mark.skipif(not espeak.available(), reason="needs libespeak-ng (apt-get install espeak-ng)")
 def test_a_bpe_that_reads_phonemes_gets_the_ipa_of_each_segment_and_cuts_by_its_length():
     bpe = TextBPE.train(SENTENCES * 3, 300, languages=["en"] * 18, phonemes=PHONEMIZER)
     parts = split_text(PARAGRAPH, "en", bpe, max_tokens=40)

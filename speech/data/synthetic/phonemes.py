@@ -2,9 +2,9 @@
 
 Kokoro-82M reads phoneme strings in the symbol set of its G2P, misaki, whose English fallback and
 Spanish, Italian (and French, Portuguese, Hindi) front-ends are espeak-ng itself with a few rewrites. The
-same rewrites are applied here to ``espeak-ng -q --ipa --tie=^`` (the tie marks multi-letter phonemes, so
-that ``a^ɪ`` becomes Kokoro's single symbol ``I``), per clause, with the clause's punctuation put back
-(Kokoro pauses and phrases at it):
+same rewrites are applied here to espeak-ng's IPA with ``^`` ties, from its C library as misaki reads it
+(the tie marks multi-letter phonemes, so that ``a^ɪ`` becomes Kokoro's single symbol ``I``), per clause,
+with the clause's punctuation put back (Kokoro pauses and phrases at it):
 
 - ``en`` (en-us): misaki's English espeak fallback for American English (``a^ɪ -> I``, ``o^ʊ -> O``,
   ``ɚ -> əɹ``, ``r -> ɹ``, length marks dropped, ...), plus the flap ``ɾ -> T`` and ``o -> ɔ`` of misaki's
@@ -26,7 +26,8 @@ from __future__ import annotations
 import re
 
 from speech.data.synthetic.programs import ESPEAK_LANGUAGES, EngineError, require
-from speech.text.phonemes import PhonemizerError, clause_ipa
+from speech.text.espeak import PhonemizerError
+from speech.text.phonemes import clause_ipa
 
 # misaki's espeak fallback for English (misaki/espeak.py, EspeakFallback), longest key first.
 _EN = {
