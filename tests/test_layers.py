@@ -16,7 +16,7 @@ PACKAGE = ROOT / "speech"
 # The floors of speech/, lowest first. A package may import packages on lower floors, never a package on its
 # own floor or above: so siblings (audio and text; lit and inference) stay independent of each other.
 LAYERS = [
-    {"tensors", "profiling", "programs"},  # padding and masks; benchmark timing; running external programs
+    {"tensors", "profiling"},  # padding and masks; benchmark timing
     {"audio", "text"},  # signals (I/O, log-mel, WORLD, prosody) and text (front-end, BPE, WER normalizer)
     {"modules"},  # building blocks of the models (LoRA included)
     {"models"},  # plain nn.Modules

@@ -11,7 +11,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from speech import programs
 from speech.text.phonemes import VOICES
 
 # Debian package of each program (Kokoro's is its phonemizer; the model itself is a PyPI package).
@@ -70,11 +69,22 @@ def debian_versions(packages: list[str]) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
 
 
-def run_program(cmd: list[str], what: str) -> bytes:
-    """Runs a synthesizer or phonemizer command and returns its stdout.
+def run_program(cmd: list[str], what: str, timeout_s: float = TIMEOUT_S) -> bytes:
+    """Runs a synthesizer command without standard input and returns its stdout.
 
     Raises:
         EngineError: it timed out or failed; the message starts with ``what`` and gives the first line of
             its stderr.
     """
-    return programs.run_program(cmd, what, TIMEOUT_S, EngineError)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as err:
+        raise EngineError(f"{what}: timed out after {timeout_s} s") from err
+    if proc.returncode != 0:
+        raise EngineError(f"{what}: exit status {proc.returncode}: {_first_line(proc.stderr)}")
+    return proc.stdout
+
+
+def _first_line(stderr: bytes) -> str:
+    lines = [line.strip() for line in stderr.decode("utf-8", errors="replace").splitlines() if line.strip()]
+    return lines[0][:200] if lines else "no message"
