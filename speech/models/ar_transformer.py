@@ -30,6 +30,13 @@ target audio token's input embedding is zeroed with this probability during trai
 so the next token cannot always be guessed from the last one and the text has to be read (the role of
 Tacotron's pre-net dropout). Neither changes generation or the parameters.
 
+Optional text hints (``text_hint``, *ours*): the input that predicts target audio token ``j`` of ``K`` also
+gets a learned embedding of the text token at the same share of the text, ``text[floor((j + 1/2) N / K)]``,
+and of an end id at ``j = K`` (where EOS is due), so every step is told roughly what it is saying instead of
+having to find it by attention (the uniform spread is E2-TTS's filler idea, here added to an AR model's
+inputs). Generation does not know ``K``: it spreads the text over ``hint_rate`` audio tokens per text token,
+a moving average of the training batches' ratio kept in the model's state.
+
 Training batches are right-padded, so the causal mask alone keeps padding out of every valid position.
 Generation left-pads the prefixes (RoPE positions from 0 per row via ``positions_from_mask``), prefills a
 static KV cache through the blocks' ``forward`` and then decodes one token per step for the whole batch
@@ -166,6 +173,7 @@ class ARTransformer(nn.Module):
         align_heads: Heads guided in each of those blocks (the first ones).
         align_sigma: Width of the guide's diagonal band, relative to the lengths.
         audio_input_dropout: Probability that a target audio token's input embedding is zeroed in training.
+        text_hint: Add the text hints (above) to the audio inputs.
     """
 
     def __init__(
@@ -188,6 +196,7 @@ class ARTransformer(nn.Module):
         align_heads: int = 1,
         align_sigma: float = 0.2,
         audio_input_dropout: float = 0.0,
+        text_hint: bool = False,
     ) -> None:
         super().__init__()
         if text_ctc_weight < 0:
@@ -225,8 +234,14 @@ class ARTransformer(nn.Module):
         )
         self.text_ctc_weight = text_ctc_weight
         self.text_ctc = nn.Linear(dim, text_vocab_size) if text_ctc_weight > 0 else None
+        # text hints: the text vocabulary plus an end id; audio tokens per text token (moving average)
+        self.hint_emb = nn.Embedding(text_vocab_size + 1, dim) if text_hint else None
+        if text_hint:
+            self.register_buffer("hint_rate", torch.tensor(0.0))
         # small embeddings and head: training starts from a near-uniform prediction (loss ~ ln(V + 1))
-        for emb in (self.text_emb, self.audio_emb, *self.audio_emb.rest, self.head):
+        for emb in (self.text_emb, self.audio_emb, *self.audio_emb.rest, self.head, self.hint_emb):
+            if emb is None:
+                continue
             nn.init.normal_(emb.weight, std=0.02)
 
     def speaker_vector(self, ref_mel: torch.Tensor, ref_mel_lens: torch.Tensor) -> torch.Tensor:
@@ -282,6 +297,10 @@ class ARTransformer(nn.Module):
         prefix = self._prefix(speaker, text, text_lens, prompt_text, prompt_text_lens, prompt_tokens,
                               prompt_lens)  # fmt: skip
         x, _, starts = pack([*prefix, (self._audio_inputs(audio_tokens), audio_lens)])
+        if self.hint_emb is not None:
+            x = self._add_hints(x, starts[-1] - 1, audio_lens, text, text_lens)
+            if self.training:
+                self._track_hint_rate(audio_lens, text_lens)
         positions = torch.arange(x.shape[1], device=x.device)[None]
         rope = self.rope.angles(positions)
         align = None
@@ -313,6 +332,38 @@ class ARTransformer(nn.Module):
             loss, right = loss + rest_loss, right & (rest_right.all(-1) | ~is_token)
         accuracy = right[targets != IGNORE].float().mean()  # whole tokens (every code) and EOS
         return AROutput(loss, accuracy, logits, self._text_ctc(h[:, :k], audio_lens, text, text_lens), align)
+
+    def _hint_ids(self, text, text_lens, total, steps) -> torch.Tensor:
+        """``(b, steps)`` hint ids: for the input that predicts audio token j of ``total (b,)``, the text
+        token at the same share of the text, ``text[floor((j + 0.5) * n / total)]``, and the end id
+        (``text_vocab_size``) from j = total on."""
+        b = text.shape[0]
+        j = torch.arange(steps, device=text.device)[None].expand(b, -1)
+        share = (j.float() + 0.5) / total[:, None].clamp(min=1).float()
+        idx = (share * text_lens[:, None].float()).floor().long().clamp(0, max(text.shape[1] - 1, 0))
+        return torch.where(j >= total[:, None], self.hint_emb.num_embeddings - 1, text.gather(1, idx))
+
+    def _hints(self, text, text_lens, total, steps) -> torch.Tensor:
+        """The embeddings ``(b, steps, d)`` of ``_hint_ids``."""
+        return self.hint_emb(self._hint_ids(text, text_lens, total, steps))
+
+    def hint_total(self, text_lens: torch.Tensor) -> torch.Tensor:
+        """The audio tokens ``(b,)`` generation's hints spread the text over: ``hint_rate`` per text token."""
+        return (self.hint_rate * text_lens.float()).round().long().clamp(min=1)
+
+    @torch.no_grad()
+    def _track_hint_rate(self, audio_lens: torch.Tensor, text_lens: torch.Tensor) -> None:
+        """Moves ``hint_rate`` 1 % toward the batch's audio tokens per text token (the first sets it)."""
+        rate = audio_lens.sum().float() / text_lens.sum().clamp(min=1).float()
+        self.hint_rate.copy_(torch.where(self.hint_rate > 0, 0.99 * self.hint_rate + 0.01 * rate, rate))
+
+    def _add_hints(self, x, start, audio_lens, text, text_lens):
+        """Adds the hints of the target tokens and EOS (``_hints``) to their inputs, from ``start (b,)``."""
+        k1 = int(audio_lens.max()) + 1
+        j = torch.arange(k1, device=x.device)[None]
+        hint = self._hints(text, text_lens, audio_lens, k1) * (j <= audio_lens[:, None])[..., None]
+        pos = (start[:, None] + j).clamp(max=x.shape[1] - 1)
+        return x.scatter_add(1, pos[..., None].expand(-1, -1, x.shape[-1]), hint.to(x.dtype))
 
     def _audio_inputs(self, audio_tokens: torch.Tensor) -> torch.Tensor:
         """Target tokens ``(b, k)`` -> input embeddings ``(b, k, d)``, whole tokens dropped in training."""
@@ -470,11 +521,16 @@ class ARTransformer(nn.Module):
         x, lens, _ = pack(prefix, left_pad=True)
         bounds = self._length_limits(text_lens, min_tokens_per_text, max_tokens_per_text, max_tokens)
         limits = self._fit_limits(x.shape[1], *bounds)
+        hints = None
+        if self.hint_emb is not None:
+            hints = self._hints(text, text_lens, self.hint_total(text_lens), int(limits.max_new.max()) + 1)
+            hints = hints.to(x.dtype)
+            x = torch.cat([x[:, :-1], x[:, -1:] + hints[:, :1]], 1)
         h, keys = self._prefill(x, lens, int(limits.max_new.max()))
         sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "window": ras_window,
                     "threshold": ras_threshold, "generator": generator}  # fmt: skip
         eos_margin = None if eos_threshold is None else math.log(eos_threshold)
-        out = yield from self._decode(h, self._decoding(keys), limits, sampling, eos_margin)
+        out = yield from self._decode(h, self._decoding(keys), limits, sampling, eos_margin, hints)
         return self._trim(out, limits.max_new)
 
     def _prefill(self, x: torch.Tensor, lens: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -503,7 +559,9 @@ class ARTransformer(nn.Module):
         floor = torch.tensor((d * norm.eps) ** 0.5, device=norm.weight.device)
         return _Lean([block.step_weights() for block in self.blocks], cos, sin, norm.weight * d**0.5, floor)
 
-    def _decode_step(self, token: torch.Tensor, keys: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    def _decode_step(
+        self, token: torch.Tensor, keys: torch.Tensor, pad: torch.Tensor, hint: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """One decoding step through the blocks' ``forward``, with static shapes (``torch.compile`` traces it
         once): ``token (b,)`` into the caches' next slot; returns the hidden state ``(b, d)`` that predicts
         the next token.
@@ -514,10 +572,11 @@ class ARTransformer(nn.Module):
         """
         slot = self.blocks[0].attn.kv_cache.pos  # (1,): every layer's cache is at the same slot
         rope = self.rope.angles((slot - pad)[:, None])  # RoPE counts each row's real tokens from 0
-        h = self._blocks(self.audio_emb(token)[:, None], rope=rope, mask=slot_mask(keys, slot), cached=True)
+        x = self.audio_emb(token) if hint is None else self.audio_emb(token) + hint
+        h = self._blocks(x[:, None], rope=rope, mask=slot_mask(keys, slot), cached=True)
         return h[:, 0]
 
-    def _lean_decode_step(self, token, keys, pad, lean: _Lean, filled: int) -> torch.Tensor:
+    def _lean_decode_step(self, token, keys, pad, lean: _Lean, filled: int, hint=None) -> torch.Tensor:
         """``_decode_step`` through the blocks' lean ``step`` (CPU), attending over the ``filled`` slots
         only (the caller counts them on the host): fewer keys, and no mask at all without padding.
 
@@ -527,7 +586,7 @@ class ARTransformer(nn.Module):
         position = filled - 1 if pad is None else filled - 1 - pad  # RoPE: real tokens from 0
         rope = lean.cos[position], lean.sin[position]
         mask = None if pad is None else keys[:, None, None, :filled]
-        x = self.audio_emb(token)
+        x = self.audio_emb(token) if hint is None else self.audio_emb(token) + hint
         for block, weights in zip(self.blocks, lean.weights, strict=True):
             x = block.step(x, weights, rope=rope, mask=mask, cache=block.attn.kv_cache, filled=filled)
         return unit_rms(x, lean.norm_floor) * lean.norm_gain
@@ -568,19 +627,28 @@ class ARTransformer(nn.Module):
             return _Decoding(keys, pad, None, None)
         return _Decoding(keys, pad, self._lean_tables(keys.shape[1]), pad if bool(pad.any()) else None)
 
-    def _step(self, token: torch.Tensor, filled: int, decoding: _Decoding) -> torch.Tensor:
+    def _step(self, token: torch.Tensor, filled: int, decoding: _Decoding, hint=None) -> torch.Tensor:
         """One decoding step: ``token (b,)`` into slot ``filled - 1`` of the caches -> the hidden state
         ``(b, d)`` that predicts the next token."""
         if decoding.lean is None:
-            return self._decode_step(token, decoding.keys, decoding.pad)
-        return self._lean_decode_step(token, decoding.keys, decoding.lean_pad, decoding.lean, filled)
+            if hint is None:  # the call a CUDA-graphed step replaces (gpu_check_sections.py)
+                return self._decode_step(token, decoding.keys, decoding.pad)
+            return self._decode_step(token, decoding.keys, decoding.pad, hint)
+        return self._lean_decode_step(token, decoding.keys, decoding.lean_pad, decoding.lean, filled, hint)
 
     def _decode(
-        self, h, decoding: _Decoding, limits: _Limits, sampling: dict, eos_margin: float | None = None
+        self,
+        h,
+        decoding: _Decoding,
+        limits: _Limits,
+        sampling: dict,
+        eos_margin: float | None = None,
+        hints: torch.Tensor | None = None,
     ) -> Generator[torch.Tensor, None, torch.Tensor]:
         """Samples and feeds back one token per step from the hidden state ``h (b, d)`` of the prefix,
         yielding each ``(b,)``, until every row has made an EOS or ``max_new`` tokens; returns the tokens
-        ``(b, steps)`` (anything after a row's EOS is junk)."""
+        ``(b, steps)`` (anything after a row's EOS is junk). ``hints (b, steps + 1, d)``: the text hints,
+        ``hints[:, i + 1]`` added to the input of step ``i``'s token (``[:, 0]`` went into the prefix)."""
         b, steps = h.shape[0], int(limits.max_new.max())
         prefix = self.blocks[0].attn.kv_cache.length
         out = torch.zeros(b, steps, dtype=torch.long, device=h.device)
@@ -592,7 +660,7 @@ class ARTransformer(nn.Module):
             done |= token == self.eos_id
             if i == steps - 1 or bool(done.all()):
                 break
-            h = self._step(token, prefix + i + 1, decoding)
+            h = self._step(token, prefix + i + 1, decoding, None if hints is None else hints[:, i + 1])
         return out
 
     def _trim(self, out: torch.Tensor, max_new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

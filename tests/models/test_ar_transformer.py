@@ -14,11 +14,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 V, TEXT_V, N_MELS = 30, 20, 8
 
 
-def make_model(seed=0, max_len=256):
+def make_model(seed=0, max_len=256, **options):
     torch.manual_seed(seed)
     spk = SpeakerEncoder(N_MELS, dim=16, layers=1, heads=2, out_dim=12)
     model = ARTransformer(spk, text_vocab_size=TEXT_V, audio_vocab_size=V, dim=32, layers=2, heads=2,
-                          max_len=max_len).eval()  # fmt: skip
+                          max_len=max_len, **options).eval()  # fmt: skip
     with torch.no_grad():  # trained-like norm gains: the decoding step folds them into its weights
         for name, param in model.named_parameters():
             if name.endswith("norm.weight"):
@@ -227,14 +227,20 @@ def test_decoding_weights_are_reused_until_a_parameter_changes():
 
 
 def decode_teacher_forced(model, kw, tokens, *, lean):
-    """Logits ``(b, 1 + k, v)`` of prefill + one decoding step per given token ``(b, k)``."""
+    """Logits ``(b, 1 + k, v)`` of prefill + one decoding step per given token ``(b, k)`` (with the text
+    hints generation adds when the model has them)."""
     x, lens, _ = pack(model._prefix(**kw), left_pad=True)
-    h, keys = model._prefill(x, lens, tokens.shape[1] + 1)
+    k = tokens.shape[1]
+    hints = [None] * (k + 1)
+    if model.hint_emb is not None:
+        hints = model._hints(kw["text"], kw["text_lens"], model.hint_total(kw["text_lens"]), k + 1).unbind(1)
+        x = torch.cat([x[:, :-1], x[:, -1:] + hints[0][:, None]], 1)
+    h, keys = model._prefill(x, lens, k + 1)
     if lean:
         decoding, t = model._decoding(keys), x.shape[1]
-        steps = (model._step(tokens[:, i], t + i + 1, decoding) for i in range(tokens.shape[1]))
+        steps = (model._step(tokens[:, i], t + i + 1, decoding, hints[i + 1]) for i in range(k))
     else:  # the blocks' forward, whatever the device
-        steps = (model._decode_step(tokens[:, i], keys, (~keys).sum(1)) for i in range(tokens.shape[1]))
+        steps = (model._decode_step(tokens[:, i], keys, (~keys).sum(1), hints[i + 1]) for i in range(k))
     return model.head(torch.stack([h, *steps], 1))
 
 
@@ -253,6 +259,46 @@ def test_training_forward_cached_forward_and_lean_step_give_the_same_logits(case
         for lean in (False, True):
             got = decode_teacher_forced(model, prefix, audio, lean=lean)
             torch.testing.assert_close(got, full, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["batch1_prompt", "left_padded_prompt"])
+def test_text_hints_give_the_same_logits_in_training_and_in_both_decoding_paths(case):
+    """With ``text_hint`` every path adds the same hints when generation's length (``hint_rate`` per text
+    token) is the target's: 5 audio tokens for 4 text tokens."""
+    model = make_model(text_hint=True)
+    model.hint_rate.fill_(1.25)
+    text_lens, prompt_text_lens, prompt_lens = CASES[case]
+    kw = inputs([4] * len(text_lens), prompt_text_lens, prompt_lens)
+    audio, lens = padded([5] * len(text_lens), V, 4)
+    with torch.no_grad():
+        full = model(**kw, audio_tokens=audio, audio_lens=lens).logits
+        plain = make_model()(**kw, audio_tokens=audio, audio_lens=lens).logits
+        assert not torch.allclose(full, plain, atol=1e-3)  # the hints change what the model sees
+        for lean in (False, True):
+            got = decode_teacher_forced(model, kw, audio, lean=lean)
+            torch.testing.assert_close(got, full, rtol=0, atol=1e-5)
+
+
+def test_text_hints_spread_the_text_over_the_audio_then_say_end():
+    model = make_model(text_hint=True)
+    text = torch.tensor([[3, 4, 5, 0], [6, 7, 8, 9]])
+    ids = model._hint_ids(text, torch.tensor([3, 4]), torch.tensor([6, 2]), 8)
+    end = TEXT_V  # the middle of each share: 2 steps per text token, then half a text token per step
+    assert ids.tolist() == [[3, 3, 4, 4, 5, 5, end, end], [7, 9, end, end, end, end, end, end]]
+
+
+def test_the_hint_rate_follows_the_training_batches():
+    model = make_model(text_hint=True).train()
+    kw = inputs([4, 6])  # 10 text tokens
+    audio, lens = padded([20, 30], V, 4)  # 50 audio tokens
+    model(**kw, audio_tokens=audio, audio_lens=lens)
+    assert model.hint_rate.item() == pytest.approx(5.0)  # the first batch sets it
+    audio, lens = padded([10, 10], V, 4)  # 2 per text token
+    model(**kw, audio_tokens=audio, audio_lens=lens)
+    assert model.hint_rate.item() == pytest.approx(0.99 * 5.0 + 0.01 * 2.0)
+    model.eval()(**kw, audio_tokens=audio, audio_lens=lens)  # validation leaves it
+    assert model.hint_rate.item() == pytest.approx(0.99 * 5.0 + 0.01 * 2.0)
+    assert model.hint_total(torch.tensor([2, 10])).tolist() == [10, 50]  # 4.97 per text token, rounded
 
 
 def test_compiled_decoding_step_does_not_recompile():
@@ -466,3 +512,27 @@ def test_the_model_learns_to_read_text_it_has_not_seen():
         right, wrong = model.eval()(**unseen), model(**{**unseen, **other_text})
     # a repeat's length is a coin toss, its token is not: about 3 tokens in 4 can be known
     assert right.accuracy > 0.6 and wrong.loss - right.loss > 1.5
+
+
+def test_a_model_with_text_hints_says_the_text_of_unseen_rows_at_the_hinted_length():
+    """The toy language with text hints, then greedy generation: each row's tokens, repeats collapsed, say
+    its text, and it stops where the hints put the end (``hint_rate``, 2.5 tokens per text token)."""
+    torch.manual_seed(0)
+    spk = SpeakerEncoder(N_MELS, dim=16, layers=1, heads=2, out_dim=12)
+    model = ARTransformer(spk, text_vocab_size=TEXT_V, audio_vocab_size=V, dim=64, layers=2, heads=2,
+                          text_hint=True)  # fmt: skip
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for step in range(150):
+        optimizer.zero_grad()
+        model(**toy_language(16, seed=step)).loss.backward()
+        optimizer.step()
+    assert model.hint_rate.item() == pytest.approx(2.5, abs=0.15)
+    unseen = toy_language(32, seed=10_000)
+    kw = {key: unseen[key] for key in ("speaker", "text", "text_lens")}
+    tokens, lens = model.eval().generate(**kw, temperature=0)
+    said = [torch.unique_consecutive(row[:n]).tolist() for row, n in zip(tokens, lens, strict=True)]
+    texts = [
+        torch.unique_consecutive(row[:n]).tolist() for row, n in zip(kw["text"], kw["text_lens"], strict=True)
+    ]
+    assert sum(s == t for s, t in zip(said, texts, strict=True)) >= 24
+    assert (lens - model.hint_total(kw["text_lens"])).abs().le(1).float().mean() >= 0.9
