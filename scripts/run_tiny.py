@@ -144,19 +144,28 @@ def goals(plan: Plan) -> str:
     )
 
 
+def is_data_override(override: str) -> bool:
+    """Whether a Hydra override sets the data config (``data.bpe.vocab_size=400``, ``+data.x=1``)."""
+    key = override.lstrip("+~").split("=", 1)[0]
+    return key == "data" or key.startswith("data.")
+
+
 def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
-    """The main job's graph; ``extra`` Hydra overrides go to every Hydra command."""
+    """The main job's graph; ``extra`` Hydra overrides go to every Hydra command, those of ``data.*`` only to
+    the commands that compose a data config (corpus, prepare, encode, train: the others have none)."""
 
-    def hydra(script: str, *args) -> list[str]:
-        return [sys.executable, script, *map(str, args), *plan.overrides(), *extra]
+    def hydra(script: str, *args, data: bool = False) -> list[str]:
+        given = [o for o in extra if data or not is_data_override(o)]
+        return [sys.executable, script, *map(str, args), *plan.overrides(), *given]
 
-    def on_data(script: str, *args) -> list[str]:  # the scripts that read the corpus
-        return hydra(script, f"data={plan.corpus}", *args)
+    def on_data(script: str, *args, corpus: str | None = None) -> list[str]:  # the scripts that read a corpus
+        return hydra(script, f"data={corpus or plan.corpus}", *args, data=True)
 
     def train(experiment: str, budget: str, default: int, *args, corpus: str | None = None) -> list[str]:
         steps = env.get(budget, default)
-        data = f"data={corpus or plan.corpus}"
-        return hydra("train.py", data, f"experiment={experiment}", f"trainer.max_steps={steps}", *args)
+        return on_data(
+            "train.py", f"experiment={experiment}", f"trainer.max_steps={steps}", *args, corpus=corpus
+        )
 
     vae_steps = env.get("VAE_STEPS", VAE_STEPS)
 
@@ -193,23 +202,24 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
     if plan.ar_corpus is None:
         ar_lane = [Task("ar", train("ar_tiny", "AR_STEPS", 1200, *ar_options), after=("encode_tokens",))]
     else:  # its own corpus, token cache folder (cut ids repeat across corpora) and run folder
-        data, cache = f"data={plan.ar_corpus}", f"paths.cache_dir=${{paths.root_dir}}/cache/{plan.ar_corpus}"
-        tokens = hydra(
+        cache = f"paths.cache_dir=${{paths.root_dir}}/cache/{plan.ar_corpus}"
+        tokens = on_data(
             "scripts/encode.py",
-            data,
             cache,
             "kind=tokens",
             f"ckpt={plan.ckpt('tokenizer')}",
             "progress=false",
+            corpus=plan.ar_corpus,
         )
         ar = train(
             "ar_tiny", "AR_STEPS", 1200, cache, f"name={plan.ar_run}", *ar_options, corpus=plan.ar_corpus
         )
         ar_lane = [
             # one rendering process: the other core trains the Flow-VAE meanwhile
-            Task("ar_corpus", hydra("scripts/corpus/make_synthetic_corpus.py", data, "num_workers=1"),
-                 after=("corpus",)),
-            Task("ar_prepare", hydra("scripts/prepare_data.py", data), after=("ar_corpus",)),
+            Task("ar_corpus", on_data("scripts/corpus/make_synthetic_corpus.py", "num_workers=1",
+                                      corpus=plan.ar_corpus), after=("corpus",)),
+            Task("ar_prepare", on_data("scripts/prepare_data.py", corpus=plan.ar_corpus),
+                 after=("ar_corpus",)),
             Task("ar_encode_tokens", tokens, after=("tokenizer", "ar_prepare")),
             Task("ar", ar, after=("ar_encode_tokens",)),
         ]  # fmt: skip
@@ -218,7 +228,7 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
             [
                 Task(
                     "test_corpus",
-                    hydra("scripts/corpus/make_synthetic_corpus.py", f"data={plan.test_corpus}"),
+                    on_data("scripts/corpus/make_synthetic_corpus.py", corpus=plan.test_corpus),
                 )
             ]
             if plan.crossed

@@ -160,3 +160,25 @@ def test_the_results_table_runs_compare_runs_with_every_row(tmp_path, monkeypatc
     assert [r for r in rows if r in ("ground truth", *SCRIPT["ROWS"].values())] == [
         "ground truth", "resynthesis", "oracle tokens", "zero-shot", "one-shot"
     ]  # fmt: skip
+
+
+def test_data_overrides_reach_only_the_commands_that_have_a_data_config(tmp_path, monkeypatch):
+    """``run_tiny.sh data.bpe.phonemes=espeak-ng`` once stopped the job at the ground truth's scoring
+    (``Key 'data' is not in struct``): infer, scoring and ground-truth commands have no data config."""
+    plan_cls = SCRIPT["Plan"]
+    monkeypatch.setattr(plan_cls, "generated_dir", lambda self: tmp_path / "gen")
+    env = {"AR_CORPUS": "synthetic_en60"}
+    extra = ["data.bpe.phonemes=espeak-ng", "+data.extra=1", "paths.data_dir=/scratch"]
+    built = {t.name: t.command for t in SCRIPT["tasks"](plan_cls.from_env(env), extra, env, 2)}
+    built = {name: command() if callable(command) else command for name, command in built.items()}
+    with_data = {"corpus", "prepare", "tokenizer", "flow_vae", "encode_tokens", "encode_latents",
+                 "flow_matching", "ar_corpus", "ar_prepare", "ar_encode_tokens", "ar"}  # fmt: skip
+    without = {"eval_ground_truth", *SCRIPT["ROWS"], *(f"eval_{mode}" for mode in SCRIPT["ROWS"])}
+    assert with_data | without | {"table"} == set(built)
+    for name in with_data:
+        assert built[name][-3:] == extra, name
+    for name in without:
+        assert built[name][-1] == "paths.data_dir=/scratch" and not any(
+            "data." in a for a in built[name][-3:]
+        )
+    assert SCRIPT["is_data_override"]("~data.bpe") and not SCRIPT["is_data_override"]("database=1")
