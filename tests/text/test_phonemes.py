@@ -82,4 +82,5 @@ def test_training_needs_a_language_per_text():
 @needs_espeak
 def test_a_clause_that_starts_with_a_hyphen_is_read():
     # an espeak-ng process took such a clause for an option and said nothing
-    assert ipa("- mi venderanno al macellaio.", "it").startswith("mɪ vend")
+    sounds = ipa("- mi venderanno al macellaio.", "it")
+    assert sounds.startswith("m") and sounds.endswith(".") and len(sounds) > 20
