@@ -572,9 +572,15 @@ class ARTransformer(nn.Module):
         """
         slot = self.blocks[0].attn.kv_cache.pos  # (1,): every layer's cache is at the same slot
         rope = self.rope.angles((slot - pad)[:, None])  # RoPE counts each row's real tokens from 0
-        x = self.audio_emb(token) if hint is None else self.audio_emb(token) + hint
-        h = self._blocks(x[:, None], rope=rope, mask=slot_mask(keys, slot), cached=True)
+        h = self._blocks(
+            self._step_input(token, hint)[:, None], rope=rope, mask=slot_mask(keys, slot), cached=True
+        )
         return h[:, 0]
+
+    def _step_input(self, token: torch.Tensor, hint: torch.Tensor | None) -> torch.Tensor:
+        """The input ``(b, d)`` of a decoding step: ``token (b,)``'s embedding, plus its text hint if any."""
+        x = self.audio_emb(token)
+        return x if hint is None else x + hint
 
     def _lean_decode_step(self, token, keys, pad, lean: _Lean, filled: int, hint=None) -> torch.Tensor:
         """``_decode_step`` through the blocks' lean ``step`` (CPU), attending over the ``filled`` slots
@@ -586,7 +592,7 @@ class ARTransformer(nn.Module):
         position = filled - 1 if pad is None else filled - 1 - pad  # RoPE: real tokens from 0
         rope = lean.cos[position], lean.sin[position]
         mask = None if pad is None else keys[:, None, None, :filled]
-        x = self.audio_emb(token) if hint is None else self.audio_emb(token) + hint
+        x = self._step_input(token, hint)
         for block, weights in zip(self.blocks, lean.weights, strict=True):
             x = block.step(x, weights, rope=rope, mask=mask, cache=block.attn.kv_cache, filled=filled)
         return unit_rms(x, lean.norm_floor) * lean.norm_gain
