@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from speech.inference import RequestError, SynthesisRequest
@@ -71,10 +71,10 @@ def create_app(server: Server) -> FastAPI:
 
     @app.get("/v1/audio/files/{name}")
     async def audio_file(name: str):
-        path = server.files.get(name)
-        if path is None:
+        data = await run_in_threadpool(server.files.read, name)
+        if data is None:
             return JSONResponse({"error": "no such audio: it expired or never existed"}, status_code=404)
-        return FileResponse(path, media_type=MEDIA_TYPES[path.suffix[1:]])
+        return Response(data, media_type=MEDIA_TYPES[name.rsplit(".", 1)[1]])
 
     @app.post("/v1/files/upload")
     async def upload(request: Request):

@@ -38,13 +38,19 @@ class AudioFiles:
         os.replace(tmp, self.root / name)
         return name
 
-    def get(self, name: str) -> Path | None:
-        """The path of a stored, unexpired file, or ``None`` (also for a name that is not one of ours)."""
+    def read(self, name: str) -> bytes | None:
+        """The bytes of a stored, unexpired file, or ``None`` (also for a name that is not one of ours).
+
+        The file is read whole before anything is answered, so a sweep that deletes it a moment later (its
+        time ran out, another request swept) cannot cut an answer whose length was already sent.
+        """
         if not NAME.fullmatch(name):
             return None
         self.sweep()
-        path = self.root / name
-        return path if path.is_file() else None
+        try:
+            return (self.root / name).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            return None
 
     def sweep(self) -> None:
         """Deletes the files older than ``ttl_s``."""
