@@ -35,7 +35,7 @@ from speech.metrics.asr.base import ASR_SAMPLE_RATE, ASRBackend
 from speech.metrics.asr.transcripts import GT_PREFIX
 from speech.metrics.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES, bootstrap_mean_ci, bootstrap_ratio_ci
 from speech.metrics.speaker.base import SIM_SAMPLE_RATE, SpeakerEmbedder
-from speech.metrics.wer import score_utterance
+from speech.metrics.wer import score_utterance, word_errors
 from speech.text.normalize import base_language
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,9 @@ GROUND_TRUTH = "ground_truth"
 SILENCE_PEAK = 1e-3
 #: How many utterance ids per problem the markdown summary shows (the JSON lists them all).
 MAX_LISTED = 20
+#: The chance level of "words right" scores each transcript against the reference this many utterances
+#: later (cyclic), a sentence the audio does not say: what babble of the right length gets right.
+CHANCE_SHIFT = 7
 
 
 @dataclass
@@ -261,13 +264,30 @@ def _mean(values: Sequence[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def words_right_by_chance(records: Sequence[UtteranceRecord]) -> tuple[list[int], list[int]]:
+    """Per record, the words its transcript gets right against another utterance's reference (the one
+    ``CHANCE_SHIFT`` later, cyclic), and that reference's word count; empty for fewer than two records.
+
+    Common words ("the", "a") and the transcript's length decide this figure, not the audio's content: a
+    row's words right at this level says nothing of its text.
+    """
+    n = len(records)
+    if n < 2:
+        return [], []
+    shift = CHANCE_SHIFT % n or 1
+    others = [records[(i + shift) % n] for i in range(n)]
+    right = [word_errors(other.ref_norm, r.hyp_norm).hits for r, other in zip(records, others, strict=True)]
+    return right, [other.ref_words for other in others]
+
+
 def summarize_row(row: RowResult, *, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict:
     """Counts, problem lists and the three headline numbers (each with a 95% bootstrap CI) of one row.
 
     WER values are fractions: ``wer`` is the utterance-averaged WER (the protocol's headline),
     ``corpus_wer`` total errors over total reference words, ``words_right`` the reference words the ASR
     got right (neither substituted nor deleted) over all reference words, each over ``n_wer`` utterances
-    (those with a non-empty normalized reference); ``sim`` is the mean SIM over ``n_sim`` utterances
+    (those with a non-empty normalized reference), and ``words_right_chance`` the same against another
+    utterance's reference (``words_right_by_chance``); ``sim`` is the mean SIM over ``n_sim`` utterances
     (readable prompt). ``words_right`` tells speech that is partly understood from babble when both score
     a WER near or above 100 % (insertions have no ceiling, deletions and substitutions do).
     A CI is ``{"estimate", "low", "high", "level"}``, with ``null`` when nothing was scored.
@@ -289,6 +309,7 @@ def summarize_row(row: RowResult, *, n_resamples: int = DEFAULT_RESAMPLES, seed:
         "wer": _ci(bootstrap_mean_ci([r.wer for r in with_wer], **kw)),
         "corpus_wer": _ci(corpus),
         "words_right": _ci(bootstrap_ratio_ci(right, words, **kw)),
+        "words_right_chance": _ci(bootstrap_ratio_ci(*words_right_by_chance(with_wer), **kw)),
         "sim": _ci(bootstrap_mean_ci(sims, **kw)),
         "n_wer_above_0.5": sum(r.wer > 0.5 for r in with_wer),
         "mean_duration_s": _mean([r.duration_s for r in row.records]),
@@ -340,19 +361,19 @@ def _listed(utts: Sequence[str]) -> str:
 
 
 TABLE_HEADER = (
-    "| row | scored / expected | WER (%) | corpus WER (%) | words right (%) | SIM |",
-    "|---|---|---|---|---|---|",
+    "| row | scored / expected | WER (%) | corpus WER (%) | words right (%) | by chance (%) | SIM |",
+    "|---|---|---|---|---|---|---|",
 )
 NOT_SCORED = {"estimate": None}  # a summary written before a figure existed
 
 
 def row_markdown(label: str, row: dict) -> str:
-    """One table row (WER and words right in percent with their CIs, SIM as a cosine) of a summarized
-    row."""
+    """One table row (WER, words right and their chance level in percent with CIs, SIM as a cosine) of a
+    summarized row."""
     return (
         f"| {label} | {row['n_scored']} / {row['n_expected']} | {_fmt(row['wer'], 100, 2)} | "
         f"{_fmt(row['corpus_wer'], 100, 2)} | {_fmt(row.get('words_right', NOT_SCORED), 100, 1)} | "
-        f"{_fmt(row['sim'], 1, 3)} |"
+        f"{_fmt(row.get('words_right_chance', NOT_SCORED), 100, 1)} | {_fmt(row['sim'], 1, 3)} |"
     )
 
 
@@ -394,7 +415,8 @@ def summary_markdown(summary: dict) -> str:
         f"language `{summary.get('language')}`. Brackets: {round(boot['level'] * 100)}% bootstrap CI over "
         f"utterances ({boot['n_resamples']} resamples, seed {boot['seed']}). WER is the mean of "
         "per-utterance WERs (the protocol's headline); corpus WER is total errors / total reference words; "
-        "words right is the reference words neither substituted nor deleted / total reference words. "
+        "words right is the reference words neither substituted nor deleted / total reference words; "
+        f"by chance is the same against the reference {CHANCE_SHIFT} utterances later. "
         "SIM is against the prompt wav.",
         "",
         *TABLE_HEADER,

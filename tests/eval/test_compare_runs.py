@@ -15,7 +15,7 @@ def _ci(x):
 
 def _summary(meta, wer, sim, truth=True):
     row = {"n_scored": 3, "n_expected": 4, "wer": _ci(wer), "corpus_wer": _ci(wer), "sim": _ci(sim),
-           "words_right": _ci(1 - wer)}  # fmt: skip
+           "words_right": _ci(1 - wer), "words_right_chance": _ci(0.02)}  # fmt: skip
     out = {"meta": meta, "asr": "pocketsphinx", "speaker": "resemblyzer", "generated": row}
     out["ground_truth"] = {**row, "wer": _ci(0.05), "sim": _ci(0.9)} if truth else None
     return out
@@ -44,19 +44,19 @@ def test_table_has_one_row_per_run_and_ground_truth(tmp_path, capsys):
     rows = [line for line in table.splitlines() if line.startswith("| ") and "row" not in line]
     assert [r.split("|")[1].strip() for r in rows] == ["ground truth", "zero-shot", "one-shot"]
     assert "5.00" in rows[0] and "50.00 [49.00, 51.00]" in rows[1] and "0.700" in rows[2]
-    assert "| 75.0 [74.0, 76.0] |" in rows[2]  # words right
+    assert "| 75.0 [74.0, 76.0] | 2.0 [1.0, 3.0] |" in rows[2]  # words right, then its chance level
     assert [r.split("|")[-2].strip() for r in rows] == ["x1.00", "x10.00", "x5.00"]  # WER over the truth's
     assert table in capsys.readouterr().out
 
 
 def test_a_summary_from_before_words_right_shows_na(tmp_path):
     old = _summary("m.lst", 0.5, 0.6)
-    del old["generated"]["words_right"]
+    del old["generated"]["words_right"], old["generated"]["words_right_chance"]
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "summary.json").write_text(json.dumps(old))
     _run([_runs(old=tmp_path / "old"), f"out={tmp_path / 't.md'}"])
     (row,) = [line for line in (tmp_path / "t.md").read_text().splitlines() if line.startswith("| old ")]
-    assert row.split("|")[5].strip() == "n/a" and "0.600" in row
+    assert row.split("|")[5].strip() == row.split("|")[6].strip() == "n/a" and "0.600" in row
 
 
 def test_refuses_runs_on_different_test_sets(tmp_path):

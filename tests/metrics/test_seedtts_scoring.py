@@ -8,7 +8,15 @@ import pytest
 import soundfile as sf
 
 from speech.metrics.asr.base import ASRBackend
-from speech.metrics.seedtts import evaluate_seedtts, summary_markdown, write_outputs
+from speech.metrics.seedtts import (
+    RowResult,
+    UtteranceRecord,
+    evaluate_seedtts,
+    summarize_row,
+    summary_markdown,
+    words_right_by_chance,
+    write_outputs,
+)
 from speech.metrics.speaker.base import SpeakerEmbedder
 
 SR = 16000
@@ -115,6 +123,7 @@ def test_wer_sim_and_durations(test_set):
     assert g["corpus_wer"]["estimate"] == pytest.approx((0 + 1 + 2 + 0) / (2 + 4 + 2 + 3))
     # u2 has one word substituted, u5 (silent) both deleted
     assert g["words_right"]["estimate"] == pytest.approx((2 + 3 + 0 + 3) / (2 + 4 + 2 + 3))
+    assert g["words_right_chance"]["estimate"] == 0.0  # no transcript shares a word with another reference
     assert g["n_wer_above_0.5"] == 1
     assert recs["u2"].sim == pytest.approx(expected_sim(0.25, 0.5), abs=1e-3)
     assert recs["u1"].sim == pytest.approx(1.0, abs=1e-3) and recs["u5"].sim == pytest.approx(
@@ -180,7 +189,7 @@ def test_nothing_scored_gives_nulls(tmp_path):
     )
     g = result.summary["generated"]
     assert g["n_missing"] == 1 and g["wer"]["estimate"] is None and g["sim"]["estimate"] is None
-    assert "| generated | 0 / 1 | n/a | n/a | n/a |" in summary_markdown(result.summary)
+    assert "| generated | 0 / 1 | n/a | n/a | n/a | n/a | n/a |" in summary_markdown(result.summary)
     json.dumps(result.summary, allow_nan=False)  # strict JSON: no NaN
 
 
@@ -195,3 +204,36 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         )
     with pytest.raises(FileNotFoundError, match="meta list not found"):
         evaluate_seedtts(tmp_path / "none.lst", tmp_path, asr=asr, embedder=PeakEmbedder(), language="en")
+
+
+def _record(ref: str, hyp: str) -> UtteranceRecord:
+    return UtteranceRecord(
+        utt=ref, row="generated", wav="", prompt_wav="", target_text=ref, transcript=hyp, ref_norm=ref,
+        hyp_norm=hyp, wer=0.0, substitutions=0, deletions=0, insertions=0, ref_words=len(ref.split()),
+        sim=None, duration_s=1.0, prompt_duration_s=None, silent=False,
+    )  # fmt: skip
+
+
+def test_the_chance_level_counts_words_shared_with_other_sentences():
+    # perfect transcripts: all their words are right, and against another sentence only "the" is
+    records = [_record(f"w{i} the x{i}", f"w{i} the x{i}") for i in range(9)]
+    right, words = words_right_by_chance(records)
+    assert right == [1] * 9 and words == [3] * 9
+    summary = summarize_row(RowResult("generated", [r.utt for r in records], records), n_resamples=50)
+    assert summary["words_right"]["estimate"] == 1.0
+    assert summary["words_right_chance"]["estimate"] == pytest.approx(1 / 3)
+    # babble that says "the" a lot reaches the same level without saying any sentence
+    babble = [_record(f"w{i} the x{i}", "the the the") for i in range(9)]
+    assert words_right_by_chance(babble)[0] == [1] * 9
+
+
+@pytest.mark.parametrize("n", [2, 3, 7, 14])
+def test_the_chance_level_never_scores_a_transcript_against_its_own_reference(n):
+    records = [_record(f"u{i} v{i}", f"u{i} v{i}") for i in range(n)]
+    assert words_right_by_chance(records) == ([0] * n, [2] * n)
+
+
+def test_one_utterance_has_no_chance_level():
+    assert words_right_by_chance([_record("a b", "a b")]) == ([], [])
+    summary = summarize_row(RowResult("generated", ["a b"], [_record("a b", "a b")]), n_resamples=10)
+    assert summary["words_right_chance"]["estimate"] is None
