@@ -46,9 +46,9 @@ GROUND_TRUTH = "ground_truth"
 SILENCE_PEAK = 1e-3
 #: How many utterance ids per problem the markdown summary shows (the JSON lists them all).
 MAX_LISTED = 20
-#: The chance level of "words right" scores each transcript against the reference this many utterances
-#: later (cyclic), a sentence the audio does not say: what babble of the right length gets right.
-CHANCE_SHIFT = 7
+#: The chance level of "words right" scores each transcript against this many other references (the next
+#: ones, cyclic), sentences the audio does not say: what babble of the right length gets right.
+CHANCE_REFERENCES = 30
 
 
 @dataclass
@@ -264,9 +264,10 @@ def _mean(values: Sequence[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def words_right_by_chance(records: Sequence[UtteranceRecord]) -> tuple[list[int], list[int]]:
-    """Per record, the words its transcript gets right against another utterance's reference (the one
-    ``CHANCE_SHIFT`` later, cyclic), and that reference's word count; empty for fewer than two records.
+def words_right_by_chance(records: Sequence[UtteranceRecord]) -> tuple[list[float], list[float]]:
+    """Per record, the words its transcript gets right against other utterances' references (the next
+    ``CHANCE_REFERENCES``, cyclic, never its own), and their word count, each averaged over those
+    references; empty for fewer than two records.
 
     Common words ("the", "a") and the transcript's length decide this figure, not the audio's content: a
     row's words right at this level says nothing of its text.
@@ -274,10 +275,13 @@ def words_right_by_chance(records: Sequence[UtteranceRecord]) -> tuple[list[int]
     n = len(records)
     if n < 2:
         return [], []
-    shift = CHANCE_SHIFT % n or 1
-    others = [records[(i + shift) % n] for i in range(n)]
-    right = [word_errors(other.ref_norm, r.hyp_norm).hits for r, other in zip(records, others, strict=True)]
-    return right, [other.ref_words for other in others]
+    shifts = range(1, min(CHANCE_REFERENCES, n - 1) + 1)
+    right, words = [], []
+    for i, record in enumerate(records):
+        others = [records[(i + shift) % n] for shift in shifts]
+        right.append(float(np.mean([word_errors(o.ref_norm, record.hyp_norm).hits for o in others])))
+        words.append(float(np.mean([o.ref_words for o in others])))
+    return right, words
 
 
 def summarize_row(row: RowResult, *, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict:
@@ -416,7 +420,7 @@ def summary_markdown(summary: dict) -> str:
         f"utterances ({boot['n_resamples']} resamples, seed {boot['seed']}). WER is the mean of "
         "per-utterance WERs (the protocol's headline); corpus WER is total errors / total reference words; "
         "words right is the reference words neither substituted nor deleted / total reference words; "
-        f"by chance is the same against the reference {CHANCE_SHIFT} utterances later. "
+        f"by chance is the same against {CHANCE_REFERENCES} other utterances' references. "
         "SIM is against the prompt wav.",
         "",
         *TABLE_HEADER,

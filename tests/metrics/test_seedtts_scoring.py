@@ -222,15 +222,18 @@ def test_the_chance_level_counts_words_shared_with_other_sentences():
     summary = summarize_row(RowResult("generated", [r.utt for r in records], records), n_resamples=50)
     assert summary["words_right"]["estimate"] == 1.0
     assert summary["words_right_chance"]["estimate"] == pytest.approx(1 / 3)
+    # a transcript right about one sentence of three: 1 of its 2 other references has its words
+    mixed = [_record("a b", "c d"), _record("c d", "c d"), _record("e f", "g h")]
+    assert words_right_by_chance(mixed) == ([1.0, 0.0, 0.0], [2.0, 2.0, 2.0])
     # babble that says "the" a lot reaches the same level without saying any sentence
     babble = [_record(f"w{i} the x{i}", "the the the") for i in range(9)]
     assert words_right_by_chance(babble)[0] == [1] * 9
 
 
-@pytest.mark.parametrize("n", [2, 3, 7, 14])
+@pytest.mark.parametrize("n", [2, 3, 31, 40])
 def test_the_chance_level_never_scores_a_transcript_against_its_own_reference(n):
     records = [_record(f"u{i} v{i}", f"u{i} v{i}") for i in range(n)]
-    assert words_right_by_chance(records) == ([0] * n, [2] * n)
+    assert words_right_by_chance(records) == ([0.0] * n, [2.0] * n)
 
 
 def test_one_utterance_has_no_chance_level():
