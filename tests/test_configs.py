@@ -64,6 +64,15 @@ def test_experiment_composes_and_builds_its_model(experiment):
     assert callable(get_method(cfg.stage._target_))
 
 
+def test_text_hints_are_the_cpu_recipes_alone():
+    """``experiment=ar_tiny`` turns them on; the GPU experiments derived from it keep the paper's model."""
+    hints = {}
+    for experiment in ("ar_tiny", "ar_small", "ar_base", "ar_large"):
+        with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+            hints[experiment] = compose("entry/train", overrides=[f"experiment={experiment}"]).model.text_hint
+    assert hints == {"ar_tiny": True, "ar_small": False, "ar_base": False, "ar_large": False}
+
+
 def test_ground_truth_scoring_picks_per_language_lists(tmp_path):
     import runpy
 
