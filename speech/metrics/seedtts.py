@@ -290,8 +290,8 @@ def summarize_row(row: RowResult, *, n_resamples: int = DEFAULT_RESAMPLES, seed:
     WER values are fractions: ``wer`` is the utterance-averaged WER (the protocol's headline),
     ``corpus_wer`` total errors over total reference words, ``words_right`` the reference words the ASR
     got right (neither substituted nor deleted) over all reference words, each over ``n_wer`` utterances
-    (those with a non-empty normalized reference), and ``words_right_chance`` the same against another
-    utterance's reference (``words_right_by_chance``); ``sim`` is the mean SIM over ``n_sim`` utterances
+    (those with a non-empty normalized reference), and ``words_right_chance`` the same against other
+    utterances' references (``words_right_by_chance``); ``sim`` is the mean SIM over ``n_sim`` utterances
     (readable prompt). ``words_right`` tells speech that is partly understood from babble when both score
     a WER near or above 100 % (insertions have no ceiling, deletions and substitutions do).
     A CI is ``{"estimate", "low", "high", "level"}``, with ``null`` when nothing was scored.
