@@ -285,7 +285,7 @@ def words_right_by_chance(records: Sequence[UtteranceRecord]) -> tuple[list[floa
 
 
 def summarize_row(row: RowResult, *, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict:
-    """Counts, problem lists and the three headline numbers (each with a 95% bootstrap CI) of one row.
+    """Counts, problem lists and the headline numbers (each with a 95% bootstrap CI) of one row.
 
     WER values are fractions: ``wer`` is the utterance-averaged WER (the protocol's headline),
     ``corpus_wer`` total errors over total reference words, ``words_right`` the reference words the ASR
