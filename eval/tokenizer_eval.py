@@ -1,11 +1,12 @@
-"""Audio tokenizer on held-out speakers: mel reconstruction L1, codebook usage, perplexity, CTC greedy CER.
+"""Audio tokenizer on held-out speakers: mel reconstruction L1, codebook usage, perplexity, repeats, CTC CER.
 
 python eval/tokenizer_eval.py ckpt=logs/tokenizer_tiny/checkpoints/last.ckpt [meta=.../meta.lst language=en]
 
 Each ground-truth wav of the meta list (5th field) is tokenized, decoded back to a log-mel (L1 against the
 original's log-mel, in nats, over the tokenized frames) and its tokens are read by the CTC head (CER against
 the target text as the CTC judge normalizes it). Usage and perplexity come from the code histogram of all
-tokens together.
+tokens together; repeats are the share of tokens equal to the one before them (within an utterance): how
+regular a target the tokens are for the AR model (the main job's tokenizer: about 5 %).
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from speech.lit.ctc_judge import judge_target
 from speech.modules.quantizers import usage_and_perplexity
 from speech.tensors import pad_sequences
 
+SUMMARY_KEYS = (
+    "n_utterances", "n_tokens", "codebook_size", "usage_pct", "perplexity", "repeat_pct", "mel_l1", "cer",
+)  # fmt: skip
+
 
 @torch.no_grad()
 def evaluate_tokenizer(
@@ -35,13 +40,14 @@ def evaluate_tokenizer(
 
     Returns:
         ``(records, summary)``: per utterance ``utt``, ``mel_l1``, ``tokens``, ``reference``, ``hypothesis``;
-        the summary has frame-weighted ``mel_l1``, ``usage_pct``, ``perplexity``, corpus ``cer`` and counts.
+        the summary has frame-weighted ``mel_l1``, ``usage_pct``, ``perplexity``, ``repeat_pct``, corpus
+        ``cer`` and counts.
     """
     entries = [e for e in entries if e.gt_wav is not None]
     if not entries:
         raise ValueError("no meta entries with a ground-truth wav (5th field) to tokenize")
     counts = torch.zeros(model.codebook_size)
-    records, l1_sum, frames = [], 0.0, 0
+    records, l1_sum, frames, repeats, pairs = [], 0.0, 0, 0, 0
     for i in tqdm(range(0, len(entries), batch_size), desc="tokenizer eval", disable=not progress):
         chunk = entries[i : i + batch_size]
         wavs = [load_audio(e.gt_wav, sample_rate=mel.sample_rate)[0] for e in chunk]
@@ -55,7 +61,9 @@ def evaluate_tokenizer(
             n, f = int(token_lens[j]), int(token_lens[j]) * model.downsample
             err = (decoded[j, :f] - feats[j, :f]).abs().sum().item()
             l1_sum, frames = l1_sum + err, frames + f * feats.shape[-1]
-            counts += torch.bincount(tokens[j, :n].cpu(), minlength=model.codebook_size).float()
+            row = tokens[j, :n].cpu()
+            counts += torch.bincount(row, minlength=model.codebook_size).float()
+            repeats, pairs = repeats + int((row[1:] == row[:-1]).sum()), pairs + max(0, n - 1)
             ref = judge_target(e.target_text, language)
             records.append(
                 {"utt": e.utt, "mel_l1": err / max(1, f * feats.shape[-1]), "tokens": n, "reference": ref,
@@ -66,17 +74,15 @@ def evaluate_tokenizer(
     summary = {
         "n_utterances": len(records), "n_tokens": int(counts.sum()), "codebook_size": model.codebook_size,
         "mel_l1": l1_sum / max(1, frames), "usage_pct": 100 * usage.item(), "perplexity": ppl.item(),
-        "cer": float(cer(refs, hyps)),
+        "repeat_pct": 100 * repeats / max(1, pairs), "cer": float(cer(refs, hyps)),
     }  # fmt: skip
     return records, summary
 
 
 def tokenizer_markdown(summary: dict) -> str:
-    keys = ["n_utterances", "n_tokens", "codebook_size", "usage_pct", "perplexity", "mel_l1", "cer"]
-    cells = [f"{summary[k]:.3f}" if isinstance(summary[k], float) else str(summary[k]) for k in keys]
-    return "\n".join(
-        ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys), "| " + " | ".join(cells) + " |"]
-    )
+    cells = [f"{summary[k]:.3f}" if isinstance(summary[k], float) else str(summary[k]) for k in SUMMARY_KEYS]
+    rows = [SUMMARY_KEYS, ["---"] * len(SUMMARY_KEYS), cells]
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
 @hydra.main(config_path="../configs", config_name="entry/tokenizer_eval", version_base="1.3")

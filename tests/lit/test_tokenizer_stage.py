@@ -200,3 +200,15 @@ def test_eval_script_writes_summary(trained, tmp_path):
     assert summary["cer"] >= 0 and (out / "summary.md").is_file()
     rows = [json.loads(r) for r in (out / "utterances.jsonl").read_text().splitlines()]
     assert rows[0]["reference"] == "hello world 0" or rows[0]["reference"].startswith("hello world")
+    # repeats: tokens equal to the one before them, over all utterances (a cut's tokens do not depend on
+    # its batch, so one at a time gives the script's tokens)
+    model, cfg = build_model(trained["last"])
+    mel = instantiate(cfg.data.mel)
+    repeats = pairs = 0
+    for i in range(3):
+        audio = torch.from_numpy(sf.read(tmp_path / f"gt{i}.wav", dtype="float32")[0])[None]
+        tokens, lens = model.eval().encode(*mel(audio, torch.tensor([audio.shape[1]])))
+        row = tokens[0, : int(lens[0])]
+        repeats, pairs = repeats + int((row[1:] == row[:-1]).sum()), pairs + len(row) - 1
+    assert summary["repeat_pct"] == pytest.approx(100 * repeats / pairs)
+    assert "repeat_pct" in (out / "summary.md").read_text()
