@@ -40,6 +40,7 @@ MODEL_PREFIX = "model."  # the model's key prefix in a LightningModule's state d
 ADAPTER_TRAIN_COMMAND = "python train.py experiment=ar_emotion_tiny emotion=<name>"
 MAX_LISTED = 8  # settings named in a message; the rest are counted
 MISFITS_SHOWN = 2  # parameters named as examples when a resume does not fit
+TOKEN_FEATURES = "data.datamodule.features.tokens"  # the token cache a run reads (``<stem>-<sha256[:16]>``)
 log = logging.getLogger(__name__)
 
 
@@ -233,6 +234,7 @@ class ResumeCheck:
         Raises:
             ResumeError: its weights do not fit the module (the message names the settings that differ).
         """
+        self._check_tokens(checkpoint.get("config") or {}, path)
         changes = config_changes(checkpoint.get("config") or {}, self.config)
         misfits = self.misfits(checkpoint.get("state_dict", {}))
         if not misfits:
@@ -254,4 +256,28 @@ class ResumeCheck:
             f"({len(misfits)} parameters do not fit, e.g. {example}). Put them back to resume this run; to "
             "train the changed model, give it another name (name=...) or start over with ckpt_path=null "
             "(which overwrites this run's checkpoints)"
+        )
+
+    def _check_tokens(self, saved: dict, path: str | Path) -> None:
+        """Refuses a run that would continue on the tokens of another tokenizer checkpoint.
+
+        A token cache's folder is named by the hash of the checkpoint that wrote it, so another folder name
+        means the tokenizer was retrained or continued since (a larger ``TOKENIZER_STEPS``). Its VQ codes
+        then mean other things (codebooks move, dead codes restart), and weights trained on the old ids
+        would go on learning from shuffled targets. Latents are not refused: a continued Flow-VAE's drift
+        slowly, and the long recipe continues flow matching on them on purpose. A cache moved to another
+        ``paths.cache_dir`` keeps its folder name and resumes.
+
+        Raises:
+            ResumeError: the checkpoint was trained on another token cache (both are named).
+        """
+        before, now = _flat(saved).get(TOKEN_FEATURES), _flat(self.config).get(TOKEN_FEATURES)
+        if not before or not now or Path(str(before)).name == Path(str(now)).name:
+            return
+        raise ResumeError(
+            f"cannot resume from {path}: it was trained on the tokens in {before}, and this run reads {now}, "
+            "written by another tokenizer checkpoint (retrained or continued since), whose codes mean other "
+            "things. Train this stage anew on the new tokens: give it another name (name=...) or start over "
+            "with ckpt_path=null (which overwrites this run's checkpoints); or point upstream.tokenizer back "
+            "at the checkpoint it was trained on"
         )

@@ -14,7 +14,7 @@ import torch
 from script_runs import run_script
 from tiny_tokenizer import tokenizer_command
 
-from speech.checkpoints import CheckpointWriteError, ResumeError, load_checkpoint
+from speech.checkpoints import CheckpointWriteError, ResumeCheck, ResumeError, load_checkpoint
 from speech.lit.audio_tokenizer import AudioTokenizerModule
 from speech.lit.callbacks import NonFiniteLossError
 
@@ -167,4 +167,33 @@ def test_a_resume_that_changes_the_model_shape_is_refused_naming_the_settings(
     assert (
         f"resuming from {last} with settings changed since it was written: stage.optim.total_steps: 2 -> 4; "
         "trainer.max_steps: 2 -> 4\n" in printed
+    )
+
+
+def _features(tokens: str | None = None, latents: str | None = None) -> dict:
+    features = {k: v for k, v in {"tokens": tokens, "latents": latents}.items() if v is not None}
+    return {"data": {"datamodule": {"features": features}}}
+
+
+def test_a_resume_on_the_tokens_of_another_tokenizer_checkpoint_is_refused():
+    # The AR and flow-matching runs read a token cache named by the hash of the tokenizer that wrote it.
+    weights = {"w": torch.zeros(2)}
+    check = ResumeCheck({"w": (2,)}, _features("cache/tokens/last-bbbbbbbbbbbbbbbb", "cache/latents/last-1"))
+    trained_on = _features("cache/tokens/last-aaaaaaaaaaaaaaaa", "cache/latents/last-1")
+    with pytest.raises(ResumeError) as err:
+        check({"config": trained_on, "state_dict": weights}, "logs/ar_tiny/checkpoints/last.ckpt")
+    message = str(err.value)
+    assert message.startswith(
+        "cannot resume from logs/ar_tiny/checkpoints/last.ckpt: it was trained on the tokens in "
+        "cache/tokens/last-aaaaaaaaaaaaaaaa, and this run reads cache/tokens/last-bbbbbbbbbbbbbbbb"
+    )
+    assert "name=..." in message and "ckpt_path=null" in message and "upstream.tokenizer" in message
+    # The same cache under another cache_dir, new latents of a continued Flow-VAE (the long recipe), or a
+    # run without tokens (the tokenizer itself, the Flow-VAE) resume.
+    moved = ResumeCheck(
+        {"w": (2,)}, _features("/data/cache/tokens/last-aaaaaaaaaaaaaaaa", "cache/latents/last-2")
+    )
+    moved({"config": trained_on, "state_dict": weights}, "last.ckpt")
+    ResumeCheck({"w": (2,)}, _features(latents="cache/latents/last-2"))(
+        {"config": _features(latents="cache/latents/last-1"), "state_dict": weights}, "last.ckpt"
     )
