@@ -14,7 +14,8 @@
 Tasks run on ``SLOTS`` CPU slots (default: every core), one thread each unless noted, as soon as what they
 need is done (``speech.runner``). Everything is safe to run again: trained stages resume at their last
 checkpoint and stop at once when done, caches and generated wavs are skipped, a scored ground truth is kept.
-Budgets come from the environment: ``TOKENIZER_STEPS`` (600), ``VAE_STEPS`` (6000 steps of 2 s crops,
+Budgets come from the environment: ``TOKENIZER_STEPS`` (1000: what the tokenizer lane has to spare
+beside the Flow-VAE; 3000 train it further, docs/main_job.md), ``VAE_STEPS`` (6000 steps of 2 s crops,
 reconstruction and KL only: the GAN phase cost 2.5x per step on CPU and did not lower the resynthesis WER;
 docs/main_job.md), ``AR_STEPS`` (1200), ``FM_STEPS`` (1200); ``TOKENIZER_CODEBOOKS`` (1: residual codes per
 audio token, ``model.quantizer.codebooks``; 2 measured no better, docs/main_job.md; a tokenizer of another
@@ -242,7 +243,7 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
             train(
                 "tokenizer_tiny",
                 "TOKENIZER_STEPS",
-                600,
+                1000,
                 f"model.quantizer.codebooks={env.get('TOKENIZER_CODEBOOKS', 1)}",
             ),
             after=("prepare",),

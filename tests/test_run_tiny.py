@@ -33,7 +33,7 @@ def test_the_default_corpus_keeps_the_plain_layout():
 def test_budgets_and_the_tokenizers_codebooks_come_from_the_environment():
     default = commands({})
     assert (
-        "trainer.max_steps=600" in default["tokenizer"]
+        "trainer.max_steps=1000" in default["tokenizer"]
         and "model.quantizer.codebooks=1" in default["tokenizer"]
     )
     changed = commands({"TOKENIZER_STEPS": "900", "TOKENIZER_CODEBOOKS": "2", "AR_STEPS": "50"})
