@@ -194,12 +194,14 @@ def _listed(items: list[str]) -> str:
 
 @dataclass
 class ResumeCheck:
-    """What a checkpoint must hold to resume this run: weights of the shapes the built module has.
+    """What a checkpoint must hold to resume this run: weights of the shapes the built module has, trained on
+    the tokens this run reads.
 
     Called on the checkpoint a resume reads (``AtomicCheckpointIO(resume_check=...)``), before Lightning
     loads it: it refuses what ``load_state_dict`` would (another shape; with strict loading, missing or
     unexpected parameters) with a message that names the settings that differ from the checkpoint's
     config, and logs the settings that changed but keep the shapes (``trainer.max_steps``, a learning rate).
+    It also refuses a run whose token cache another tokenizer checkpoint wrote (``_check_tokens``).
 
     Attributes:
         shapes: The module's state-dict keys and shapes.
@@ -232,7 +234,8 @@ class ResumeCheck:
         """Checks ``checkpoint`` (read from ``path``) before a resume.
 
         Raises:
-            ResumeError: its weights do not fit the module (the message names the settings that differ).
+            ResumeError: its weights do not fit the module (the message names the settings that differ),
+                or they were trained on another tokenizer checkpoint's tokens (``_check_tokens``).
         """
         self._check_tokens(checkpoint.get("config") or {}, path)
         changes = config_changes(checkpoint.get("config") or {}, self.config)
