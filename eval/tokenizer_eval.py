@@ -23,9 +23,9 @@ from tqdm import tqdm
 from speech.audio.io import load_audio
 from speech.checkpoints import build_component, build_model
 from speech.data.meta_list import MetaEntry, read_meta_list
-from speech.lit.ctc_judge import judge_target
 from speech.modules.quantizers import usage_and_perplexity
 from speech.tensors import pad_sequences
+from speech.text.byte_ctc import judge_target
 
 SUMMARY_KEYS = (
     "n_utterances", "n_tokens", "codebook_size", "usage_pct", "perplexity", "repeat_pct", "mel_l1", "cer",

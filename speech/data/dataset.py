@@ -17,8 +17,13 @@ from speech.data.references import ReferenceSampler
 from speech.data.shar import ShardFeatures
 from speech.tensors import pad_sequences
 from speech.text.bpe import TextBPE
+from speech.text.byte_ctc import judge_target
+from speech.text.ctc_align import token_starts
 
 log = logging.getLogger(__name__)
+
+ALIGNMENTS = "alignments"  # feature key of the CTC alignments (scripts/encode.py kind=alignments)
+TOKENS = "tokens"  # feature key of the audio tokens, where the alignments' audio ends
 
 
 class SpeechDataset(torch.utils.data.Dataset):
@@ -36,8 +41,11 @@ class SpeechDataset(torch.utils.data.Dataset):
         ref_features: Also add the FULL (uncropped) reference's text tokens and cached features, the
             transcribed prompt of one-shot training (needs ``references``).
 
+    With a feature ``alignments`` (where each byte of the CTC transcript is said) the batch also gets
+    ``text_starts``: the audio token where each text BPE token starts (``speech.text.ctc_align``).
+
     Raises:
-        ValueError: ``ref_features`` without ``references``.
+        ValueError: ``ref_features`` without ``references``; ``alignments`` with a BPE over phonemes.
     """
 
     def __init__(
@@ -50,6 +58,11 @@ class SpeechDataset(torch.utils.data.Dataset):
     ) -> None:
         if ref_features and references is None:
             raise ValueError("ref_features=True needs references (a ReferenceSampler)")
+        if ALIGNMENTS in (features or {}) and bpe.phonemes is not None:
+            raise ValueError(
+                f"the '{ALIGNMENTS}' feature places spelled text: it needs a BPE over the text, not over "
+                f"phonemes ({bpe.phonemes}); leave data.bpe.phonemes unset"
+            )
         self.bpe = bpe
         self.ref_features = ref_features
         self.references = references
@@ -105,7 +118,7 @@ class SpeechDataset(torch.utils.data.Dataset):
             ``ref_audio_lens``, ``ref_audio_mask``, ``ref_ids``; per cached feature ``<key> (b, k, ...)``,
             ``<key>_lens``, ``<key>_mask``; with ``ref_features`` also ``ref_text_tokens (b, n_r)``,
             ``ref_text_lens``, ``ref_text_mask`` and ``ref_<key>``, ``ref_<key>_lens``, ``ref_<key>_mask`` of
-            the whole (uncropped) reference.
+            the whole (uncropped) reference; with alignments ``text_starts (b, n)`` (0-padded).
         """
         items, kept = [], []
         for cut in cuts:
@@ -141,4 +154,14 @@ class SpeechDataset(torch.utils.data.Dataset):
                 batch[f"ref_{key}"], batch[f"ref_{key}_lens"], batch[f"ref_{key}_mask"] = ref
         for key in self.features:
             batch[key], batch[f"{key}_lens"], batch[f"{key}_mask"] = pad_sequences([i[key] for i in items])
+        if ALIGNMENTS in self.features:
+            starts = [self._text_starts(s, i) for s, i in zip(sups, items, strict=True)]
+            batch["text_starts"] = pad_sequences(starts)[0]
         return batch
+
+    def _text_starts(self, sup, item: dict) -> np.ndarray:
+        """``(n,)`` the audio token where each BPE token of the supervision's text starts."""
+        frames = item[ALIGNMENTS]
+        end = len(item[TOKENS]) if TOKENS in item else int(frames.max(initial=-1)) + 1
+        target = judge_target(sup.text, sup.language)
+        return token_starts(self.bpe.offsets(sup.text), sup.text, target, frames, end)

@@ -29,6 +29,7 @@ from speech.models.ar_transformer import AROutput, ARTransformer
 DEFAULT_OPTIM = AdamWSchedule()  # the stage's optimizer without a config (stage.optim sets it)
 
 TOKENS = "tokens"  # batch key of the cached audio tokens
+TEXT_STARTS = "text_starts"  # batch key of where each text token starts (with an alignments feature)
 
 
 class ARModule(L.LightningModule):
@@ -74,9 +75,10 @@ class ARModule(L.LightningModule):
         }  # fmt: skip
 
     def _forward(self, batch: dict, speaker: torch.Tensor, prompt: dict) -> AROutput:
+        aligned = {"text_starts": batch[TEXT_STARTS]} if TEXT_STARTS in batch else {}
         return self.model(speaker=speaker, text=batch["text_tokens"], text_lens=batch["text_lens"],
                           audio_tokens=batch[TOKENS].long(), audio_lens=batch[f"{TOKENS}_lens"],
-                          **prompt)  # fmt: skip
+                          **prompt, **aligned)  # fmt: skip
 
     def _speaker(self, batch: dict) -> torch.Tensor:
         ref_mel, ref_mel_lens = self.mel(batch["ref_audio"], batch["ref_audio_lens"])
@@ -95,7 +97,8 @@ class ARModule(L.LightningModule):
         """The token loss plus the weighted auxiliary losses the model has, each logged under ``split``."""
         total = out.loss
         for name, value, weight in (("text_ctc", out.text_ctc, self.model.text_ctc_weight),
-                                    ("align", out.align, self.model.align_weight)):  # fmt: skip
+                                    ("align", out.align, self.model.align_weight),
+                                    ("advance", out.advance, 1.0)):  # fmt: skip
             if value is not None:
                 self.log(f"{split}/{name}", value, batch_size=n, sync_dist=split == "val")
                 total = total + weight * value
@@ -121,9 +124,12 @@ class ARModule(L.LightningModule):
         return speaker, self._forward(batch, speaker, {})
 
     def text_gain(self, batch: dict, speaker: torch.Tensor, out: AROutput) -> torch.Tensor:
-        """The zero-shot loss with every row given another row's text (rolled by one) minus ``out.loss``
-        (the zero-shot loss with its own; a batch of at least two rows)."""
-        other = {key: batch[key].roll(1, 0) for key in ("text_tokens", "text_lens")}
+        """The zero-shot loss with every row given another row's text (rolled by one; with its own timing,
+        where the batch has ``text_starts``) minus ``out.loss`` (the zero-shot loss with its own; a batch of
+        at least two rows)."""
+        other = {
+            key: batch[key].roll(1, 0) for key in ("text_tokens", "text_lens", TEXT_STARTS) if key in batch
+        }
         return self._forward({**batch, **other}, speaker, {}).loss - out.loss
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

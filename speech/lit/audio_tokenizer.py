@@ -16,13 +16,12 @@ import torch.nn.functional as F
 from jiwer import cer
 
 from speech.audio.mel import LogMelSpectrogram
-from speech.lit.ctc_judge import judge_target
 from speech.lit.schedules import AdamWSchedule
 from speech.models.audio_tokenizer import AudioTokenizer, TokenizerOutput
 from speech.modules.codes import code_size, split_codes
 from speech.modules.quantizers import code_histogram, usage_and_perplexity
 from speech.tensors import lengths_to_mask
-from speech.text.byte_ctc import BLANK, greedy_decode, text_to_ids
+from speech.text.byte_ctc import BLANK, greedy_decode, judge_target, text_to_ids
 
 DEFAULT_OPTIM = AdamWSchedule()  # the stage's optimizer without a config (stage.optim sets it)
 

@@ -1,7 +1,7 @@
 """LightningModule of the CTC judge ASR (stage ``ctc_judge``): log-mel -> CTC over UTF-8 bytes.
 
-Targets are the transcripts as the WER scorer normalizes them (``speech.text.wer_norm``), with the
-per-character spaces of Chinese and Japanese removed, so the judge's output is scored as-is.
+Targets are the transcripts as the WER scorer normalizes them (``speech.text.byte_ctc.judge_target``), so
+the judge's output is scored as-is.
 """
 
 from __future__ import annotations
@@ -14,20 +14,9 @@ from jiwer import cer
 from speech.audio.mel import LogMelSpectrogram
 from speech.lit.schedules import AdamWSchedule
 from speech.models.ctc_judge import CTCJudge
-from speech.text.byte_ctc import BLANK, greedy_decode, text_to_ids
-from speech.text.normalize import base_language
-from speech.text.wer_norm import normalize_for_wer
+from speech.text.byte_ctc import BLANK, greedy_decode, judge_target, text_to_ids
 
 DEFAULT_OPTIM = AdamWSchedule()  # the stage's optimizer without a config (stage.optim sets it)
-
-CHARACTER_LANGUAGES = frozenset({"zh", "ja"})
-
-
-def judge_target(text: str, language: str) -> str:
-    """The string the judge learns to emit for ``text``."""
-    lang = base_language(language)
-    norm = normalize_for_wer(text, lang)
-    return norm.replace(" ", "") if lang in CHARACTER_LANGUAGES else norm
 
 
 def spec_augment(

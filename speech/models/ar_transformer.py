@@ -37,6 +37,14 @@ having to find it by attention (the uniform spread is E2-TTS's filler idea, here
 inputs). Generation does not know ``K``: it spreads the text over ``hint_rate`` audio tokens per text token,
 a moving average of the training batches' ratio kept in the model's state.
 
+Optional text-aligned hints (``hint_pointer``, *ours* after VALL-E R's phoneme pointer): the hint of audio
+token ``j`` is the text token being said there, by a forced alignment (``text_starts``, the audio token where
+each text token starts: ``speech.text.ctc_align``), so the hints follow the speech's own timing instead of
+an even spread. A small head on the same hidden state predicts how many text tokens the pointer moves on
+before the next audio token (0 to ``MAX_ADVANCE``; the end id counts as token ``n``), trained with
+cross-entropy (``AROutput.advance``). Generation moves the pointer by the head's expected advance (kept as
+a fraction, so a rate of one token per three steps moves it every third step) and feeds the token under it.
+
 Training batches are right-padded, so the causal mask alone keeps padding out of every valid position.
 Generation left-pads the prefixes (RoPE positions from 0 per row via ``positions_from_mask``), prefills a
 static KV cache through the blocks' ``forward`` and then decodes one token per step for the whole batch
@@ -71,6 +79,7 @@ from speech.modules.transformer import (
 )
 
 IGNORE = -100  # cross-entropy target of padded positions
+MAX_ADVANCE = 3  # the pointer head's largest class: 3 or more text tokens on before the next audio token
 # Generated audio tokens per target BPE token: synthetic_tiny spans 1.6-5.9 at 25 Hz (docs/ar.md).
 MIN_TOKENS_PER_TEXT, MAX_TOKENS_PER_TEXT = 1.0, 10.0
 
@@ -117,6 +126,48 @@ class AROutput(NamedTuple):
         None  # CTC loss of the text from the audio positions (text_ctc_weight > 0)
     )
     align: torch.Tensor | None = None  # guided attention loss of the aligned heads (align_weight > 0)
+    advance: torch.Tensor | None = None  # cross-entropy of the pointer head (hint_pointer)
+
+
+class _SpreadHints:
+    """Generation's text hints spread evenly: ``hints (b, steps + 1, d)`` computed up front."""
+
+    def __init__(self, hints: torch.Tensor) -> None:
+        self.hints = hints
+
+    def first(self) -> torch.Tensor:
+        """``(b, d)`` the hint of the first new token (added to the prefix's last input)."""
+        return self.hints[:, 0]
+
+    def after(self, h: torch.Tensor, i: int) -> torch.Tensor:
+        """``(b, d)`` the hint added to the input of step ``i``'s token."""
+        return self.hints[:, i + 1]
+
+
+class _PointerHints:
+    """Generation's text-aligned hints: a pointer into the text that moves by the pointer head's expected
+    advance after each step, kept as a fraction; the hint is the token under it, the end id past the text."""
+
+    def __init__(self, model: ARTransformer, text: torch.Tensor, text_lens: torch.Tensor, dtype) -> None:
+        self.model, self.text, self.text_lens, self.dtype = model, text, text_lens, dtype
+        self.position = torch.zeros(text.shape[0], device=text.device)  # (b,) text tokens, fractional
+        self.classes = torch.arange(MAX_ADVANCE + 1, device=text.device, dtype=torch.float32)
+
+    def _embed(self) -> torch.Tensor:
+        pointer = self.position.floor().long()
+        idx = pointer.clamp(0, max(self.text.shape[1] - 1, 0))[:, None]
+        ids = self.text.gather(1, idx)[:, 0].masked_fill(
+            pointer >= self.text_lens, self.model.hint_emb.num_embeddings - 1
+        )
+        return self.model.hint_emb(ids).to(self.dtype)
+
+    def first(self) -> torch.Tensor:
+        return self._embed()
+
+    def after(self, h: torch.Tensor, i: int) -> torch.Tensor:
+        probs = self.model.advance_head(h).float().softmax(-1)
+        self.position = (self.position + probs @ self.classes).clamp(max=self.text_lens.float())
+        return self._embed()
 
 
 def pack(
@@ -174,6 +225,8 @@ class ARTransformer(nn.Module):
         align_sigma: Width of the guide's diagonal band, relative to the lengths.
         audio_input_dropout: Probability that a target audio token's input embedding is zeroed in training.
         text_hint: Add the text hints (above) to the audio inputs.
+        hint_pointer: Text-aligned hints with a pointer head (above; needs ``text_hint``); ``forward``
+            then needs ``text_starts``.
     """
 
     def __init__(
@@ -197,6 +250,7 @@ class ARTransformer(nn.Module):
         align_sigma: float = 0.2,
         audio_input_dropout: float = 0.0,
         text_hint: bool = False,
+        hint_pointer: bool = False,
     ) -> None:
         super().__init__()
         if text_ctc_weight < 0:
@@ -211,6 +265,8 @@ class ARTransformer(nn.Module):
             raise ValueError(f"align_heads must be in [1, {heads}], got {align_heads}")
         if align_sigma <= 0:
             raise ValueError(f"align_sigma must be > 0, got {align_sigma}")
+        if hint_pointer and not text_hint:
+            raise ValueError("hint_pointer=true places the text hints: it needs text_hint=true")
         if not 0 <= audio_input_dropout < 1:
             raise ValueError(f"audio_input_dropout must be in [0, 1), got {audio_input_dropout}")
         self.align_weight, self.align_heads, self.align_sigma = align_weight, align_heads, align_sigma
@@ -238,6 +294,7 @@ class ARTransformer(nn.Module):
         self.hint_emb = nn.Embedding(text_vocab_size + 1, dim) if text_hint else None
         if text_hint:
             self.register_buffer("hint_rate", torch.tensor(0.0))
+        self.advance_head = nn.Linear(dim, MAX_ADVANCE + 1) if hint_pointer else None
         # small embeddings and head: training starts from a near-uniform prediction (loss ~ ln(V + 1))
         for emb in (self.text_emb, self.audio_emb, *self.audio_emb.rest, self.head, self.hint_emb):
             if emb is None:
@@ -281,6 +338,7 @@ class ARTransformer(nn.Module):
         prompt_text_lens: torch.Tensor | None = None,
         prompt_tokens: torch.Tensor | None = None,
         prompt_lens: torch.Tensor | None = None,
+        text_starts: torch.Tensor | None = None,
     ) -> AROutput:
         """Teacher-forced loss on the target audio tokens and EOS.
 
@@ -290,15 +348,25 @@ class ARTransformer(nn.Module):
             audio_tokens, audio_lens: ``(b, k)`` target audio tokens, ``(b,)``.
             prompt_text, prompt_text_lens: ``(b, n_p)`` prompt transcript and lengths (0 = no prompt).
             prompt_tokens, prompt_lens: ``(b, k_p)`` prompt audio tokens and lengths.
+            text_starts: ``(b, n)`` the audio token where each text token starts (``hint_pointer`` only).
 
         Returns:
             ``AROutput`` with logits ``(b, k + 1, C + 1)``.
+
+        Raises:
+            ValueError: a ``hint_pointer`` model without ``text_starts``.
         """
+        if self.advance_head is not None and text_starts is None:
+            raise ValueError("a hint_pointer model trains on text_starts: give the batch an 'alignments' "
+                             "feature (scripts/encode.py kind=alignments)")  # fmt: skip
         prefix = self._prefix(speaker, text, text_lens, prompt_text, prompt_text_lens, prompt_tokens,
                               prompt_lens)  # fmt: skip
         x, _, starts = pack([*prefix, (self._audio_inputs(audio_tokens), audio_lens)])
+        pointer = None
+        if self.advance_head is not None:
+            pointer = self._pointer(text_starts, text_lens, audio_lens, int(audio_lens.max()) + 1)
         if self.hint_emb is not None:
-            x = self._add_hints(x, starts[-1] - 1, audio_lens, text, text_lens)
+            x = self._add_hints(x, starts[-1] - 1, audio_lens, text, text_lens, pointer)
             if self.training:
                 self._track_hint_rate(audio_lens, text_lens)
         positions = torch.arange(x.shape[1], device=x.device)[None]
@@ -331,21 +399,43 @@ class ARTransformer(nn.Module):
             rest_loss, rest_right = next_code_loss(self.next_code_heads, h, codes, is_token)
             loss, right = loss + rest_loss, right & (rest_right.all(-1) | ~is_token)
         accuracy = right[targets != IGNORE].float().mean()  # whole tokens (every code) and EOS
-        return AROutput(loss, accuracy, logits, self._text_ctc(h[:, :k], audio_lens, text, text_lens), align)
+        advance = None if pointer is None else self._advance_loss(h[:, :k], pointer, audio_lens, text_lens)
+        text_ctc = self._text_ctc(h[:, :k], audio_lens, text, text_lens)
+        return AROutput(loss, accuracy, logits, text_ctc, align, advance)
 
-    def _hint_ids(self, text, text_lens, total, steps) -> torch.Tensor:
+    @staticmethod
+    def _pointer(text_starts, text_lens, total, steps) -> torch.Tensor:
+        """``(b, steps)`` the text token under the pointer at audio token j: the last one started at or
+        before j (0 before the first), and ``text_lens`` (the end) from j = ``total (b,)`` on."""
+        j = torch.arange(steps, device=text_starts.device)
+        valid = torch.arange(text_starts.shape[1], device=j.device)[None] < text_lens[:, None]
+        started = (text_starts[:, None, :] <= j[None, :, None]) & valid[:, None, :]
+        pointer = (started.sum(-1) - 1).clamp(min=0)
+        return torch.where(j[None] >= total[:, None], text_lens[:, None], pointer)
+
+    def _advance_loss(self, h, pointer, audio_lens, text_lens) -> torch.Tensor:
+        """Cross-entropy of the pointer head at the ``h (b, k, d)`` that predict audio tokens 0..k-1: how far
+        the pointer moves before the next one (``MAX_ADVANCE`` or more in the last class)."""
+        k = h.shape[1]
+        advance = (pointer[:, 1 : k + 1] - pointer[:, :k]).clamp(0, MAX_ADVANCE)
+        advance = advance.masked_fill(torch.arange(k, device=h.device)[None] >= audio_lens[:, None], IGNORE)
+        return F.cross_entropy(self.advance_head(h).float().transpose(1, 2), advance, ignore_index=IGNORE)
+
+    def _hint_ids(self, text, text_lens, total, steps, pointer=None) -> torch.Tensor:
         """``(b, steps)`` hint ids: for the input that predicts audio token j of ``total (b,)``, the text
-        token at the same share of the text, ``text[floor((j + 0.5) * n / total)]``, and the end id
-        (``text_vocab_size``) from j = total on."""
+        token at the same share of the text, ``text[floor((j + 0.5) * n / total)]``, or the one under
+        ``pointer (b, steps)`` if given; the end id (``text_vocab_size``) from j = total on."""
         b = text.shape[0]
         j = torch.arange(steps, device=text.device)[None].expand(b, -1)
-        share = (j.float() + 0.5) / total[:, None].clamp(min=1).float()
-        idx = (share * text_lens[:, None].float()).floor().long().clamp(0, max(text.shape[1] - 1, 0))
+        if pointer is None:
+            share = (j.float() + 0.5) / total[:, None].clamp(min=1).float()
+            pointer = (share * text_lens[:, None].float()).floor().long()
+        idx = pointer.clamp(0, max(text.shape[1] - 1, 0))
         return torch.where(j >= total[:, None], self.hint_emb.num_embeddings - 1, text.gather(1, idx))
 
-    def _hints(self, text, text_lens, total, steps) -> torch.Tensor:
+    def _hints(self, text, text_lens, total, steps, pointer=None) -> torch.Tensor:
         """The embeddings ``(b, steps, d)`` of ``_hint_ids``."""
-        return self.hint_emb(self._hint_ids(text, text_lens, total, steps))
+        return self.hint_emb(self._hint_ids(text, text_lens, total, steps, pointer))
 
     def hint_total(self, text_lens: torch.Tensor) -> torch.Tensor:
         """The audio tokens ``(b,)`` generation's hints spread the text over: ``hint_rate`` per text token."""
@@ -357,11 +447,11 @@ class ARTransformer(nn.Module):
         rate = audio_lens.sum().float() / text_lens.sum().clamp(min=1).float()
         self.hint_rate.copy_(torch.where(self.hint_rate > 0, 0.99 * self.hint_rate + 0.01 * rate, rate))
 
-    def _add_hints(self, x, start, audio_lens, text, text_lens):
+    def _add_hints(self, x, start, audio_lens, text, text_lens, pointer=None):
         """Adds the hints of the target tokens and EOS (``_hints``) to their inputs, from ``start (b,)``."""
         k1 = int(audio_lens.max()) + 1
         j = torch.arange(k1, device=x.device)[None]
-        hint = self._hints(text, text_lens, audio_lens, k1) * (j <= audio_lens[:, None])[..., None]
+        hint = self._hints(text, text_lens, audio_lens, k1, pointer) * (j <= audio_lens[:, None])[..., None]
         pos = (start[:, None] + j).clamp(max=x.shape[1] - 1)
         return x.scatter_add(1, pos[..., None].expand(-1, -1, x.shape[-1]), hint.to(x.dtype))
 
@@ -522,10 +612,13 @@ class ARTransformer(nn.Module):
         bounds = self._length_limits(text_lens, min_tokens_per_text, max_tokens_per_text, max_tokens)
         limits = self._fit_limits(x.shape[1], *bounds)
         hints = None
-        if self.hint_emb is not None:
-            hints = self._hints(text, text_lens, self.hint_total(text_lens), int(limits.max_new.max()) + 1)
-            hints = hints.to(x.dtype)
-            x = torch.cat([x[:, :-1], x[:, -1:] + hints[:, :1]], 1)
+        if self.advance_head is not None:
+            hints = _PointerHints(self, text, text_lens, x.dtype)
+        elif self.hint_emb is not None:
+            spread = self._hints(text, text_lens, self.hint_total(text_lens), int(limits.max_new.max()) + 1)
+            hints = _SpreadHints(spread.to(x.dtype))
+        if hints is not None:
+            x = torch.cat([x[:, :-1], x[:, -1:] + hints.first()[:, None]], 1)
         h, keys = self._prefill(x, lens, int(limits.max_new.max()))
         sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "window": ras_window,
                     "threshold": ras_threshold, "generator": generator}  # fmt: skip
@@ -649,12 +742,12 @@ class ARTransformer(nn.Module):
         limits: _Limits,
         sampling: dict,
         eos_margin: float | None = None,
-        hints: torch.Tensor | None = None,
+        hints: _SpreadHints | _PointerHints | None = None,
     ) -> Generator[torch.Tensor, None, torch.Tensor]:
         """Samples and feeds back one token per step from the hidden state ``h (b, d)`` of the prefix,
         yielding each ``(b,)``, until every row has made an EOS or ``max_new`` tokens; returns the tokens
-        ``(b, steps)`` (anything after a row's EOS is junk). ``hints (b, steps + 1, d)``: the text hints,
-        ``hints[:, i + 1]`` added to the input of step ``i``'s token (``[:, 0]`` went into the prefix)."""
+        ``(b, steps)`` (anything after a row's EOS is junk). ``hints``: the text hints, ``hints.after(h, i)``
+        added to the input of step ``i``'s token (``hints.first()`` went into the prefix)."""
         b, steps = h.shape[0], int(limits.max_new.max())
         prefix = self.blocks[0].attn.kv_cache.length
         out = torch.zeros(b, steps, dtype=torch.long, device=h.device)
@@ -666,7 +759,7 @@ class ARTransformer(nn.Module):
             done |= token == self.eos_id
             if i == steps - 1 or bool(done.all()):
                 break
-            h = self._step(token, prefix + i + 1, decoding, None if hints is None else hints[:, i + 1])
+            h = self._step(token, prefix + i + 1, decoding, None if hints is None else hints.after(h, i))
         return out
 
     def _trim(self, out: torch.Tensor, max_new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

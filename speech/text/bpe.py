@@ -179,6 +179,16 @@ class TextBPE:
         """
         return self._hf.encode(bpe_input(text, language, self.phonemes), add_special_tokens=False).ids
 
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        """The character span ``(start, stop)`` in ``text`` of each token of ``encode(text)``.
+
+        Raises:
+            ValueError: the BPE reads phonemes, whose tokens have no span in the text.
+        """
+        if self.phonemes is not None:
+            raise ValueError(f"a BPE over phonemes ({self.phonemes}) has no character spans in the text")
+        return list(self._hf.encode(text, add_special_tokens=False).offsets)
+
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids``; special tokens are dropped, so ``decode(encode(text)) == text`` (the IPA of the
         text for a BPE that reads phonemes)."""

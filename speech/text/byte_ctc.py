@@ -9,8 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from speech.text.normalize import base_language
+from speech.text.wer_norm import normalize_for_wer
+
 BLANK = 0
 VOCAB_SIZE = 257
+CHARACTER_LANGUAGES = frozenset({"zh", "ja"})  # scored per character: the spaces between them go
+
+
+def judge_target(text: str, language: str) -> str:
+    """The string a CTC head over bytes learns to emit for ``text`` (the CTC judge, the audio tokenizer):
+    the WER scorer's normalization (``speech.text.wer_norm``), without the per-character spaces of Chinese
+    and Japanese."""
+    lang = base_language(language)
+    norm = normalize_for_wer(text, lang)
+    return norm.replace(" ", "") if lang in CHARACTER_LANGUAGES else norm
 
 
 def text_to_ids(text: str) -> list[int]:

@@ -17,6 +17,7 @@ from speech.lit.ar import ARModule
 from speech.lit.resolvers import register_resolvers
 from speech.models.ar_transformer import ARTransformer
 from speech.text.bpe import TextBPE
+from speech.text.byte_ctc import judge_target
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = ROOT / "train.py"
@@ -157,18 +158,32 @@ def test_missing_tokens_in_batch_says_what_to_set():
         module._check({"ids": ["a"], "ref_audio": torch.zeros(1, 10)})
 
 
-def stage_config_and_batch(prepared: Path, tmp_path: Path, *overrides: str):
-    """``experiment=ar_tiny`` at test size with ``overrides``, and one training batch of the prepared corpus
-    with random tokens (``fake_token_cache``)."""
+def fake_alignment_cache(prepared: Path, root: Path) -> Path:
+    """Each cut's CTC target bytes spread evenly over its tokens (``samples // 640``)."""
+    cache = FeatureCache(root, meta={"kind": "alignments", "sha256": "fake"})
+    for split in ("train", "val"):
+        for cut in CutSet.from_file(prepared / f"{split}_cuts.jsonl.gz"):
+            sup = cut.supervisions[0]
+            n = len(judge_target(sup.text, sup.language).encode())
+            frames = np.floor(np.arange(n) * (int(cut.num_samples) // 640) / max(n, 1))
+            cache.save(cut.id, frames.astype(np.int32))
+    return cache.root
+
+
+def stage_config_and_batch(prepared: Path, tmp_path: Path, *overrides: str, experiment: str = "ar_tiny"):
+    """``experiment`` at test size with ``overrides``, and one training batch of the prepared corpus with
+    random tokens (``fake_token_cache``; and ``fake_alignment_cache`` for ``ar_tiny_aligned``)."""
     from speech.lit.datamodule import SpeechDataModule
 
     register_resolvers()
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("entry/train", overrides=["experiment=ar_tiny", *TINY, "model.text_vocab_size=300",
-                                          *overrides])  # fmt: skip
-    cache = fake_token_cache(prepared, tmp_path / "tokens")
+        cfg = compose("entry/train", overrides=[f"experiment={experiment}", *TINY,
+                                                "model.text_vocab_size=300", *overrides])  # fmt: skip
+    features = {"tokens": str(fake_token_cache(prepared, tmp_path / "tokens"))}
+    if experiment == "ar_tiny_aligned":
+        features["alignments"] = str(fake_alignment_cache(prepared, tmp_path / "alignments"))
     dm = SpeechDataModule(prepared, max_duration=6.0, num_buckets=2, num_workers=0, references=True,
-                          ref_features=True, features={"tokens": str(cache)})  # fmt: skip
+                          ref_features=True, features=features)  # fmt: skip
     dm.setup("fit")
     return cfg, next(iter(dm.train_dataloader()))
 
@@ -212,3 +227,23 @@ def test_the_auxiliary_weights_add_their_losses_to_the_training_objective(shared
         out = module._forward(batch, module._speaker(batch), {})
     assert out.text_ctc is not None and out.text_ctc > 0 and 0 < out.align < 1
     torch.testing.assert_close(objective, out.loss + 0.5 * out.text_ctc + 0.3 * out.align)
+
+
+def test_the_aligned_recipe_gets_text_starts_and_trains_its_pointer_head(shared_prepared, tmp_path):
+    """``experiment=ar_tiny_aligned``: the batch carries where each text token starts (non-decreasing,
+    within the audio), the objective adds the pointer head's loss, and the text gain rolls the starts too."""
+    cfg, batch = stage_config_and_batch(shared_prepared, tmp_path, "stage.prompt_prob=0",
+                                        experiment="ar_tiny_aligned")  # fmt: skip
+    assert cfg.model.hint_pointer and cfg.model.text_hint
+    starts, lens = batch["text_starts"], batch["text_lens"]
+    assert starts.shape == batch["text_tokens"].shape
+    for row, n, k in zip(starts, lens, batch["tokens_lens"], strict=True):
+        assert torch.all(row[1:n] >= row[: n - 1]) and 0 <= row[0] and row[n - 1] <= k
+    torch.manual_seed(0)
+    module = instantiate(cfg.stage, model=instantiate(cfg.model), mel=instantiate(cfg.data.mel)).eval()
+    with torch.no_grad():
+        objective = module.training_step(batch, 0)
+        speaker, out = module.zero_shot(batch)
+        gain = module.text_gain(batch, speaker, out)
+    assert out.advance is not None and out.advance > 0 and torch.isfinite(gain)
+    torch.testing.assert_close(objective, out.loss + out.advance)

@@ -8,11 +8,12 @@ import torch
 from script_runs import run_script
 
 from speech.audio.mel import LogMelSpectrogram
-from speech.lit.ctc_judge import CTCJudgeModule, judge_target
+from speech.lit.ctc_judge import CTCJudgeModule
 from speech.lit.datamodule import SpeechDataModule
 from speech.lit.schedules import AdamWSchedule
 from speech.metrics.asr.ctc_judge import CTCJudgeASR
 from speech.models.ctc_judge import CTCJudge
+from speech.text.byte_ctc import judge_target
 
 TRAIN = Path(__file__).resolve().parents[2] / "train.py"
 

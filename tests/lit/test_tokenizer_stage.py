@@ -22,6 +22,7 @@ from speech.lit.datamodule import SpeechDataModule
 from speech.lit.schedules import AdamWSchedule
 from speech.models.audio_tokenizer import AudioTokenizer
 from speech.modules.quantizers import build_quantizer
+from speech.text.byte_ctc import judge_target
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN, ENCODE, EVAL = (
@@ -212,3 +213,21 @@ def test_eval_script_writes_summary(trained, tmp_path):
         repeats, pairs = repeats + int((row[1:] == row[:-1]).sum()), pairs + len(row) - 1
     assert summary["repeat_pct"] == pytest.approx(100 * repeats / pairs)
     assert "repeat_pct" in (out / "summary.md").read_text()
+
+
+def test_encode_script_aligns_each_transcript_with_the_ctc_head(trained, shared_prepared, tmp_path, capsys):
+    """``kind=alignments``: one frame per byte of each cut's CTC target, non-decreasing, inside its tokens;
+    the run says how many cuts had no CTC path (spread evenly instead)."""
+    args = [f"ckpt={trained['last']}", f"data.prepared_dir={shared_prepared}", f"out={tmp_path}",
+            "kind=alignments", "progress=false"]  # fmt: skip
+    run_script(ENCODE, *args)
+    cuts = list(CutSet.from_file(shared_prepared / "train_cuts.jsonl.gz"))
+    total = len(cuts) + len(CutSet.from_file(shared_prepared / "val_cuts.jsonl.gz"))
+    assert f"of the {total} cuts had no CTC path" in capsys.readouterr().out
+    cache = FeatureCache.for_checkpoint(tmp_path, "alignments", trained["last"])
+    for cut in cuts[:5]:
+        frames = cache.load(cut.id)
+        sup = cut.supervisions[0]
+        assert frames.dtype == np.int32 and len(frames) == len(judge_target(sup.text, sup.language).encode())
+        assert np.all(np.diff(frames) >= 0) and 0 <= frames.min()
+        assert frames.max() < int(cut.num_samples) // 640

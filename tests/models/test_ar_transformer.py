@@ -484,14 +484,17 @@ def test_audio_input_dropout_acts_in_training_only():
 
 
 def toy_language(n: int, seed: int) -> dict:
-    """Rows whose audio says the text: each text id repeated 2 or 3 times as audio tokens, no speaker."""
+    """Rows whose audio says the text: each text id repeated 2 or 3 times as audio tokens, no speaker; and
+    where each text id starts (``text_starts``, which only a ``hint_pointer`` model reads)."""
     g = torch.Generator().manual_seed(seed)
     lengths = torch.randint(4, 9, (n,), generator=g).tolist()
     texts = [torch.randint(1, TEXT_V, (length,), generator=g) for length in lengths]
-    audio = [t.repeat_interleave(torch.randint(2, 4, t.shape, generator=g)) for t in texts]
+    repeats = [torch.randint(2, 4, t.shape, generator=g) for t in texts]
+    audio = [t.repeat_interleave(r) for t, r in zip(texts, repeats, strict=True)]
     pad = functools.partial(torch.nn.utils.rnn.pad_sequence, batch_first=True)
     return {"speaker": torch.zeros(n, 12), "text": pad(texts), "text_lens": torch.tensor(lengths),
-            "audio_tokens": pad(audio), "audio_lens": torch.tensor([len(a) for a in audio])}  # fmt: skip
+            "audio_tokens": pad(audio), "audio_lens": torch.tensor([len(a) for a in audio]),
+            "text_starts": pad([r.cumsum(0) - r for r in repeats])}  # fmt: skip
 
 
 def test_the_model_learns_to_read_text_it_has_not_seen():
@@ -536,3 +539,50 @@ def test_a_model_with_text_hints_says_the_text_of_unseen_rows_at_the_hinted_leng
     ]
     assert sum(s == t for s, t in zip(said, texts, strict=True)) >= 24
     assert (lens - model.hint_total(kw["text_lens"])).abs().le(1).float().mean() >= 0.9
+
+
+def test_the_pointer_says_the_token_started_last_then_the_end():
+    model = make_model(text_hint=True, hint_pointer=True)
+    starts, text_lens, total = torch.tensor([[0, 2, 5, 0]]), torch.tensor([3]), torch.tensor([7])
+    pointer = model._pointer(starts, text_lens, total, 8)
+    assert pointer.tolist() == [[0, 0, 1, 1, 1, 2, 2, 3]]  # the padded start (0) is never "started"
+    text = torch.tensor([[4, 5, 6, 0]])
+    assert model._hint_ids(text, text_lens, total, 8, pointer).tolist() == [[4, 4, 5, 5, 5, 6, 6, TEXT_V]]
+
+
+def test_a_pointer_model_needs_hints_and_trains_on_text_starts():
+    with pytest.raises(ValueError, match="needs text_hint=true"):
+        make_model(hint_pointer=True)
+    kw = toy_language(2, seed=0)
+    model = make_model(text_hint=True, hint_pointer=True)
+    with pytest.raises(ValueError, match="kind=alignments"):
+        model(**{k: v for k, v in kw.items() if k != "text_starts"})
+    out = model(**kw)
+    assert out.advance is not None and out.advance > 0
+    assert make_model(text_hint=True)(**kw).advance is None
+
+
+def test_a_pointer_model_says_the_text_of_unseen_rows_at_the_speeds_it_learned():
+    """The toy language with text-aligned hints: the pointer head learns that a text id lasts 2 or 3 audio
+    tokens, so greedy generation moves through each unseen row's text at about 2.5 tokens per text id and
+    says it, repeats collapsed, then stops."""
+    torch.manual_seed(0)
+    spk = SpeakerEncoder(N_MELS, dim=16, layers=1, heads=2, out_dim=12)
+    model = ARTransformer(spk, text_vocab_size=TEXT_V, audio_vocab_size=V, dim=64, layers=2, heads=2,
+                          text_hint=True, hint_pointer=True)  # fmt: skip
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for step in range(150):
+        optimizer.zero_grad()
+        out = model(**toy_language(16, seed=step))
+        (out.loss + out.advance).backward()
+        optimizer.step()
+    unseen = toy_language(32, seed=10_000)
+    kw = {key: unseen[key] for key in ("speaker", "text", "text_lens")}
+    tokens, lens = model.eval().generate(**kw, temperature=0)
+    said = [torch.unique_consecutive(row[:n]).tolist() for row, n in zip(tokens, lens, strict=True)]
+    texts = [
+        torch.unique_consecutive(row[:n]).tolist() for row, n in zip(kw["text"], kw["text_lens"], strict=True)
+    ]
+    assert sum(s == t for s, t in zip(said, texts, strict=True)) >= 24
+    per_text = lens.float() / kw["text_lens"].float()
+    assert 2.0 <= per_text.mean() <= 3.0
