@@ -17,8 +17,7 @@ from speech.data.references import ReferenceSampler
 from speech.data.shar import ShardFeatures
 from speech.tensors import pad_sequences
 from speech.text.bpe import TextBPE
-from speech.text.byte_ctc import judge_target
-from speech.text.ctc_align import token_starts
+from speech.text.ctc_align import text_starts
 
 log = logging.getLogger(__name__)
 
@@ -163,5 +162,4 @@ class SpeechDataset(torch.utils.data.Dataset):
         """``(n,)`` the audio token where each BPE token of the supervision's text starts."""
         frames = item[ALIGNMENTS]
         end = len(item[TOKENS]) if TOKENS in item else int(frames.max(initial=-1)) + 1
-        target = judge_target(sup.text, sup.language)
-        return token_starts(self.bpe.offsets(sup.text), sup.text, target, frames, end)
+        return text_starts(self.bpe, sup.text, sup.language, frames, end)

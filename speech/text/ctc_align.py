@@ -17,6 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from speech.text.byte_ctc import judge_target
+
 NEG_INF = -np.inf
 
 
@@ -119,3 +121,16 @@ def token_starts(
     chars = char_map(text, normalized)
     starts = np.array([char_frames[chars[a]] if a < len(text) else end for a, _ in offsets], dtype=np.int64)
     return np.clip(np.maximum.accumulate(starts) if len(starts) else starts, 0, end)
+
+
+def text_starts(bpe, text: str, language: str, byte_frames: np.ndarray, end: int) -> np.ndarray:
+    """``token_starts`` of ``bpe.encode(text)`` (a ``speech.text.bpe.TextBPE`` over spelled text), from the
+    byte frames of ``text``'s CTC target (``judge_target``) that ``scripts/encode.py kind=alignments``
+    caches."""
+    return token_starts(bpe.offsets(text), text, judge_target(text, language), byte_frames, end)
+
+
+def even_starts(n: int, end: int) -> np.ndarray:
+    """``(n,)`` where ``n`` text tokens spread evenly over ``end`` audio tokens start (the text hints'
+    ``floor((j + 1/2) n / end)`` read the other way): ``ceil(i * end / n - 1/2)``."""
+    return np.clip(np.ceil(np.arange(n) * end / max(n, 1) - 0.5), 0, end).astype(np.int64)
