@@ -231,3 +231,17 @@ def test_encode_script_aligns_each_transcript_with_the_ctc_head(trained, shared_
         assert frames.dtype == np.int32 and len(frames) == len(judge_target(sup.text, sup.language).encode())
         assert np.all(np.diff(frames) >= 0) and 0 <= frames.min()
         assert frames.max() < int(cut.num_samples) // 640
+    # the report reads both caches and compares every English val cut's alignment with an even spread
+    run_script(ENCODE, *[a for a in args if a != "kind=alignments"], "kind=tokens")
+    out = tmp_path / "report"
+    report = ROOT / "eval" / "alignment_report.py"
+    run_script(report, f"ckpt={trained['last']}", f"data.prepared_dir={shared_prepared}",
+               f"paths.cache_dir={tmp_path}", f"out_dir={out}", "plot_cuts=2")  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    val = [
+        c
+        for c in CutSet.from_file(shared_prepared / "val_cuts.jsonl.gz")
+        if c.supervisions[0].language == "en"
+    ]
+    assert summary["cuts"] == len(val) > 0 and summary["mean_abs_tokens"] >= 0
+    assert 0 <= summary["spread_evenly_cuts"] <= len(val) and (out / "alignments.png").stat().st_size > 0
