@@ -7,7 +7,7 @@ import pytest
 
 from speech.text.bpe import TextBPE
 from speech.text.byte_ctc import judge_target, text_to_ids
-from speech.text.ctc_align import char_map, forced_align, token_starts
+from speech.text.ctc_align import char_map, even_starts, forced_align, token_starts
 
 
 def log_probs_of_path(path: list[int], vocab: int = 8, sure: float = 0.9) -> np.ndarray:
@@ -69,3 +69,13 @@ def test_a_bpe_over_phonemes_has_no_spans_in_the_text():
     bpe.phonemes = "espeak-ng"
     with pytest.raises(ValueError, match="phonemes"):
         bpe.offsets("hello")
+
+
+@pytest.mark.parametrize(("n", "end"), [(4, 10), (7, 7), (5, 23), (9, 4)])
+def test_even_starts_are_where_the_plain_hints_move_on(n, end):
+    """Read as a pointer, the even starts give each audio token j the plain hints' text token,
+    ``floor((j + 1/2) n / end)``."""
+    starts = even_starts(n, end)
+    j = np.arange(end)
+    pointer = np.clip(np.searchsorted(starts, j, side="right") - 1, 0, n - 1)
+    assert pointer.tolist() == np.floor((j + 0.5) * n / end).astype(int).tolist()
