@@ -33,7 +33,13 @@ from speech.data.meta_list import MetaEntry, read_meta_list
 from speech.data.rejects import RejectLog
 from speech.metrics.asr.base import ASR_SAMPLE_RATE, ASRBackend
 from speech.metrics.asr.transcripts import GT_PREFIX
-from speech.metrics.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES, bootstrap_mean_ci, bootstrap_ratio_ci
+from speech.metrics.bootstrap import (
+    DEFAULT_LEVEL,
+    DEFAULT_RESAMPLES,
+    bootstrap_mean_ci,
+    bootstrap_ratio_ci,
+    bootstrap_ratio_difference_ci,
+)
 from speech.metrics.speaker.base import SIM_SAMPLE_RATE, SpeakerEmbedder
 from speech.metrics.wer import score_utterance, word_errors
 from speech.text.normalize import base_language
@@ -290,10 +296,11 @@ def summarize_row(row: RowResult, *, n_resamples: int = DEFAULT_RESAMPLES, seed:
     WER values are fractions: ``wer`` is the utterance-averaged WER (the protocol's headline),
     ``corpus_wer`` total errors over total reference words, ``words_right`` the reference words the ASR
     got right (neither substituted nor deleted) over all reference words, each over ``n_wer`` utterances
-    (those with a non-empty normalized reference), and ``words_right_chance`` the same against other
-    utterances' references (``words_right_by_chance``); ``sim`` is the mean SIM over ``n_sim`` utterances
-    (readable prompt). ``words_right`` tells speech that is partly understood from babble when both score
-    a WER near or above 100 % (insertions have no ceiling, deletions and substitutions do).
+    (those with a non-empty normalized reference), ``words_right_chance`` the same against other
+    utterances' references (``words_right_by_chance``) and ``words_right_above_chance`` the first minus
+    the second (a paired bootstrap: the same utterances for both); ``sim`` is the mean SIM over ``n_sim``
+    utterances (readable prompt). ``words_right`` tells speech that is partly understood from babble when
+    both score a WER near or above 100 % (insertions have no ceiling, deletions and substitutions do).
     A CI is ``{"estimate", "low", "high", "level"}``, with ``null`` when nothing was scored.
     """
     with_wer = [r for r in row.records if r.wer is not None]
@@ -303,6 +310,8 @@ def summarize_row(row: RowResult, *, n_resamples: int = DEFAULT_RESAMPLES, seed:
     words = [r.ref_words for r in with_wer]
     corpus = bootstrap_ratio_ci(errors, words, **kw)
     right = [r.ref_words - r.substitutions - r.deletions for r in with_wer]
+    chance_right, chance_words = words_right_by_chance(with_wer)
+    paired = (right, words, chance_right, chance_words) if chance_words else ([], [], [], [])
     return {
         "n_expected": len(row.expected),
         "n_scored": len(row.records),
@@ -313,7 +322,8 @@ def summarize_row(row: RowResult, *, n_resamples: int = DEFAULT_RESAMPLES, seed:
         "wer": _ci(bootstrap_mean_ci([r.wer for r in with_wer], **kw)),
         "corpus_wer": _ci(corpus),
         "words_right": _ci(bootstrap_ratio_ci(right, words, **kw)),
-        "words_right_chance": _ci(bootstrap_ratio_ci(*words_right_by_chance(with_wer), **kw)),
+        "words_right_chance": _ci(bootstrap_ratio_ci(chance_right, chance_words, **kw)),
+        "words_right_above_chance": _ci(bootstrap_ratio_difference_ci(*paired, **kw)),
         "sim": _ci(bootstrap_mean_ci(sims, **kw)),
         "n_wer_above_0.5": sum(r.wer > 0.5 for r in with_wer),
         "mean_duration_s": _mean([r.duration_s for r in row.records]),
@@ -365,8 +375,9 @@ def _listed(utts: Sequence[str]) -> str:
 
 
 TABLE_HEADER = (
-    "| row | scored / expected | WER (%) | corpus WER (%) | words right (%) | by chance (%) | SIM |",
-    "|---|---|---|---|---|---|---|",
+    "| row | scored / expected | WER (%) | corpus WER (%) | words right (%) | by chance (%) | above chance "
+    "(points) | SIM |",
+    "|---|---|---|---|---|---|---|---|",
 )
 NOT_SCORED = {"estimate": None}  # a summary written before a figure existed
 
@@ -377,7 +388,8 @@ def row_markdown(label: str, row: dict) -> str:
     return (
         f"| {label} | {row['n_scored']} / {row['n_expected']} | {_fmt(row['wer'], 100, 2)} | "
         f"{_fmt(row['corpus_wer'], 100, 2)} | {_fmt(row.get('words_right', NOT_SCORED), 100, 1)} | "
-        f"{_fmt(row.get('words_right_chance', NOT_SCORED), 100, 1)} | {_fmt(row['sim'], 1, 3)} |"
+        f"{_fmt(row.get('words_right_chance', NOT_SCORED), 100, 1)} | "
+        f"{_fmt(row.get('words_right_above_chance', NOT_SCORED), 100, 1)} | {_fmt(row['sim'], 1, 3)} |"
     )
 
 
@@ -420,8 +432,9 @@ def summary_markdown(summary: dict) -> str:
         f"utterances ({boot['n_resamples']} resamples, seed {boot['seed']}). WER is the mean of "
         "per-utterance WERs (the protocol's headline); corpus WER is total errors / total reference words; "
         "words right is the reference words neither substituted nor deleted / total reference words; "
-        f"by chance is the same against {CHANCE_REFERENCES} other utterances' references. "
-        "SIM is against the prompt wav.",
+        f"by chance is the same against {CHANCE_REFERENCES} other utterances' references; above chance is "
+        "the difference, in percentage points, with a paired interval (zero inside it: no words beyond what "
+        "babble of that length gets). SIM is against the prompt wav.",
         "",
         *TABLE_HEADER,
     ]

@@ -222,6 +222,7 @@ def test_the_chance_level_counts_words_shared_with_other_sentences():
     summary = summarize_row(RowResult("generated", [r.utt for r in records], records), n_resamples=50)
     assert summary["words_right"]["estimate"] == 1.0
     assert summary["words_right_chance"]["estimate"] == pytest.approx(1 / 3)
+    assert summary["words_right_above_chance"]["estimate"] == pytest.approx(2 / 3)
     # a transcript right about one sentence of three: 1 of its 2 other references has its words
     mixed = [_record("a b", "c d"), _record("c d", "c d"), _record("e f", "g h")]
     assert words_right_by_chance(mixed) == ([1.0, 0.0, 0.0], [2.0, 2.0, 2.0])
@@ -240,3 +241,4 @@ def test_one_utterance_has_no_chance_level():
     assert words_right_by_chance([_record("a b", "a b")]) == ([], [])
     summary = summarize_row(RowResult("generated", ["a b"], [_record("a b", "a b")]), n_resamples=10)
     assert summary["words_right_chance"]["estimate"] is None
+    assert summary["words_right_above_chance"]["estimate"] is None

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from speech.metrics.bootstrap import bootstrap_mean_ci, bootstrap_ratio_ci
+from speech.metrics.bootstrap import bootstrap_mean_ci, bootstrap_ratio_ci, bootstrap_ratio_difference_ci
 from speech.metrics.wer import corpus_wer, score_utterance, utterance_wer, word_errors
 
 
@@ -76,3 +76,23 @@ def test_bootstrap_ratio_ci_for_corpus_wer():
     assert ci.low < ci.estimate < ci.high
     assert ci == bootstrap_ratio_ci(errors, words, seed=0)
     assert math.isnan(bootstrap_ratio_ci([1], [0]).estimate)
+
+
+def test_the_paired_difference_of_two_ratios_cancels_what_the_utterances_share():
+    """Words right minus chance: utterances differ a lot in length and common words, but every one gets 1
+    more word right against its own reference than against others, so the paired interval is clear of zero
+    and narrower than either ratio's own."""
+    rng = np.random.default_rng(0)
+    words = rng.integers(3, 30, 200).astype(float)
+    chance = np.floor(words * rng.uniform(0, 0.5, 200))
+    ci = bootstrap_ratio_difference_ci(chance + 1, words, chance, words, n_resamples=300)
+    assert ci.estimate == pytest.approx(200 / words.sum())
+    assert 0 < ci.low <= ci.estimate <= ci.high and ci.high - ci.low < 0.5 * ci.estimate
+    own, other = (
+        bootstrap_ratio_ci(chance + 1, words, n_resamples=300),
+        bootstrap_ratio_ci(chance, words, n_resamples=300),
+    )
+    assert ci.high - ci.low < 0.5 * min(own.high - own.low, other.high - other.low)
+    assert math.isnan(bootstrap_ratio_difference_ci([], [], [], [], n_resamples=10).estimate)
+    with pytest.raises(ValueError, match="differ in length"):
+        bootstrap_ratio_difference_ci([1], [2], [1, 2], [2, 3])
