@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from speech.checkpoints import checkpoint_config, file_sha256, load_checkpoint
 from speech.data.cache import FeatureCache
 
-ENCODE_COMMAND = "scripts/encode.py"  # fills the cache of any kind: kind=tokens | kind=latents
+ENCODE_COMMAND = "scripts/encode.py"  # fills the cache of any kind: kind=tokens | latents | alignments
 
 
 def text_vocab_size(prepared_dir: str) -> int:
