@@ -162,9 +162,12 @@ class _PointerHints:
         return self.model.hint_emb(ids).to(self.dtype)
 
     def first(self) -> torch.Tensor:
+        """``(b, d)`` the hint of the first new token: the first text token."""
         return self._embed()
 
     def after(self, h: torch.Tensor, i: int) -> torch.Tensor:
+        """``(b, d)`` the hint of step ``i``'s token's input, after the pointer moved by the head's expected
+        advance read from ``h (b, d)``, the hidden state that predicted that token."""
         probs = self.model.advance_head(h).float().softmax(-1)
         self.position = (self.position + probs @ self.classes).clamp(max=self.text_lens.float())
         return self._embed()
