@@ -29,7 +29,10 @@ docs/evaluation.md). ``CORPUS`` picks another built-in corpus (a ``configs/data`
 (under ``pipeline_tiny/on_<test corpus>/``). ``AR_CORPUS`` (e.g. ``synthetic_en60``: 7,200 different English
 sentences) gives the AR model a corpus of its own, built, prepared and tokenized here (its token cache in
 ``cache/<AR_CORPUS>/``, its run in ``logs/ar_tiny_<AR_CORPUS>/``) while the other stages keep ``CORPUS``;
-``AR_ARGS`` adds Hydra overrides to the AR command only (e.g. ``"model.align_weight=1.0"``). Besides the
+``AR_ARGS`` adds Hydra overrides to the AR command only (e.g. ``"model.align_weight=1.0"``);
+``AR_ALIGNED=1`` trains it with text-aligned hints (``experiment=ar_tiny_aligned``, in
+``logs/ar_tiny_aligned[_<AR_CORPUS>]/``), after the tokenizer's CTC alignments of its corpus (docs/ar.md;
+its clones carried words above chance at 3,000 steps, docs/main_job.md). Besides the
 clones, two ceiling rows render the test set's ground truth through the stages after the AR model
 (``infer.py mode=resynthesis|oracle_tokens``): the table then shows which stage loses the speech.
 Outputs: ``logs/pipeline_tiny/`` (a log per task, ``timings.md``, ``results.md``).
@@ -78,13 +81,18 @@ class Plan:
     test_set: str = "test-synth-en"
     asr: str = "whisper_ct2"
     ar_corpus: str | None = None
+    ar_aligned: bool = False
 
     @classmethod
     def from_env(cls, env: dict) -> Plan:
         corpus = env.get("CORPUS", DEFAULT_CORPUS)
         test_corpus = env.get("TEST_CORPUS", corpus)
         test_set = f"{test_set_prefix(test_corpus)}-en"
-        return cls(corpus, test_corpus, test_set, env.get("EVAL_ASR", cls.asr), env.get("AR_CORPUS") or None)
+        aligned = env.get("AR_ALIGNED", "0")
+        if aligned not in ("0", "1"):
+            raise ValueError(f"AR_ALIGNED={aligned!r}: 1 (text-aligned hints) or 0 (hints spread evenly)")
+        return cls(corpus, test_corpus, test_set, env.get("EVAL_ASR", cls.asr), env.get("AR_CORPUS") or None,
+                   aligned == "1")  # fmt: skip
 
     @property
     def crossed(self) -> bool:
@@ -104,9 +112,14 @@ class Plan:
         return f"data/{self.test_corpus}/{self.test_set}/meta.lst"
 
     @property
+    def ar_experiment(self) -> str:
+        return "ar_tiny_aligned" if self.ar_aligned else "ar_tiny"
+
+    @property
     def ar_run(self) -> str:
-        """The AR model's run folder: its own when it trains on its own corpus (``AR_CORPUS``)."""
-        return "ar_tiny" if self.ar_corpus is None else f"ar_tiny_{self.ar_corpus}"
+        """The AR model's run folder: the experiment's, and its own when it trains on its own corpus
+        (``AR_CORPUS``)."""
+        return self.ar_experiment if self.ar_corpus is None else f"{self.ar_experiment}_{self.ar_corpus}"
 
     def ckpt(self, stage: str) -> Path:
         run = self.ar_run if stage == "ar" else f"{stage}_tiny"
@@ -200,29 +213,32 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
         "data.datamodule.languages=[en]",
         *env.get("AR_ARGS", "").split(),
     )
+
+    def encode(kind: str, *args, corpus: str | None = None) -> list[str]:  # a cache of the tokenizer's
+        return on_data("scripts/encode.py", *args, f"kind={kind}", f"ckpt={plan.ckpt('tokenizer')}",
+                       "progress=false", corpus=corpus)  # fmt: skip
+
+    # the tokenizer's caches the AR model reads: its tokens, and with AR_ALIGNED their alignments
+    kinds = ("tokens", "alignments") if plan.ar_aligned else ("tokens",)
     if plan.ar_corpus is None:
-        ar_lane = [Task("ar", train("ar_tiny", "AR_STEPS", 1200, *ar_options), after=("encode_tokens",))]
-    else:  # its own corpus, token cache folder (cut ids repeat across corpora) and run folder
+        ar = train(plan.ar_experiment, "AR_STEPS", 1200, *ar_options)
+        ar_lane = [
+            *(Task(f"encode_{kind}", encode(kind), after=("tokenizer",)) for kind in kinds[1:]),
+            Task("ar", ar, after=tuple(f"encode_{kind}" for kind in kinds)),
+        ]
+    else:  # its own corpus, cache folder (cut ids repeat across corpora) and run folder
         cache = f"paths.cache_dir=${{paths.root_dir}}/cache/{plan.ar_corpus}"
-        tokens = on_data(
-            "scripts/encode.py",
-            cache,
-            "kind=tokens",
-            f"ckpt={plan.ckpt('tokenizer')}",
-            "progress=false",
-            corpus=plan.ar_corpus,
-        )
-        ar = train(
-            "ar_tiny", "AR_STEPS", 1200, cache, f"name={plan.ar_run}", *ar_options, corpus=plan.ar_corpus
-        )
+        ar = train(plan.ar_experiment, "AR_STEPS", 1200, cache, f"name={plan.ar_run}", *ar_options,
+                   corpus=plan.ar_corpus)  # fmt: skip
         ar_lane = [
             # one rendering process: the other core trains the Flow-VAE meanwhile
             Task("ar_corpus", on_data("scripts/corpus/make_synthetic_corpus.py", "num_workers=1",
                                       corpus=plan.ar_corpus), after=("corpus",)),
             Task("ar_prepare", on_data("scripts/prepare_data.py", corpus=plan.ar_corpus),
                  after=("ar_corpus",)),
-            Task("ar_encode_tokens", tokens, after=("tokenizer", "ar_prepare")),
-            Task("ar", ar, after=("ar_encode_tokens",)),
+            *(Task(f"ar_encode_{kind}", encode(kind, cache, corpus=plan.ar_corpus),
+                   after=("tokenizer", "ar_prepare")) for kind in kinds),
+            Task("ar", ar, after=tuple(f"ar_encode_{kind}" for kind in kinds)),
         ]  # fmt: skip
     return [
         *(
@@ -254,11 +270,7 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
             train("flow_vae_tiny", "VAE_STEPS", VAE_STEPS, f"stage.disc_start_step={vae_steps}"),
             after=("prepare",),
         ),  # fmt: skip
-        Task(
-            "encode_tokens",
-            on_data("scripts/encode.py", "kind=tokens", f"ckpt={plan.ckpt('tokenizer')}", "progress=false"),
-            after=("tokenizer",),
-        ),  # fmt: skip
+        Task("encode_tokens", encode("tokens"), after=("tokenizer",)),
         Task(
             "encode_latents",
             on_data("scripts/encode.py", "kind=latents", f"ckpt={plan.ckpt('flow_vae')}", "progress=false"),

@@ -182,3 +182,29 @@ def test_data_overrides_reach_only_the_commands_that_have_a_data_config(tmp_path
             "data." in a for a in built[name][-3:]
         )
     assert SCRIPT["is_data_override"]("~data.bpe") and not SCRIPT["is_data_override"]("database=1")
+
+
+def test_aligned_hints_add_the_alignments_before_the_ar_model_and_a_run_folder_of_their_own():
+    env = {"AR_ALIGNED": "1"}
+    plan, cmds = SCRIPT["Plan"].from_env(env), commands(env)
+    assert plan.ckpt("ar") == Path("logs/ar_tiny_aligned/checkpoints/last.ckpt")
+    assert "experiment=ar_tiny_aligned" in cmds["ar"]
+    assert {"kind=alignments", "ckpt=logs/tokenizer_tiny/checkpoints/last.ckpt"} <= set(
+        cmds["encode_alignments"]
+    )
+    graph = {t.name: t.after for t in SCRIPT["tasks"](plan, [], env, 2)}
+    assert set(graph["ar"]) == {"encode_tokens", "encode_alignments"} and graph["encode_alignments"] == (
+        "tokenizer",
+    )
+    # on a corpus of its own, both caches of that corpus, in its cache folder
+    env = {"AR_ALIGNED": "1", "AR_CORPUS": "synthetic_en60"}
+    plan, cmds = SCRIPT["Plan"].from_env(env), commands(env)
+    assert plan.ckpt("ar") == Path("logs/ar_tiny_aligned_synthetic_en60/checkpoints/last.ckpt")
+    for kind in ("tokens", "alignments"):
+        assert {"data=synthetic_en60", f"kind={kind}"} <= set(cmds[f"ar_encode_{kind}"])
+    graph = {t.name: t.after for t in SCRIPT["tasks"](plan, [], env, 2)}
+    assert set(graph["ar"]) == {"ar_encode_tokens", "ar_encode_alignments"}
+    assert "encode_alignments" not in graph  # the job's own corpus needs none
+    with pytest.raises(ValueError, match="AR_ALIGNED='yes'"):
+        SCRIPT["Plan"].from_env({"AR_ALIGNED": "yes"})
+    assert "encode_alignments" not in commands({}) and "experiment=ar_tiny" in commands({})["ar"]
