@@ -9,6 +9,8 @@ Validation logs zero-shot loss/accuracy (``val/loss``, ``val/acc``) and, when th
 one-shot ones (``val/loss_prompt``, ``val/acc_prompt``). ``val/text_gain`` is how much the text helps: the
 zero-shot loss with every row given another row's text (the batch's texts rolled by one) minus the loss with
 its own, in nats per token. Near 0 the model ignores the text: it cannot say the words whatever its loss.
+With text-aligned hints (``text_starts`` in the batch) the rolled text brings its own timing, so
+``val/content_gain`` also gives each row another row's tokens at its own timing: what the text says alone.
 
 A model with the text CTC head (``model.text_ctc_weight > 0``) trains on the token loss plus that weight
 times the CTC loss and logs the latter as ``train/text_ctc`` and ``val/text_ctc``; so does guided alignment
@@ -25,11 +27,22 @@ from speech.audio.mel import LogMelSpectrogram
 from speech.checkpoints import TEXT_BPE_KEY
 from speech.lit.schedules import AdamWSchedule
 from speech.models.ar_transformer import AROutput, ARTransformer
+from speech.text.bpe import PAD_ID
 
 DEFAULT_OPTIM = AdamWSchedule()  # the stage's optimizer without a config (stage.optim sets it)
 
 TOKENS = "tokens"  # batch key of the cached audio tokens
 TEXT_STARTS = "text_starts"  # batch key of where each text token starts (with an alignments feature)
+
+
+def other_text(batch: dict) -> torch.Tensor:
+    """``(b, n)``: each row's text tokens replaced by the row before's (rolled by one), cut or repeated to the
+    row's own length and padded after it, so ``text_lens`` and ``text_starts`` still fit."""
+    text, lens = batch["text_tokens"], batch["text_lens"]
+    other, other_lens = text.roll(1, 0), lens.roll(1, 0)
+    j = torch.arange(text.shape[1], device=text.device)[None]
+    swapped = other.gather(1, j % other_lens[:, None].clamp(min=1))
+    return swapped.masked_fill(j >= lens[:, None], PAD_ID)
 
 
 class ARModule(L.LightningModule):
@@ -111,6 +124,9 @@ class ARModule(L.LightningModule):
         self.log_dict({"val/loss": out.loss, "val/acc": out.accuracy}, batch_size=n, sync_dist=True)
         if n > 1:
             self.log("val/text_gain", self.text_gain(batch, speaker, out), batch_size=n, sync_dist=True)
+            if TEXT_STARTS in batch:
+                gain = self.content_gain(batch, speaker, out)
+                self.log("val/content_gain", gain, batch_size=n, sync_dist=True)
         self._total_loss(out, "val", n)
         prompt = self._prompt(batch, torch.ones(n, dtype=torch.bool, device=self.device))
         if prompt:
@@ -131,6 +147,12 @@ class ARModule(L.LightningModule):
             key: batch[key].roll(1, 0) for key in ("text_tokens", "text_lens", TEXT_STARTS) if key in batch
         }
         return self._forward({**batch, **other}, speaker, {}).loss - out.loss
+
+    def content_gain(self, batch: dict, speaker: torch.Tensor, out: AROutput) -> torch.Tensor:
+        """With ``text_starts``: the zero-shot loss with every row given another row's text tokens at its own
+        timing (``other_text``) minus ``out.loss``; unlike ``text_gain`` the hints still move where the
+        row's own text does, so only what the text says differs."""
+        return self._forward({**batch, "text_tokens": other_text(batch)}, speaker, {}).loss - out.loss
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)

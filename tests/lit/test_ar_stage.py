@@ -13,7 +13,7 @@ from script_runs import run_script
 
 from speech.checkpoints import build_model
 from speech.data.cache import FeatureCache
-from speech.lit.ar import ARModule
+from speech.lit.ar import ARModule, other_text
 from speech.lit.resolvers import register_resolvers
 from speech.models.ar_transformer import ARTransformer
 from speech.text.bpe import TextBPE
@@ -245,5 +245,13 @@ def test_the_aligned_recipe_gets_text_starts_and_trains_its_pointer_head(shared_
         objective = module.training_step(batch, 0)
         speaker, out = module.zero_shot(batch)
         gain = module.text_gain(batch, speaker, out)
-    assert out.advance is not None and out.advance > 0 and torch.isfinite(gain)
+        content = module.content_gain(batch, speaker, out)
+    assert out.advance is not None and out.advance > 0 and torch.isfinite(gain) and torch.isfinite(content)
     torch.testing.assert_close(objective, out.loss + out.advance)
+
+
+def test_another_rows_text_at_this_rows_length_for_the_content_gain():
+    batch = {"text_tokens": torch.tensor([[5, 6, 7, 0], [8, 9, 0, 0], [1, 2, 3, 4]]),
+             "text_lens": torch.tensor([3, 2, 4])}  # fmt: skip
+    # row 0 gets row 2's tokens cut to 3; row 1 row 0's cut to 2; row 2 row 1's repeated to 4
+    assert other_text(batch).tolist() == [[1, 2, 3, 0], [5, 6, 0, 0], [8, 9, 8, 9]]
