@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from speech.data.cache import FeatureCache
 from speech.text.bpe import TextBPE
 from speech.text.byte_ctc import judge_target
-from speech.text.ctc_align import even_starts, text_starts
+from speech.text.ctc_align import even_frames, even_starts, text_starts
 from speech.text.normalize import base_language
 
 FAR = 2  # audio tokens (80 ms) between two starts that count as "far"
@@ -37,12 +37,12 @@ def compare_cut(bpe: TextBPE, cut, frames: np.ndarray, end: int) -> dict:
     sup = cut.supervisions[0]
     aligned = text_starts(bpe, sup.text, sup.language, frames, end)
     even = even_starts(len(aligned), end)
-    spread = np.floor((np.arange(len(frames)) + 0.5) * end / max(len(frames), 1)).astype(np.int64)
     gap = np.abs(aligned - even)
+    spread = bool(np.array_equal(frames, even_frames(len(frames), end)))  # encode.py found no CTC path
     return {
         "utt": cut.id, "tokens": end, "text_tokens": len(aligned),
         "mean_abs": float(gap.mean()) if len(gap) else 0.0, "far": int((gap > FAR).sum()),
-        "lead": int(aligned[0]) if len(aligned) else 0, "spread_evenly": bool(np.array_equal(frames, spread)),
+        "lead": int(aligned[0]) if len(aligned) else 0, "spread_evenly": spread,
         "aligned": aligned.tolist(), "even": even.tolist(),
         "pieces": [sup.text[a:b] for a, b in bpe.offsets(sup.text)],
     }  # fmt: skip

@@ -36,7 +36,7 @@ from speech.data.collate import duration_batches
 from speech.data.prepare import prepared_cuts
 from speech.tensors import pad_sequences
 from speech.text.byte_ctc import judge_target, text_to_ids
-from speech.text.ctc_align import forced_align
+from speech.text.ctc_align import even_frames, forced_align
 
 # kind -> (what the checkpoint must hold, the attributes that say so, the cached dtype)
 KINDS = {
@@ -88,8 +88,7 @@ class TranscriptAligner:
                 frames = forced_align(log_probs[:n], target) // self.model.ctc_upsample
             except ValueError:
                 self.spread_evenly += 1
-                tokens = n // self.model.ctc_upsample
-                frames = np.floor((np.arange(len(target)) + 0.5) * tokens / max(len(target), 1))
+                frames = even_frames(len(target), n // self.model.ctc_upsample)
             rows.append(torch.as_tensor(frames, dtype=torch.int64))
         frames, lens, _ = pad_sequences(rows)
         return frames, lens

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 ALIGNMENTS = "alignments"  # feature key of the CTC alignments (scripts/encode.py kind=alignments)
 TOKENS = "tokens"  # feature key of the audio tokens, where the alignments' audio ends
+TEXT_STARTS = "text_starts"  # batch key of where each text token starts (with alignments)
 
 
 class SpeechDataset(torch.utils.data.Dataset):
@@ -155,7 +156,7 @@ class SpeechDataset(torch.utils.data.Dataset):
             batch[key], batch[f"{key}_lens"], batch[f"{key}_mask"] = pad_sequences([i[key] for i in items])
         if ALIGNMENTS in self.features:
             starts = [self._text_starts(s, i) for s, i in zip(sups, items, strict=True)]
-            batch["text_starts"] = pad_sequences(starts)[0]
+            batch[TEXT_STARTS] = pad_sequences(starts)[0]
         return batch
 
     def _text_starts(self, sup, item: dict) -> np.ndarray:

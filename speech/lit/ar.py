@@ -25,14 +25,12 @@ import torch
 
 from speech.audio.mel import LogMelSpectrogram
 from speech.checkpoints import TEXT_BPE_KEY
+from speech.data.dataset import TEXT_STARTS, TOKENS
 from speech.lit.schedules import AdamWSchedule
 from speech.models.ar_transformer import AROutput, ARTransformer
 from speech.text.bpe import PAD_ID
 
 DEFAULT_OPTIM = AdamWSchedule()  # the stage's optimizer without a config (stage.optim sets it)
-
-TOKENS = "tokens"  # batch key of the cached audio tokens
-TEXT_STARTS = "text_starts"  # batch key of where each text token starts (with an alignments feature)
 
 
 def other_text(batch: dict) -> torch.Tensor:

@@ -154,12 +154,8 @@ class _PointerHints:
         self.classes = torch.arange(MAX_ADVANCE + 1, device=text.device, dtype=torch.float32)
 
     def _embed(self) -> torch.Tensor:
-        pointer = self.position.floor().long()
-        idx = pointer.clamp(0, max(self.text.shape[1] - 1, 0))[:, None]
-        ids = self.text.gather(1, idx)[:, 0].masked_fill(
-            pointer >= self.text_lens, self.model.hint_emb.num_embeddings - 1
-        )
-        return self.model.hint_emb(ids).to(self.dtype)
+        pointer = self.position.floor().long()[:, None]
+        return self.model._hints(self.text, self.text_lens, pointer)[:, 0].to(self.dtype)
 
     def first(self) -> torch.Tensor:
         """``(b, d)`` the hint of the first new token: the first text token."""
@@ -365,9 +361,11 @@ class ARTransformer(nn.Module):
         prefix = self._prefix(speaker, text, text_lens, prompt_text, prompt_text_lens, prompt_tokens,
                               prompt_lens)  # fmt: skip
         x, _, starts = pack([*prefix, (self._audio_inputs(audio_tokens), audio_lens)])
-        pointer = None
+        pointer, steps = None, int(audio_lens.max()) + 1
         if self.advance_head is not None:
-            pointer = self._pointer(text_starts, text_lens, audio_lens, int(audio_lens.max()) + 1)
+            pointer = self._pointer(text_starts, text_lens, audio_lens, steps)
+        elif self.hint_emb is not None:
+            pointer = self._spread(text_lens, audio_lens, steps)
         if self.hint_emb is not None:
             x = self._add_hints(x, starts[-1] - 1, audio_lens, text, text_lens, pointer)
             if self.training:
@@ -402,7 +400,9 @@ class ARTransformer(nn.Module):
             rest_loss, rest_right = next_code_loss(self.next_code_heads, h, codes, is_token)
             loss, right = loss + rest_loss, right & (rest_right.all(-1) | ~is_token)
         accuracy = right[targets != IGNORE].float().mean()  # whole tokens (every code) and EOS
-        advance = None if pointer is None else self._advance_loss(h[:, :k], pointer, audio_lens, text_lens)
+        advance = None
+        if self.advance_head is not None:
+            advance = self._advance_loss(h[:, :k], pointer, audio_lens)
         text_ctc = self._text_ctc(h[:, :k], audio_lens, text, text_lens)
         return AROutput(loss, accuracy, logits, text_ctc, align, advance)
 
@@ -416,7 +416,16 @@ class ARTransformer(nn.Module):
         pointer = (started.sum(-1) - 1).clamp(min=0)
         return torch.where(j[None] >= total[:, None], text_lens[:, None], pointer)
 
-    def _advance_loss(self, h, pointer, audio_lens, text_lens) -> torch.Tensor:
+    @staticmethod
+    def _spread(text_lens, total, steps) -> torch.Tensor:
+        """``(b, steps)`` the text token at audio token j's share of the text, ``floor((j + 1/2) n /
+        total)``, and ``text_lens`` (the end) from j = ``total (b,)`` on: the plain hints' pointer."""
+        j = torch.arange(steps, device=text_lens.device)[None]
+        share = (j.float() + 0.5) / total[:, None].clamp(min=1).float()
+        pointer = (share * text_lens[:, None].float()).floor().long()
+        return torch.where(j >= total[:, None], text_lens[:, None], pointer)
+
+    def _advance_loss(self, h, pointer, audio_lens) -> torch.Tensor:
         """Cross-entropy of the pointer head at the ``h (b, k, d)`` that predict audio tokens 0..k-1: how far
         the pointer moves before the next one (``MAX_ADVANCE`` or more in the last class)."""
         k = h.shape[1]
@@ -424,21 +433,15 @@ class ARTransformer(nn.Module):
         advance = advance.masked_fill(torch.arange(k, device=h.device)[None] >= audio_lens[:, None], IGNORE)
         return F.cross_entropy(self.advance_head(h).float().transpose(1, 2), advance, ignore_index=IGNORE)
 
-    def _hint_ids(self, text, text_lens, total, steps, pointer=None) -> torch.Tensor:
-        """``(b, steps)`` hint ids: for the input that predicts audio token j of ``total (b,)``, the text
-        token at the same share of the text, ``text[floor((j + 0.5) * n / total)]``, or the one under
-        ``pointer (b, steps)`` if given; the end id (``text_vocab_size``) from j = total on."""
-        b = text.shape[0]
-        j = torch.arange(steps, device=text.device)[None].expand(b, -1)
-        if pointer is None:
-            share = (j.float() + 0.5) / total[:, None].clamp(min=1).float()
-            pointer = (share * text_lens[:, None].float()).floor().long()
-        idx = pointer.clamp(0, max(text.shape[1] - 1, 0))
-        return torch.where(j >= total[:, None], self.hint_emb.num_embeddings - 1, text.gather(1, idx))
+    def _hint_ids(self, text, text_lens, pointer) -> torch.Tensor:
+        """``(b, s)`` hint ids: the text token under ``pointer (b, s)`` (``_spread`` or ``_pointer``), the end
+        id (``text_vocab_size``) where it is past the text."""
+        ids = text.gather(1, pointer.clamp(0, max(text.shape[1] - 1, 0)))
+        return ids.masked_fill(pointer >= text_lens[:, None], self.hint_emb.num_embeddings - 1)
 
-    def _hints(self, text, text_lens, total, steps, pointer=None) -> torch.Tensor:
-        """The embeddings ``(b, steps, d)`` of ``_hint_ids``."""
-        return self.hint_emb(self._hint_ids(text, text_lens, total, steps, pointer))
+    def _hints(self, text, text_lens, pointer) -> torch.Tensor:
+        """The embeddings ``(b, s, d)`` of ``_hint_ids``."""
+        return self.hint_emb(self._hint_ids(text, text_lens, pointer))
 
     def hint_total(self, text_lens: torch.Tensor) -> torch.Tensor:
         """The audio tokens ``(b,)`` generation's hints spread the text over: ``hint_rate`` per text token."""
@@ -450,11 +453,11 @@ class ARTransformer(nn.Module):
         rate = audio_lens.sum().float() / text_lens.sum().clamp(min=1).float()
         self.hint_rate.copy_(torch.where(self.hint_rate > 0, 0.99 * self.hint_rate + 0.01 * rate, rate))
 
-    def _add_hints(self, x, start, audio_lens, text, text_lens, pointer=None):
-        """Adds the hints of the target tokens and EOS (``_hints``) to their inputs, from ``start (b,)``."""
-        k1 = int(audio_lens.max()) + 1
-        j = torch.arange(k1, device=x.device)[None]
-        hint = self._hints(text, text_lens, audio_lens, k1, pointer) * (j <= audio_lens[:, None])[..., None]
+    def _add_hints(self, x, start, audio_lens, text, text_lens, pointer):
+        """Adds the hints under ``pointer (b, k + 1)`` of the target tokens and EOS (``_hints``) to their
+        inputs, from ``start (b,)``."""
+        j = torch.arange(pointer.shape[1], device=x.device)[None]
+        hint = self._hints(text, text_lens, pointer) * (j <= audio_lens[:, None])[..., None]
         pos = (start[:, None] + j).clamp(max=x.shape[1] - 1)
         return x.scatter_add(1, pos[..., None].expand(-1, -1, x.shape[-1]), hint.to(x.dtype))
 
@@ -618,8 +621,8 @@ class ARTransformer(nn.Module):
         if self.advance_head is not None:
             hints = _PointerHints(self, text, text_lens, x.dtype)
         elif self.hint_emb is not None:
-            spread = self._hints(text, text_lens, self.hint_total(text_lens), int(limits.max_new.max()) + 1)
-            hints = _SpreadHints(spread.to(x.dtype))
+            spread = self._spread(text_lens, self.hint_total(text_lens), int(limits.max_new.max()) + 1)
+            hints = _SpreadHints(self._hints(text, text_lens, spread).to(x.dtype))
         if hints is not None:
             x = torch.cat([x[:, :-1], x[:, -1:] + hints.first()[:, None]], 1)
         h, keys = self._prefill(x, lens, int(limits.max_new.max()))

@@ -130,6 +130,12 @@ def text_starts(bpe, text: str, language: str, byte_frames: np.ndarray, end: int
     return token_starts(bpe.offsets(text), text, judge_target(text, language), byte_frames, end)
 
 
+def even_frames(n: int, end: int) -> np.ndarray:
+    """``(n,)`` the frame of each of ``n`` targets spread evenly over ``end`` frames,
+    ``floor((i + 1/2) end / n)``: what stands in for an alignment where no CTC path fits."""
+    return np.floor((np.arange(n) + 0.5) * end / max(n, 1)).astype(np.int64)
+
+
 def even_starts(n: int, end: int) -> np.ndarray:
     """``(n,)`` where ``n`` text tokens spread evenly over ``end`` audio tokens start (the text hints'
     ``floor((j + 1/2) n / end)`` read the other way): ``ceil(i * end / n - 1/2)``."""

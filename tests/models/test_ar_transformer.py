@@ -233,7 +233,8 @@ def decode_teacher_forced(model, kw, tokens, *, lean):
     k = tokens.shape[1]
     hints = [None] * (k + 1)
     if model.hint_emb is not None:
-        hints = model._hints(kw["text"], kw["text_lens"], model.hint_total(kw["text_lens"]), k + 1).unbind(1)
+        spread = model._spread(kw["text_lens"], model.hint_total(kw["text_lens"]), k + 1)
+        hints = model._hints(kw["text"], kw["text_lens"], spread).unbind(1)
         x = torch.cat([x[:, :-1], x[:, -1:] + hints[0][:, None]], 1)
     h, keys = model._prefill(x, lens, k + 1)
     if lean:
@@ -282,7 +283,8 @@ def test_text_hints_give_the_same_logits_in_training_and_in_both_decoding_paths(
 def test_text_hints_spread_the_text_over_the_audio_then_say_end():
     model = make_model(text_hint=True)
     text = torch.tensor([[3, 4, 5, 0], [6, 7, 8, 9]])
-    ids = model._hint_ids(text, torch.tensor([3, 4]), torch.tensor([6, 2]), 8)
+    lens = torch.tensor([3, 4])
+    ids = model._hint_ids(text, lens, model._spread(lens, torch.tensor([6, 2]), 8))
     end = TEXT_V  # the middle of each share: 2 steps per text token, then half a text token per step
     assert ids.tolist() == [[3, 3, 4, 4, 5, 5, end, end], [7, 9, end, end, end, end, end, end]]
 
@@ -555,7 +557,7 @@ def test_the_pointer_says_the_token_started_last_then_the_end():
     pointer = model._pointer(starts, text_lens, total, 8)
     assert pointer.tolist() == [[0, 0, 1, 1, 1, 2, 2, 3]]  # the padded start (0) is never "started"
     text = torch.tensor([[4, 5, 6, 0]])
-    assert model._hint_ids(text, text_lens, total, 8, pointer).tolist() == [[4, 4, 5, 5, 5, 6, 6, TEXT_V]]
+    assert model._hint_ids(text, text_lens, pointer).tolist() == [[4, 4, 5, 5, 5, 6, 6, TEXT_V]]
 
 
 def test_a_pointer_model_needs_hints_and_trains_on_text_starts():

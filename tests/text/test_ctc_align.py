@@ -7,7 +7,7 @@ import pytest
 
 from speech.text.bpe import TextBPE
 from speech.text.byte_ctc import judge_target, text_to_ids
-from speech.text.ctc_align import char_map, even_starts, forced_align, token_starts
+from speech.text.ctc_align import char_map, even_frames, even_starts, forced_align, token_starts
 
 
 def log_probs_of_path(path: list[int], vocab: int = 8, sure: float = 0.9) -> np.ndarray:
@@ -79,3 +79,7 @@ def test_even_starts_are_where_the_plain_hints_move_on(n, end):
     j = np.arange(end)
     pointer = np.clip(np.searchsorted(starts, j, side="right") - 1, 0, n - 1)
     assert pointer.tolist() == np.floor((j + 0.5) * n / end).astype(int).tolist()
+
+
+def test_even_frames_put_each_target_in_the_middle_of_its_share():
+    assert even_frames(4, 10).tolist() == [1, 3, 6, 8] and even_frames(0, 10).tolist() == []
