@@ -45,6 +45,11 @@ before the next audio token (0 to ``MAX_ADVANCE``; the end id counts as token ``
 cross-entropy (``AROutput.advance``). Generation moves the pointer by the head's expected advance (kept as
 a fraction, so a rate of one token per three steps moves it every third step) and feeds the token under it.
 
+Optional hint context (``hint_context``, *ours*, either hint mode): each hint also carries the next text token
+and its dwell, how many audio tokens the pointer has stayed on the current one (0 where it moved, to
+``MAX_DWELL``). A text token spans several audio tokens (3.5 on the tiny corpus's BPE) whose sounds differ:
+the dwell says which part of it is due, the next token what it runs into.
+
 Training batches are right-padded, so the causal mask alone keeps padding out of every valid position.
 Generation left-pads the prefixes (RoPE positions from 0 per row via ``positions_from_mask``), prefills a
 static KV cache through the blocks' ``forward`` and then decodes one token per step for the whole batch
@@ -80,6 +85,7 @@ from speech.modules.transformer import (
 
 IGNORE = -100  # cross-entropy target of padded positions
 MAX_ADVANCE = 3  # the pointer head's largest class: 3 or more text tokens on before the next audio token
+MAX_DWELL = 15  # hint_context: dwells of 15 audio tokens (0.6 s) and more share one embedding
 # Generated audio tokens per target BPE token: synthetic_tiny spans 1.6-5.9 at 25 Hz (docs/ar.md).
 MIN_TOKENS_PER_TEXT, MAX_TOKENS_PER_TEXT = 1.0, 10.0
 
@@ -129,6 +135,14 @@ class AROutput(NamedTuple):
     advance: torch.Tensor | None = None  # cross-entropy of the pointer head (hint_pointer)
 
 
+def _dwell(pointer: torch.Tensor) -> torch.Tensor:
+    """``(b, s)`` how many steps ``pointer (b, s)`` has stayed where it is: 0 at the first step and wherever
+    it moved, then 1, 2, ..."""
+    j = torch.arange(pointer.shape[1], device=pointer.device)[None]
+    moved = F.pad(pointer[:, 1:] != pointer[:, :-1], (1, 0), value=True)
+    return j - torch.where(moved, j, 0).cummax(1).values
+
+
 class _SpreadHints:
     """Generation's text hints spread evenly: ``hints (b, steps + 1, d)`` computed up front."""
 
@@ -151,11 +165,12 @@ class _PointerHints:
     def __init__(self, model: ARTransformer, text: torch.Tensor, text_lens: torch.Tensor, dtype) -> None:
         self.model, self.text, self.text_lens, self.dtype = model, text, text_lens, dtype
         self.position = torch.zeros(text.shape[0], device=text.device)  # (b,) text tokens, fractional
+        self.dwell = torch.zeros(text.shape[0], dtype=torch.long, device=text.device)  # (b,) steps on it
         self.classes = torch.arange(MAX_ADVANCE + 1, device=text.device, dtype=torch.float32)
 
     def _embed(self) -> torch.Tensor:
         pointer = self.position.floor().long()[:, None]
-        return self.model._hints(self.text, self.text_lens, pointer)[:, 0].to(self.dtype)
+        return self.model._hints(self.text, self.text_lens, pointer, self.dwell[:, None])[:, 0].to(self.dtype)
 
     def first(self) -> torch.Tensor:
         """``(b, d)`` the hint of the first new token: the first text token."""
@@ -165,7 +180,9 @@ class _PointerHints:
         """``(b, d)`` the hint of step ``i``'s token's input, after the pointer moved by the head's expected
         advance read from ``h (b, d)``, the hidden state that predicted that token."""
         probs = self.model.advance_head(h).float().softmax(-1)
+        before = self.position.floor()
         self.position = (self.position + probs @ self.classes).clamp(max=self.text_lens.float())
+        self.dwell = torch.where(self.position.floor() == before, self.dwell + 1, 0)
         return self._embed()
 
 
@@ -226,6 +243,7 @@ class ARTransformer(nn.Module):
         text_hint: Add the text hints (above) to the audio inputs.
         hint_pointer: Text-aligned hints with a pointer head (above; needs ``text_hint``); ``forward``
             then needs ``text_starts``.
+        hint_context: The hints also carry the next text token and the dwell (above; needs ``text_hint``).
     """
 
     def __init__(
@@ -250,6 +268,7 @@ class ARTransformer(nn.Module):
         audio_input_dropout: float = 0.0,
         text_hint: bool = False,
         hint_pointer: bool = False,
+        hint_context: bool = False,
     ) -> None:
         super().__init__()
         if text_ctc_weight < 0:
@@ -266,6 +285,8 @@ class ARTransformer(nn.Module):
             raise ValueError(f"align_sigma must be > 0, got {align_sigma}")
         if hint_pointer and not text_hint:
             raise ValueError("hint_pointer=true places the text hints: it needs text_hint=true")
+        if hint_context and not text_hint:
+            raise ValueError("hint_context=true widens the text hints: it needs text_hint=true")
         if not 0 <= audio_input_dropout < 1:
             raise ValueError(f"audio_input_dropout must be in [0, 1), got {audio_input_dropout}")
         self.align_weight, self.align_heads, self.align_sigma = align_weight, align_heads, align_sigma
@@ -294,8 +315,11 @@ class ARTransformer(nn.Module):
         if text_hint:
             self.register_buffer("hint_rate", torch.tensor(0.0))
         self.advance_head = nn.Linear(dim, MAX_ADVANCE + 1) if hint_pointer else None
+        self.hint_next_emb = nn.Embedding(text_vocab_size + 1, dim) if hint_context else None
+        self.dwell_emb = nn.Embedding(MAX_DWELL + 1, dim) if hint_context else None
         # small embeddings and head: training starts from a near-uniform prediction (loss ~ ln(V + 1))
-        for emb in (self.text_emb, self.audio_emb, *self.audio_emb.rest, self.head, self.hint_emb):
+        hint_embs = (self.hint_emb, self.hint_next_emb, self.dwell_emb)
+        for emb in (self.text_emb, self.audio_emb, *self.audio_emb.rest, self.head, *hint_embs):
             if emb is None:
                 continue
             nn.init.normal_(emb.weight, std=0.02)
@@ -439,9 +463,16 @@ class ARTransformer(nn.Module):
         ids = text.gather(1, pointer.clamp(0, max(text.shape[1] - 1, 0)))
         return ids.masked_fill(pointer >= text_lens[:, None], self.hint_emb.num_embeddings - 1)
 
-    def _hints(self, text, text_lens, pointer) -> torch.Tensor:
-        """The embeddings ``(b, s, d)`` of ``_hint_ids``."""
-        return self.hint_emb(self._hint_ids(text, text_lens, pointer))
+    def _hints(self, text, text_lens, pointer, dwell=None) -> torch.Tensor:
+        """The hints ``(b, s, d)`` under ``pointer (b, s)``: the embedding of ``_hint_ids``, and with
+        ``hint_context`` those of the next token's id and of ``dwell (b, s)`` (by default ``_dwell(pointer)``,
+        for a pointer from the first audio token on)."""
+        hints = self.hint_emb(self._hint_ids(text, text_lens, pointer))
+        if self.dwell_emb is None:
+            return hints
+        dwell = _dwell(pointer) if dwell is None else dwell
+        following = self.hint_next_emb(self._hint_ids(text, text_lens, pointer + 1))
+        return hints + following + self.dwell_emb(dwell.clamp(max=MAX_DWELL))
 
     def hint_total(self, text_lens: torch.Tensor) -> torch.Tensor:
         """The audio tokens ``(b,)`` generation's hints spread the text over: ``hint_rate`` per text token."""

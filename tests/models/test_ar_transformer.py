@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from speech.models.ar_transformer import ARTransformer, pack
+from speech.models.ar_transformer import MAX_ADVANCE, ARTransformer, _dwell, _PointerHints, pack
 from speech.models.speaker_encoder import SpeakerEncoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -262,11 +262,12 @@ def test_training_forward_cached_forward_and_lean_step_give_the_same_logits(case
             torch.testing.assert_close(got, full, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("context", [False, True], ids=["hints", "hints_with_context"])
 @pytest.mark.parametrize("case", ["batch1_prompt", "left_padded_prompt"])
-def test_text_hints_give_the_same_logits_in_training_and_in_both_decoding_paths(case):
-    """With ``text_hint`` every path adds the same hints when generation's length (``hint_rate`` per text
-    token) is the target's: 5 audio tokens for 4 text tokens."""
-    model = make_model(text_hint=True)
+def test_text_hints_give_the_same_logits_in_training_and_in_both_decoding_paths(case, context):
+    """With ``text_hint`` (and ``hint_context``) every path adds the same hints when generation's length
+    (``hint_rate`` per text token) is the target's: 5 audio tokens for 4 text tokens."""
+    model = make_model(text_hint=True, hint_context=context)
     model.hint_rate.fill_(1.25)
     text_lens, prompt_text_lens, prompt_lens = CASES[case]
     kw = inputs([4] * len(text_lens), prompt_text_lens, prompt_lens)
@@ -584,3 +585,42 @@ def test_a_pointer_model_says_the_text_of_unseen_rows_at_the_speeds_it_learned()
     assert said >= 24
     per_text = lens.float() / kw["text_lens"].float()
     assert 2.0 <= per_text.mean() <= 3.0
+
+
+def test_the_dwell_counts_the_steps_since_the_pointer_moved():
+    pointer = torch.tensor([[0, 0, 1, 1, 1, 2, 2, 3], [0, 2, 2, 2, 2, 2, 3, 3]])
+    assert _dwell(pointer).tolist() == [[0, 1, 0, 1, 2, 0, 1, 0], [0, 0, 1, 2, 3, 4, 0, 1]]
+
+
+def test_hint_context_tells_apart_the_parts_of_a_text_token_and_what_follows():
+    """The same text token under the pointer gets another hint at another dwell or before another token."""
+    with pytest.raises(ValueError, match="needs text_hint=true"):
+        make_model(hint_context=True)
+    model = make_model(text_hint=True, hint_context=True)
+    text, lens = torch.tensor([[4, 5, 6], [4, 7, 6]]), torch.tensor([3, 3])
+    hints = model._hints(text, lens, torch.tensor([[0, 0, 0], [0, 0, 0]]))  # dwell 0, 1, 2
+    assert not torch.allclose(hints[0, 0], hints[0, 1]) and not torch.allclose(hints[0, 1], hints[0, 2])
+    assert not torch.allclose(hints[0], hints[1])  # token 4 before 5, before 7
+    plain = make_model(text_hint=True)._hints(text, lens, torch.zeros(2, 3, dtype=torch.long))
+    assert torch.equal(plain[0, 0], plain[0, 2]) and torch.equal(plain[0], plain[1])
+
+
+@pytest.mark.parametrize("context", [False, True], ids=["hints", "hints_with_context"])
+def test_generation_moves_the_pointer_hints_as_training_places_them(context):
+    """Generation's pointer hints, moved by set advances of the pointer head, are training's hints
+    (``_hints``) on the same pointer path: the token under it, and with context the next one and the dwell
+    counted step by step."""
+    model = make_model(text_hint=True, hint_pointer=True, hint_context=context)
+    model.advance_head = torch.nn.Identity()  # h holds the head's logits: exactly one class is possible
+    text, text_lens = torch.tensor([[4, 5, 6, 0], [7, 8, 9, 3]]), torch.tensor([3, 4])
+    advances = torch.tensor([[0, 1, 0, 0, 1, 2, 0], [1, 0, 3, 0, 0, 1, 1]])
+    hints = _PointerHints(model, text, text_lens, torch.float32)
+    got = [hints.first()]
+    for i, step in enumerate(advances.unbind(1)):
+        logits = torch.full((2, MAX_ADVANCE + 1), -1e9).scatter(1, step[:, None], 0.0)
+        got.append(hints.after(logits, i))
+    path = torch.cat([torch.zeros(2, 1, dtype=torch.long), advances.cumsum(1)], 1)
+    path = path.clamp(max=text_lens[:, None])
+    assert path.tolist() == [[0, 0, 1, 1, 1, 2, 3, 3], [0, 1, 1, 4, 4, 4, 4, 4]]  # 4, 3: the end
+    with torch.no_grad():
+        torch.testing.assert_close(torch.stack(got, 1), model._hints(text, text_lens, path), rtol=0, atol=0)
