@@ -92,16 +92,21 @@ class SpeechDataset(torch.utils.data.Dataset):
                 ref_sup = full.supervisions[0]
                 ref_text = self.bpe.encode(ref_sup.text, ref_sup.language)
                 item["ref_text_tokens"] = np.asarray(ref_text, dtype=np.int64)
-                if not self._add_features(item, cut.id, full.id, prefix="ref_"):
+                if not self._add_features(item, cut.id, full.id, self.ref_keys, prefix="ref_"):
                     return None
-        return item if self._add_features(item, cut.id, cut.id) else None
+        return item if self._add_features(item, cut.id, cut.id, list(self.features)) else None
 
-    def _add_features(self, item: dict, cut_id: str, source_id: str, prefix: str = "") -> bool:
-        """Adds every cached feature of cut ``source_id`` to ``item`` under ``<prefix><key>``; on a failure
-        drops ``cut_id`` from its batch and returns False."""
-        for key, cache in self.features.items():
+    @property
+    def ref_keys(self) -> list[str]:
+        """The cached features a reference carries: all but the alignments (only the target's are read)."""
+        return [key for key in self.features if key != ALIGNMENTS]
+
+    def _add_features(self, item: dict, cut_id: str, source_id: str, keys: list, prefix: str = "") -> bool:
+        """Adds the cached features ``keys`` of cut ``source_id`` to ``item`` under ``<prefix><key>``; on a
+        failure drops ``cut_id`` from its batch and returns False."""
+        for key in keys:
             try:
-                item[prefix + key] = cache.load(source_id)
+                item[prefix + key] = self.features[key].load(source_id)
             except Exception as err:
                 self._drop(cut_id, f"{'reference ' if prefix else ''}feature '{key}'", err)
                 return False
@@ -118,7 +123,8 @@ class SpeechDataset(torch.utils.data.Dataset):
             ``ref_audio_lens``, ``ref_audio_mask``, ``ref_ids``; per cached feature ``<key> (b, k, ...)``,
             ``<key>_lens``, ``<key>_mask``; with ``ref_features`` also ``ref_text_tokens (b, n_r)``,
             ``ref_text_lens``, ``ref_text_mask`` and ``ref_<key>``, ``ref_<key>_lens``, ``ref_<key>_mask`` of
-            the whole (uncropped) reference; with alignments ``text_starts (b, n)`` (0-padded).
+            the whole (uncropped) reference (every feature but the alignments); with alignments
+            ``text_starts (b, n)`` (0-padded).
         """
         items, kept = [], []
         for cut in cuts:
@@ -149,7 +155,7 @@ class SpeechDataset(torch.utils.data.Dataset):
             batch["ref_text_tokens"], batch["ref_text_lens"], batch["ref_text_mask"] = pad_sequences(
                 [i["ref_text_tokens"] for i in items], pad_value=self.bpe.pad_id
             )
-            for key in self.features:
+            for key in self.ref_keys:
                 ref = pad_sequences([i[f"ref_{key}"] for i in items])
                 batch[f"ref_{key}"], batch[f"ref_{key}_lens"], batch[f"ref_{key}_mask"] = ref
         for key in self.features:

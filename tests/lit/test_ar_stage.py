@@ -231,10 +231,12 @@ def test_the_auxiliary_weights_add_their_losses_to_the_training_objective(shared
 
 def test_the_aligned_recipe_gets_text_starts_and_trains_its_pointer_head(shared_prepared, tmp_path):
     """``experiment=ar_tiny_aligned``: the batch carries where each text token starts (non-decreasing,
-    within the audio), the objective adds the pointer head's loss, and the text gain rolls the starts too."""
+    within the audio), the objective adds the pointer head's loss, and the text gain rolls the starts too.
+    The prompt's (reference's) tokens come along, its alignments, which nothing reads, do not."""
     cfg, batch = stage_config_and_batch(shared_prepared, tmp_path, "stage.prompt_prob=0",
                                         experiment="ar_tiny_aligned")  # fmt: skip
     assert cfg.model.hint_pointer and cfg.model.text_hint
+    assert "ref_tokens" in batch and "alignments" in batch and "ref_alignments" not in batch
     starts, lens = batch["text_starts"], batch["text_lens"]
     assert starts.shape == batch["text_tokens"].shape
     for row, n, k in zip(starts, lens, batch["tokens_lens"], strict=True):
