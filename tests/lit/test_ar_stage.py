@@ -235,7 +235,7 @@ def test_the_aligned_recipe_gets_text_starts_and_trains_its_pointer_head(shared_
     The prompt's (reference's) tokens come along, its alignments, which nothing reads, do not."""
     cfg, batch = stage_config_and_batch(shared_prepared, tmp_path, "stage.prompt_prob=0",
                                         experiment="ar_tiny_aligned")  # fmt: skip
-    assert cfg.model.hint_pointer and cfg.model.text_hint
+    assert cfg.model.hint_pointer and cfg.model.text_hint and cfg.model.hint_context
     assert "ref_tokens" in batch and "alignments" in batch and "ref_alignments" not in batch
     starts, lens = batch["text_starts"], batch["text_lens"]
     assert starts.shape == batch["text_tokens"].shape
