@@ -74,23 +74,38 @@ def table(runs: dict[str, dict], names: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(runs: dict[str, dict], names: list[str], x: str, out: str | Path) -> Path:
+def figure(runs: dict[str, dict], names: list[str], x: str):
+    """One panel per metric, one color per run in every panel (a run that did not log a metric keeps its
+    color in the others), and a legend of every run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
+    colors = {label: f"C{i % 10}" for i, label in enumerate(runs)}
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.6), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
         for label, metrics in runs.items():
             xs, ys = curve(metrics, name, x)
             if len(xs):
-                ax.plot(xs, ys, marker="o", markersize=3, label=label)
+                ax.plot(xs, ys, marker="o", markersize=3, label=label, color=colors[label])
         ax.set_title(name)
         ax.set_xlabel("training minutes" if x == "minutes" else "step")
         ax.grid(alpha=0.3)
-    axes[0][0].legend()
+    handles = [
+        Line2D([], [], color=color, marker="o", markersize=3, label=label) for label, color in colors.items()
+    ]
+    axes[0][0].legend(handles=handles)
     fig.tight_layout()
+    return fig
+
+
+def plot(runs: dict[str, dict], names: list[str], x: str, out: str | Path) -> Path:
+    """``figure`` written to ``out`` (PNG)."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(runs, names, x)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

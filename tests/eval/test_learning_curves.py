@@ -1,5 +1,6 @@
 """eval/learning_curves.py: metrics of resumed runs, minutes from the training clock, table and plot."""
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,19 @@ def test_bad_runs_and_metrics_are_named(tmp_path, monkeypatch):
         run_script(SCRIPT, f"+runs.r={run}", "x=hours")
     with pytest.raises(SystemExit, match=r"runs: expected \{label: <run folder>, ...\}.* got '"):
         run_script(SCRIPT, f"runs={run}")
+
+
+def test_a_run_keeps_its_color_in_every_panel_and_the_legend_names_every_run():
+    """A run that did not log the first metric neither shifts the colors of the others nor drops out of the
+    legend."""
+    import matplotlib.pyplot as plt
+
+    spec = importlib.util.spec_from_file_location("learning_curves", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    runs = {"old": {"val/loss": {1: 2.0}}, "new": {"val/gain": {1: 0.5}, "val/loss": {1: 1.5}}}
+    fig = script.figure(runs, ["val/gain", "val/loss"], "step")
+    gain, loss = ([(line.get_label(), line.get_color()) for line in ax.get_lines()] for ax in fig.axes)
+    assert gain == [("new", "C1")] and loss == [("old", "C0"), ("new", "C1")]
+    assert [text.get_text() for text in fig.axes[0].get_legend().get_texts()] == ["old", "new"]
+    plt.close(fig)
