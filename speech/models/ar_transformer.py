@@ -47,7 +47,7 @@ a fraction, so a rate of one token per three steps moves it every third step) an
 
 Optional hint context (``hint_context``, *ours*, either hint mode): each hint also carries the next text token
 and its dwell, how many audio tokens the pointer has stayed on the current one (0 where it moved, to
-``MAX_DWELL``). A text token spans several audio tokens (3.5 on the tiny corpus's BPE) whose sounds differ:
+``MAX_DWELL``). A text token spans several audio tokens (3.6 on the tiny corpus's BPE) whose sounds differ:
 the dwell says which part of it is due, the next token what it runs into.
 
 Training batches are right-padded, so the causal mask alone keeps padding out of every valid position.
