@@ -94,16 +94,16 @@ class SpeechDataset(torch.utils.data.Dataset):
                 item["ref_text_tokens"] = np.asarray(ref_text, dtype=np.int64)
                 if not self._add_features(item, cut.id, full.id, self.ref_keys, prefix="ref_"):
                     return None
-        return item if self._add_features(item, cut.id, cut.id, list(self.features)) else None
+        return item if self._add_features(item, cut.id, cut.id, self.features) else None
 
     @property
     def ref_keys(self) -> list[str]:
         """The cached features a reference carries: all but the alignments (only the target's are read)."""
         return [key for key in self.features if key != ALIGNMENTS]
 
-    def _add_features(self, item: dict, cut_id: str, source_id: str, keys: list, prefix: str = "") -> bool:
-        """Adds the cached features ``keys`` of cut ``source_id`` to ``item`` under ``<prefix><key>``; on a
-        failure drops ``cut_id`` from its batch and returns False."""
+    def _add_features(self, item: dict, cut_id: str, source_id: str, keys, prefix: str = "") -> bool:
+        """Adds the cached features named in ``keys`` of cut ``source_id`` to ``item`` under
+        ``<prefix><key>``; on a failure drops ``cut_id`` from its batch and returns False."""
         for key in keys:
             try:
                 item[prefix + key] = self.features[key].load(source_id)
