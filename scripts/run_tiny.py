@@ -30,9 +30,10 @@ docs/evaluation.md). ``CORPUS`` picks another built-in corpus (a ``configs/data`
 sentences) gives the AR model a corpus of its own, built, prepared and tokenized here (its token cache in
 ``cache/<AR_CORPUS>/``, its run in ``logs/ar_tiny_<AR_CORPUS>/``) while the other stages keep ``CORPUS``;
 ``AR_ARGS`` adds Hydra overrides to the AR command only (e.g. ``"model.align_weight=1.0"``);
-``AR_ALIGNED=1`` trains it with text-aligned hints (``experiment=ar_tiny_aligned``, in
-``logs/ar_tiny_aligned[_<AR_CORPUS>]/``), after the tokenizer's CTC alignments of its corpus (docs/ar.md;
-its clones carried words above chance at 3,000 steps, docs/main_job.md). Besides the
+the AR model trains with text-aligned hints (``experiment=ar_tiny_aligned``, in
+``logs/ar_tiny_aligned[_<AR_CORPUS>]/``), after the tokenizer's CTC alignments of its corpus (docs/ar.md:
+its clones carry words above chance, docs/main_job.md); ``AR_ALIGNED=0`` trains the earlier model with
+hints spread evenly over the audio (``experiment=ar_tiny``, ``logs/ar_tiny/``). Besides the
 clones, two ceiling rows render the test set's ground truth through the stages after the AR model
 (``infer.py mode=resynthesis|oracle_tokens``): the table then shows which stage loses the speech.
 Outputs: ``logs/pipeline_tiny/`` (a log per task, ``timings.md``, ``results.md``).
@@ -81,14 +82,14 @@ class Plan:
     test_set: str = "test-synth-en"
     asr: str = "whisper_ct2"
     ar_corpus: str | None = None
-    ar_aligned: bool = False
+    ar_aligned: bool = True
 
     @classmethod
     def from_env(cls, env: dict) -> Plan:
         corpus = env.get("CORPUS", DEFAULT_CORPUS)
         test_corpus = env.get("TEST_CORPUS", corpus)
         test_set = f"{test_set_prefix(test_corpus)}-en"
-        aligned = env.get("AR_ALIGNED", "0")
+        aligned = env.get("AR_ALIGNED", "1")
         if aligned not in ("0", "1"):
             raise ValueError(f"AR_ALIGNED={aligned!r}: 1 (text-aligned hints) or 0 (hints spread evenly)")
         return cls(corpus, test_corpus, test_set, env.get("EVAL_ASR", cls.asr), env.get("AR_CORPUS") or None,

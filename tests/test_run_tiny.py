@@ -23,7 +23,7 @@ def commands(env: dict) -> dict[str, list[str]]:
 def test_the_default_corpus_keeps_the_plain_layout():
     plan = SCRIPT["Plan"].from_env({})
     assert (plan.corpus, plan.test_set) == ("synthetic_tiny", "test-synth-en")
-    assert plan.ckpt("ar") == Path("logs/ar_tiny/checkpoints/last.ckpt")
+    assert plan.ckpt("ar") == Path("logs/ar_tiny_aligned/checkpoints/last.ckpt")
     assert plan.out == Path("logs/pipeline_tiny")
     tokenizer = commands({})["tokenizer"]
     assert "data=synthetic_tiny" in tokenizer and not any(a.startswith("paths.log_dir") for a in tokenizer)
@@ -45,7 +45,8 @@ def test_budgets_and_the_tokenizers_codebooks_come_from_the_environment():
 
 
 def test_the_ar_model_can_train_on_a_corpus_of_its_own_with_options_of_its_own():
-    env = {"AR_CORPUS": "synthetic_en60", "AR_ARGS": "model.align_weight=1.0 stage.prompt_prob=0.3"}
+    env = {"AR_CORPUS": "synthetic_en60", "AR_ARGS": "model.align_weight=1.0 stage.prompt_prob=0.3",
+           "AR_ALIGNED": "0"}  # fmt: skip
     plan, cmds = SCRIPT["Plan"].from_env(env), commands(env)
     assert plan.ckpt("ar") == Path("logs/ar_tiny_synthetic_en60/checkpoints/last.ckpt")
     assert plan.ckpt("flow_matching") == Path("logs/flow_matching_tiny/checkpoints/last.ckpt")
@@ -110,7 +111,7 @@ def test_another_corpus_gets_its_own_log_tree_and_test_set():
 def test_a_crossed_test_set_is_built_and_scored_apart_with_the_same_checkpoints():
     env = {"TEST_CORPUS": "synthetic_natural_tiny"}
     plan = SCRIPT["Plan"].from_env(env)
-    assert plan.ckpt("ar") == Path("logs/ar_tiny/checkpoints/last.ckpt")  # trained on synthetic_tiny
+    assert plan.ckpt("ar") == Path("logs/ar_tiny_aligned/checkpoints/last.ckpt")  # trained on synthetic_tiny
     assert plan.meta == "data/synthetic_natural_tiny/test-natural-en/meta.lst"
     assert plan.out == Path("logs/pipeline_tiny/on_synthetic_natural_tiny")
     tasks = {t.name: t for t in SCRIPT["tasks"](plan, [], env, 2)}
@@ -172,7 +173,8 @@ def test_data_overrides_reach_only_the_commands_that_have_a_data_config(tmp_path
     built = {t.name: t.command for t in SCRIPT["tasks"](plan_cls.from_env(env), extra, env, 2)}
     built = {name: command() if callable(command) else command for name, command in built.items()}
     with_data = {"corpus", "prepare", "tokenizer", "flow_vae", "encode_tokens", "encode_latents",
-                 "flow_matching", "ar_corpus", "ar_prepare", "ar_encode_tokens", "ar"}  # fmt: skip
+                 "flow_matching", "ar_corpus", "ar_prepare", "ar_encode_tokens", "ar_encode_alignments",
+                 "ar"}  # fmt: skip
     without = {"eval_ground_truth", *SCRIPT["ROWS"], *(f"eval_{mode}" for mode in SCRIPT["ROWS"])}
     assert with_data | without | {"table"} == set(built)
     for name in with_data:
@@ -185,7 +187,7 @@ def test_data_overrides_reach_only_the_commands_that_have_a_data_config(tmp_path
 
 
 def test_aligned_hints_add_the_alignments_before_the_ar_model_and_a_run_folder_of_their_own():
-    env = {"AR_ALIGNED": "1"}
+    env = {}  # the default
     plan, cmds = SCRIPT["Plan"].from_env(env), commands(env)
     assert plan.ckpt("ar") == Path("logs/ar_tiny_aligned/checkpoints/last.ckpt")
     assert "experiment=ar_tiny_aligned" in cmds["ar"]
@@ -207,4 +209,8 @@ def test_aligned_hints_add_the_alignments_before_the_ar_model_and_a_run_folder_o
     assert "encode_alignments" not in graph  # the job's own corpus needs none
     with pytest.raises(ValueError, match="AR_ALIGNED='yes'"):
         SCRIPT["Plan"].from_env({"AR_ALIGNED": "yes"})
-    assert "encode_alignments" not in commands({}) and "experiment=ar_tiny" in commands({})["ar"]
+    # AR_ALIGNED=0: the earlier model, hints spread evenly, no alignments
+    even = commands({"AR_ALIGNED": "0"})
+    assert "encode_alignments" not in even and "experiment=ar_tiny" in even["ar"]
+    even_ckpt = SCRIPT["Plan"].from_env({"AR_ALIGNED": "0"}).ckpt("ar")
+    assert even_ckpt == Path("logs/ar_tiny/checkpoints/last.ckpt")
