@@ -15,7 +15,8 @@ Tasks run on ``SLOTS`` CPU slots (default: every core), one thread each unless n
 need is done (``speech.runner``). Everything is safe to run again: trained stages resume at their last
 checkpoint and stop at once when done, caches and generated wavs are skipped, a scored ground truth is kept.
 Budgets come from the environment: ``TOKENIZER_STEPS`` (1000: what the tokenizer lane has to spare
-beside the Flow-VAE; 3000 train it further, docs/main_job.md), ``VAE_STEPS`` (6000 steps of 2 s crops,
+beside the Flow-VAE; 3000 train it further, docs/main_job.md; another budget gets AR and flow-matching runs
+of its own, ``Plan.tokens_tag``), ``VAE_STEPS`` (6000 steps of 2 s crops,
 reconstruction and KL only: the GAN phase cost 2.5x per step on CPU and did not lower the resynthesis WER;
 docs/main_job.md), ``AR_STEPS`` (1200), ``FM_STEPS`` (1200); ``TOKENIZER_CODEBOOKS`` (1: residual codes per
 audio token, ``model.quantizer.codebooks``; 2 measured no better, docs/main_job.md; a tokenizer of another
@@ -54,6 +55,7 @@ from speech.runner import Task, run_job
 # (logs/<stage>_tiny/, logs/pipeline_tiny/); another one gets its own tree, logs/<corpus>/..., so runs on two
 # corpora never resume each other's checkpoints
 DEFAULT_CORPUS = "synthetic_tiny"
+TOKENIZER_STEPS = 1000  # the tokenizer's steps in the main job (what its lane has to spare; docs/main_job.md)
 VAE_STEPS = 6000  # Flow-VAE steps of the main job (2 s crops, Vocos encoder: about 12 min; docs/main_job.md)
 # infer.py mode -> row of the table: the ceiling rows first, then the clones
 ROWS = {"resynthesis": "resynthesis", "oracle_tokens": "oracle tokens", "zero_shot": "zero-shot",
@@ -83,6 +85,7 @@ class Plan:
     asr: str = "whisper_ct2"
     ar_corpus: str | None = None
     ar_aligned: bool = True
+    tokenizer_steps: int = TOKENIZER_STEPS
 
     @classmethod
     def from_env(cls, env: dict) -> Plan:
@@ -92,8 +95,11 @@ class Plan:
         aligned = env.get("AR_ALIGNED", "1")
         if aligned not in ("0", "1"):
             raise ValueError(f"AR_ALIGNED={aligned!r}: 1 (text-aligned hints) or 0 (hints spread evenly)")
+        steps = env.get("TOKENIZER_STEPS", str(TOKENIZER_STEPS))
+        if not steps.isdigit() or int(steps) < 1:
+            raise ValueError(f"TOKENIZER_STEPS={steps!r}: a whole number of training steps, at least 1")
         return cls(corpus, test_corpus, test_set, env.get("EVAL_ASR", cls.asr), env.get("AR_CORPUS") or None,
-                   aligned == "1")  # fmt: skip
+                   aligned == "1", int(steps))  # fmt: skip
 
     @property
     def crossed(self) -> bool:
@@ -117,14 +123,28 @@ class Plan:
         return "ar_tiny_aligned" if self.ar_aligned else "ar_tiny"
 
     @property
+    def tokens_tag(self) -> str:
+        """``""`` under the default tokenizer budget, else ``_tok<steps>``: the runs trained on the tokens of
+        a tokenizer trained longer get folders of their own, so that raising ``TOKENIZER_STEPS`` after a
+        main job trains new AR and flow-matching runs beside the old ones (which would refuse to continue on
+        the new tokens: ``speech.checkpoints.ResumeCheck``)."""
+        return "" if self.tokenizer_steps == TOKENIZER_STEPS else f"_tok{self.tokenizer_steps}"
+
+    @property
     def ar_run(self) -> str:
-        """The AR model's run folder: the experiment's, and its own when it trains on its own corpus
-        (``AR_CORPUS``)."""
-        return self.ar_experiment if self.ar_corpus is None else f"{self.ar_experiment}_{self.ar_corpus}"
+        """The AR model's run folder: the experiment's, with its own corpus (``AR_CORPUS``) and tokenizer
+        budget (``tokens_tag``) when they are not the job's defaults."""
+        corpus = "" if self.ar_corpus is None else f"_{self.ar_corpus}"
+        return f"{self.ar_experiment}{corpus}{self.tokens_tag}"
+
+    def run(self, stage: str) -> str:
+        """The run folder of a trained stage (``tokenizer``, ``flow_vae``, ``flow_matching``, ``ar``)."""
+        if stage == "ar":
+            return self.ar_run
+        return f"{stage}_tiny{self.tokens_tag if stage == 'flow_matching' else ''}"
 
     def ckpt(self, stage: str) -> Path:
-        run = self.ar_run if stage == "ar" else f"{stage}_tiny"
-        return self.logs / f"{run}/checkpoints/last.ckpt"
+        return self.logs / f"{self.run(stage)}/checkpoints/last.ckpt"
 
     def overrides(self) -> list[str]:
         """What every Hydra command of this job is given before the user's overrides."""
@@ -182,6 +202,9 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
             "train.py", f"experiment={experiment}", f"trainer.max_steps={steps}", *args, corpus=corpus
         )
 
+    def named(stage: str) -> str:  # the run folder (its experiment's name, or with the plan's tags)
+        return f"name={plan.run(stage)}"
+
     vae_steps = env.get("VAE_STEPS", VAE_STEPS)
 
     def clone(mode: str):
@@ -222,15 +245,16 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
     # the tokenizer's caches the AR model reads: its tokens, and with AR_ALIGNED their alignments
     kinds = ("tokens", "alignments") if plan.ar_aligned else ("tokens",)
     if plan.ar_corpus is None:
-        ar = train(plan.ar_experiment, "AR_STEPS", 1200, *ar_options)
+        ar = train(plan.ar_experiment, "AR_STEPS", 1200, named("ar"), *ar_options)
         ar_lane = [
             *(Task(f"encode_{kind}", encode(kind), after=("tokenizer",)) for kind in kinds[1:]),
             Task("ar", ar, after=tuple(f"encode_{kind}" for kind in kinds)),
         ]
     else:  # its own corpus, cache folder (cut ids repeat across corpora) and run folder
         cache = f"paths.cache_dir=${{paths.root_dir}}/cache/{plan.ar_corpus}"
-        ar = train(plan.ar_experiment, "AR_STEPS", 1200, cache, f"name={plan.ar_run}", *ar_options,
-                   corpus=plan.ar_corpus)  # fmt: skip
+        ar = train(
+            plan.ar_experiment, "AR_STEPS", 1200, cache, named("ar"), *ar_options, corpus=plan.ar_corpus
+        )
         ar_lane = [
             # one rendering process: the other core trains the Flow-VAE meanwhile
             Task("ar_corpus", on_data("scripts/corpus/make_synthetic_corpus.py", "num_workers=1",
@@ -260,7 +284,7 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
             train(
                 "tokenizer_tiny",
                 "TOKENIZER_STEPS",
-                1000,
+                TOKENIZER_STEPS,
                 f"model.quantizer.codebooks={env.get('TOKENIZER_CODEBOOKS', 1)}",
             ),
             after=("prepare",),
@@ -280,7 +304,7 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
         *ar_lane,
         Task(
             "flow_matching",
-            train("flow_matching_tiny", "FM_STEPS", 1200),
+            train("flow_matching_tiny", "FM_STEPS", 1200, named("flow_matching")),
             after=("encode_tokens", "encode_latents"),
         ),  # fmt: skip
         *(Task(mode, clone(mode), after=("ar", "flow_matching", *test_data)) for mode in ROWS),

@@ -44,6 +44,30 @@ def test_budgets_and_the_tokenizers_codebooks_come_from_the_environment():
     assert "trainer.max_steps=50" in changed["ar"]
 
 
+def test_a_longer_trained_tokenizer_gets_ar_and_flow_matching_runs_of_their_own():
+    """Raising TOKENIZER_STEPS after a main job continues the tokenizer in place, and its new tokens go to
+    new AR and flow-matching runs: the old ones would refuse to continue on them."""
+    default, longer = SCRIPT["Plan"].from_env({}), SCRIPT["Plan"].from_env({"TOKENIZER_STEPS": "3000"})
+    assert (
+        longer.ckpt("tokenizer")
+        == default.ckpt("tokenizer")
+        == Path("logs/tokenizer_tiny/checkpoints/last.ckpt")
+    )
+    assert longer.ckpt("flow_vae") == default.ckpt("flow_vae")
+    assert longer.ckpt("ar") == Path("logs/ar_tiny_aligned_tok3000/checkpoints/last.ckpt")
+    assert longer.ckpt("flow_matching") == Path("logs/flow_matching_tiny_tok3000/checkpoints/last.ckpt")
+    for env in ({}, {"TOKENIZER_STEPS": "3000"}, {"TOKENIZER_STEPS": "3000", "AR_CORPUS": "synthetic_en60"}):
+        plan, cmds = SCRIPT["Plan"].from_env(env), commands(env)
+        for stage in ("ar", "flow_matching"):  # each command trains in the folder the renders read
+            assert f"name={plan.ckpt(stage).parents[1].name}" in cmds[stage]
+    assert SCRIPT["Plan"].from_env({"TOKENIZER_STEPS": "3000", "AR_CORPUS": "synthetic_en60"}).ar_run == (
+        "ar_tiny_aligned_synthetic_en60_tok3000"
+    )
+    for wrong in ("3e3", "0", "-5", ""):
+        with pytest.raises(ValueError, match=f"TOKENIZER_STEPS={wrong!r}: a whole number"):
+            SCRIPT["Plan"].from_env({"TOKENIZER_STEPS": wrong})
+
+
 def test_the_ar_model_can_train_on_a_corpus_of_its_own_with_options_of_its_own():
     env = {"AR_CORPUS": "synthetic_en60", "AR_ARGS": "model.align_weight=1.0 stage.prompt_prob=0.3",
            "AR_ALIGNED": "0"}  # fmt: skip
@@ -73,7 +97,7 @@ def test_the_ar_model_can_train_on_a_corpus_of_its_own_with_options_of_its_own()
     assert (
         "ar_corpus" not in plain
         and "data=synthetic_tiny" in plain["ar"]
-        and not any(a.startswith("name=") for a in plain["ar"])
+        and "name=ar_tiny_aligned" in plain["ar"]
     )
 
 
