@@ -30,7 +30,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from speech.checkpoints import build_component, build_model
+from speech.checkpoints import build_component, build_model, load_checkpoint, run_lineage
 from speech.data.cache import FeatureCache
 from speech.data.collate import duration_batches
 from speech.data.prepare import prepared_cuts
@@ -136,7 +136,7 @@ def main(cfg: DictConfig) -> dict:
     device = torch.device(cfg.device)
     encoder = build_encoder(cfg.kind, cfg.ckpt, device)
     cuts = prepared_cuts(cfg.data.prepared_dir)
-    cache = FeatureCache.for_checkpoint(cfg.out, cfg.kind, cfg.ckpt)
+    cache = FeatureCache.for_checkpoint(cfg.out, cfg.kind, cfg.ckpt, run_lineage(load_checkpoint(cfg.ckpt)))
     todo = set(cache.missing(c.id for c in cuts))
     for cut in cuts:
         if cut.id not in todo:

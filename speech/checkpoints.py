@@ -8,7 +8,8 @@ naming it, for inference and for a training resume alike (``readable``). A resum
 fits the model the run builds (``ResumeCheck``): other shapes are refused naming the settings that differ,
 other settings that keep the shapes (a longer ``trainer.max_steps``) are logged and allowed.
 
-What a checkpoint holds besides Lightning's own keys: ``config`` (the resolved run config), ``EMA_KEY``
+What a checkpoint holds besides Lightning's own keys: ``config`` (the resolved run config), its run's
+lineage (``run_lineage``: one id from a run's first step through all its resumes), ``EMA_KEY``
 (the EMA weights, ``speech.lit.ema``), ``ADAPTER_KEY`` (a LoRA adapter, ``speech.lit.ar_adapter``) and, for
 the AR stage, ``TEXT_BPE_KEY`` (its text BPE). A checkpoint's SHA-256 (``file_sha256``) keys the feature
 caches and ties an adapter to its base.
@@ -17,6 +18,7 @@ caches and ties an adapter to its base.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import pickle
 from collections.abc import Iterator
@@ -41,6 +43,9 @@ ADAPTER_TRAIN_COMMAND = "python train.py experiment=ar_emotion_tiny emotion=<nam
 MAX_LISTED = 8  # settings named in a message; the rest are counted
 MISFITS_SHOWN = 2  # parameters named as examples when a resume does not fit
 TOKEN_FEATURES = "data.datamodule.features.tokens"  # the token cache a run reads (``<stem>-<sha256[:16]>``)
+LATENT_FEATURES = "data.datamodule.features.latents"  # the latent cache a run reads
+# checkpoint["callbacks"][LINEAGE_KEY]["id"]: the training run's lineage (``speech.lit.callbacks.RunLineage``)
+LINEAGE_KEY = "RunLineage"
 log = logging.getLogger(__name__)
 
 
@@ -100,6 +105,13 @@ def load_checkpoint(path: str | Path) -> dict:
             f"{path} carries no 'config': it was not written by train.py, cannot rebuild the model"
         )
     return ckpt
+
+
+def run_lineage(ckpt: dict) -> str | None:
+    """The id a training run drew at its first step and keeps through every resume
+    (``speech.lit.callbacks.RunLineage``): two checkpoints share it when one run wrote both, one continued
+    from the other. None for a checkpoint written before runs had one."""
+    return (ckpt.get("callbacks") or {}).get(LINEAGE_KEY, {}).get("id")
 
 
 def checkpoint_config(ckpt: dict) -> DictConfig:
@@ -201,7 +213,8 @@ class ResumeCheck:
     loads it: it refuses what ``load_state_dict`` would (another shape; with strict loading, missing or
     unexpected parameters) with a message that names the settings that differ from the checkpoint's
     config, and logs the settings that changed but keep the shapes (``trainer.max_steps``, a learning rate).
-    It also refuses a run whose token cache another tokenizer checkpoint wrote (``_check_tokens``).
+    It also refuses a run whose token cache another tokenizer checkpoint wrote (``_check_tokens``), and one
+    whose latent cache a Flow-VAE trained from scratch since wrote (``_check_latents``).
 
     Attributes:
         shapes: The module's state-dict keys and shapes.
@@ -235,9 +248,11 @@ class ResumeCheck:
 
         Raises:
             ResumeError: its weights do not fit the module (the message names the settings that differ),
-                or they were trained on another tokenizer checkpoint's tokens (``_check_tokens``).
+                or they were trained on another tokenizer checkpoint's tokens (``_check_tokens``) or on
+                the latents of another Flow-VAE run (``_check_latents``).
         """
         self._check_tokens(checkpoint.get("config") or {}, path)
+        self._check_latents(checkpoint.get("config") or {}, path)
         changes = config_changes(checkpoint.get("config") or {}, self.config)
         misfits = self.misfits(checkpoint.get("state_dict", {}))
         if not misfits:
@@ -267,9 +282,10 @@ class ResumeCheck:
         A token cache's folder is named by the hash of the checkpoint that wrote it, so another folder name
         means the tokenizer was retrained or continued since (a larger ``TOKENIZER_STEPS``). Its VQ codes
         then mean other things (codebooks move, dead codes restart), and weights trained on the old ids
-        would go on learning from shuffled targets. Latents are not refused: a continued Flow-VAE's drift
-        slowly, and the long recipe continues flow matching on them on purpose. A cache moved to another
-        ``paths.cache_dir`` keeps its folder name and resumes.
+        would go on learning from shuffled targets. Latents of a continued Flow-VAE are not refused: they
+        drift slowly, and the long recipe continues flow matching on them on purpose (``_check_latents``
+        refuses those of a new one). A cache moved to another ``paths.cache_dir`` keeps its folder name
+        and resumes.
 
         Raises:
             ResumeError: the checkpoint was trained on another token cache (both are named).
@@ -284,3 +300,36 @@ class ResumeCheck:
             "with ckpt_path=null (which overwrites this run's checkpoints); or point upstream.tokenizer back "
             "at the checkpoint it was trained on"
         )
+
+    def _check_latents(self, saved: dict, path: str | Path) -> None:
+        """Refuses a run that would continue on the latents of another Flow-VAE run.
+
+        A continued Flow-VAE (a larger ``VAE_STEPS``) writes a new latent cache whose latents drift a little
+        from the old ones; flow matching may go on from them. One trained from scratch (another seed, other
+        data) has a latent space of its own, and weights trained on the old one would start over from a
+        worse place than nothing. The two are told apart by the lineage each cache's ``meta.json`` records
+        (``scripts/encode.py``: ``run_lineage`` of the checkpoint it encoded with); a cache written before
+        caches recorded one, or no longer on disk, is not checked.
+
+        Raises:
+            ResumeError: the two caches were written by checkpoints of different Flow-VAE runs.
+        """
+        before, now = _flat(saved).get(LATENT_FEATURES), _flat(self.config).get(LATENT_FEATURES)
+        if not before or not now or Path(str(before)).name == Path(str(now)).name:
+            return
+        old, new = (_cache_lineage(Path(str(folder))) for folder in (before, now))
+        if old is None or new is None or old == new:
+            return
+        raise ResumeError(
+            f"cannot resume from {path}: it was trained on the latents in {before}, written by Flow-VAE run "
+            f"{old}, and this run reads {now}, written by another Flow-VAE run, {new} (trained from scratch, "
+            "not continued): its latent space is another. Train this stage anew on the new latents: give it "
+            "another name (name=...) or start over with ckpt_path=null (which overwrites this run's "
+            "checkpoints); or point upstream.flow_vae back at a checkpoint of the run it was trained on"
+        )
+
+
+def _cache_lineage(folder: Path) -> str | None:
+    """The lineage a feature cache's ``meta.json`` records for the checkpoint that wrote it, if any."""
+    meta = folder / "meta.json"
+    return json.loads(meta.read_text()).get("lineage") if meta.is_file() else None

@@ -6,7 +6,7 @@ the checkpoint file's bytes, so retraining the tokenizer can never silently mix 
 Layout::
 
     <cache_dir>/<kind>/<checkpoint stem>-<sha256[:16]>/
-        meta.json                     what produced it (checkpoint path, hash, feature kind)
+        meta.json                     what produced it (checkpoint path, hash, feature kind, run lineage)
         <2 hex chars>/<cut id>.npy    one array per cut, written atomically
         <2 hex chars>/<cut id>.source what it was computed from (optional), see ``check_source``
 
@@ -59,15 +59,19 @@ class FeatureCache:
             )
 
     @classmethod
-    def for_checkpoint(cls, cache_dir: str | Path, kind: str, checkpoint: str | Path) -> FeatureCache:
-        """The cache of ``kind`` features (e.g. ``"tokens"``) produced by ``checkpoint``."""
+    def for_checkpoint(
+        cls, cache_dir: str | Path, kind: str, checkpoint: str | Path, lineage: str | None = None
+    ) -> FeatureCache:
+        """The cache of ``kind`` features (e.g. ``"tokens"``) produced by ``checkpoint``; a new folder
+        records ``lineage``, the training run the checkpoint belongs to (``speech.checkpoints.run_lineage``),
+        when given."""
         checkpoint = Path(checkpoint)
         if not checkpoint.is_file():
             raise FileNotFoundError(f"checkpoint {checkpoint} not found: it keys the '{kind}' feature cache")
         sha = file_sha256(checkpoint)
         root = Path(cache_dir) / kind / f"{checkpoint.stem}-{sha[:16]}"
         meta = {"kind": kind, "checkpoint": str(checkpoint.resolve()), "sha256": sha}
-        return cls(root, meta)
+        return cls(root, meta if lineage is None else {**meta, "lineage": lineage})
 
     def path(self, cut_id: str) -> Path:
         safe = cut_id.replace(os.sep, "__")

@@ -1,5 +1,5 @@
 """Training plumbing shared by every stage: config-carrying and atomic checkpoints, the NaN/inf guard and
-the random states kept in checkpoints for exact resumes (EMA: ``speech.lit.ema``)."""
+the random states kept in checkpoints for exact resumes, the run's lineage (EMA: ``speech.lit.ema``)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import random
 import shutil
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
-from speech.checkpoints import CheckpointWriteError, readable
+from speech.checkpoints import LINEAGE_KEY, CheckpointWriteError, readable
 
 
 class ConfigInCheckpoint(L.Callback):
@@ -30,6 +31,26 @@ class ConfigInCheckpoint(L.Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         checkpoint["config"] = self.config
+
+
+class RunLineage(L.Callback):
+    """An id drawn when a training run starts from nothing and kept by every resume (Lightning stores a
+    callback's ``state_dict`` in each checkpoint): checkpoints share it when one run wrote them. Feature
+    caches record it, so a later stage can tell latents of a continued Flow-VAE from those of a new one
+    (``speech.checkpoints.run_lineage``, ``ResumeCheck``)."""
+
+    def __init__(self) -> None:
+        self.id = uuid.uuid4().hex
+
+    @property
+    def state_key(self) -> str:
+        return LINEAGE_KEY
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"id": self.id}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.id = state_dict.get("id", self.id)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

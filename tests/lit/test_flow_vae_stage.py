@@ -1,6 +1,7 @@
 """The Flow-VAE stage: it learns, trains through train.py with both optimizers, resumes, a checkpoint
 alone rebuilds the model, the latent encoder fills its cache once, and scripts/resynthesize.py runs it."""
 
+import re
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 from script_runs import run_script
 
 from speech.audio.mel import LogMelSpectrogram
-from speech.checkpoints import build_model
+from speech.checkpoints import build_model, run_lineage
 from speech.data.cache import FeatureCache
 from speech.lit.datamodule import SpeechDataModule
 from speech.lit.flow_vae import FlowVAEModule
@@ -74,6 +75,8 @@ def test_train_py_step_resume_rebuild_and_encode(shared_prepared, tmp_path, caps
     assert second["global_step"] == 3  # generator updates, not generator + discriminator updates
     g_steps, d_steps = ({int(s["step"]) for s in o["state"].values()} for o in second["optimizer_states"])
     assert g_steps == {3} and d_steps == {2}  # discriminator from step 1: fresh optimizers would say 1
+    lineage = run_lineage(second)  # drawn at the first launch, kept by the resume
+    assert re.fullmatch("[0-9a-f]{32}", lineage) and run_lineage(first) == lineage
     model, cfg = build_model(last)
     assert isinstance(model, FlowVAE) and model.flow is not None and not model.training
     assert cfg.name == "flow_vae_tiny"
@@ -82,6 +85,7 @@ def test_train_py_step_resume_rebuild_and_encode(shared_prepared, tmp_path, caps
               f"out={tmp_path / 'cache'}", "progress=false", "batch_max_duration=5"]  # fmt: skip
     run_script(ENCODE, *encode)
     cache = FeatureCache.for_checkpoint(tmp_path / "cache", "latents", last)
+    assert cache.meta["lineage"] == lineage  # recorded for flow matching's resume check
     files = sorted(cache.root.glob("*/*.npy"))
     assert len(files) == 24  # 21 train + 3 val cuts
     latents = cache.load("s0_0")  # 0.6 s at hop 320: 30 frames

@@ -3,6 +3,7 @@ checkpoint is written, a NaN batch, and a resume with a changed config. The stag
 on the prepared test corpus (a few seconds a run)."""
 
 import io
+import json
 import multiprocessing
 import os
 import re
@@ -16,7 +17,7 @@ from tiny_tokenizer import tokenizer_command
 
 from speech.checkpoints import CheckpointWriteError, ResumeCheck, ResumeError, load_checkpoint
 from speech.lit.audio_tokenizer import AudioTokenizerModule
-from speech.lit.callbacks import NonFiniteLossError
+from speech.lit.callbacks import NonFiniteLossError, RunLineage
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = ROOT / "train.py"
@@ -197,3 +198,39 @@ def test_a_resume_on_the_tokens_of_another_tokenizer_checkpoint_is_refused():
     ResumeCheck({"w": (2,)}, _features(latents="cache/latents/last-2"))(
         {"config": _features(latents="cache/latents/last-1"), "state_dict": weights}, "last.ckpt"
     )
+
+
+def test_a_resume_on_the_latents_of_a_new_flow_vae_is_refused_and_of_a_continued_one_allowed(tmp_path):
+    """Each latent cache records the lineage of the Flow-VAE run that wrote it (``scripts/encode.py``)."""
+
+    def cache(name: str, lineage: str | None) -> str:
+        folder = tmp_path / "latents" / name
+        folder.mkdir(parents=True)
+        meta = {"kind": "latents", "sha256": name} | ({} if lineage is None else {"lineage": lineage})
+        (folder / "meta.json").write_text(json.dumps(meta))
+        return str(folder)
+
+    weights = {"w": torch.zeros(2)}
+    trained_on = cache("last-1111", "run-a")
+    continued, retrained, older = (
+        cache("last-2222", "run-a"),
+        cache("last-3333", "run-b"),
+        cache("last-4", None),
+    )
+    saved = {"config": _features(latents=trained_on), "state_dict": weights}
+    for allowed in (trained_on, continued, older, str(tmp_path / "latents" / "gone")):
+        ResumeCheck({"w": (2,)}, _features(latents=allowed))(saved, "last.ckpt")
+    with pytest.raises(ResumeError) as err:
+        ResumeCheck({"w": (2,)}, _features(latents=retrained))(saved, "logs/fm/last.ckpt")
+    assert str(err.value).startswith(
+        f"cannot resume from logs/fm/last.ckpt: it was trained on the latents in {trained_on}, written by "
+        f"Flow-VAE run run-a, and this run reads {retrained}, written by another Flow-VAE run, run-b"
+    )
+    assert "name=..." in str(err.value) and "upstream.flow_vae" in str(err.value)
+
+
+def test_a_run_lineage_is_drawn_per_run_and_restored_by_a_resume():
+    first, second = RunLineage(), RunLineage()
+    assert first.id != second.id and first.state_key == "RunLineage"
+    second.load_state_dict(first.state_dict())
+    assert second.id == first.id
