@@ -130,17 +130,13 @@ class Plan:
         the new tokens: ``speech.checkpoints.ResumeCheck``)."""
         return "" if self.tokenizer_steps == TOKENIZER_STEPS else f"_tok{self.tokenizer_steps}"
 
-    @property
-    def ar_run(self) -> str:
-        """The AR model's run folder: the experiment's, with its own corpus (``AR_CORPUS``) and tokenizer
-        budget (``tokens_tag``) when they are not the job's defaults."""
-        corpus = "" if self.ar_corpus is None else f"_{self.ar_corpus}"
-        return f"{self.ar_experiment}{corpus}{self.tokens_tag}"
-
     def run(self, stage: str) -> str:
-        """The run folder of a trained stage (``tokenizer``, ``flow_vae``, ``flow_matching``, ``ar``)."""
+        """The run folder of a trained stage (``tokenizer``, ``flow_vae``, ``flow_matching``, ``ar``): the
+        AR model's is its experiment's, with its own corpus (``AR_CORPUS``); the AR and flow-matching runs
+        carry the tokenizer budget's ``tokens_tag``."""
         if stage == "ar":
-            return self.ar_run
+            corpus = "" if self.ar_corpus is None else f"_{self.ar_corpus}"
+            return f"{self.ar_experiment}{corpus}{self.tokens_tag}"
         return f"{stage}_tiny{self.tokens_tag if stage == 'flow_matching' else ''}"
 
     def ckpt(self, stage: str) -> Path:

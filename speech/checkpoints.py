@@ -44,6 +44,11 @@ MAX_LISTED = 8  # settings named in a message; the rest are counted
 MISFITS_SHOWN = 2  # parameters named as examples when a resume does not fit
 TOKEN_FEATURES = "data.datamodule.features.tokens"  # the token cache a run reads (``<stem>-<sha256[:16]>``)
 LATENT_FEATURES = "data.datamodule.features.latents"  # the latent cache a run reads
+# what a refused resume can do instead (the end of each ResumeError's message)
+TRAIN_ANEW = (
+    "give it another name (name=...) or start over with ckpt_path=null "
+    "(which overwrites this run's checkpoints)"
+)
 # checkpoint["callbacks"][LINEAGE_KEY]["id"]: the training run's lineage (``speech.lit.callbacks.RunLineage``)
 LINEAGE_KEY = "RunLineage"
 log = logging.getLogger(__name__)
@@ -272,8 +277,7 @@ class ResumeCheck:
         raise ResumeError(
             f"cannot resume from {path}: this run's config builds a model its weights do not fit. {settings} "
             f"({len(misfits)} parameters do not fit, e.g. {example}). Put them back to resume this run; to "
-            "train the changed model, give it another name (name=...) or start over with ckpt_path=null "
-            "(which overwrites this run's checkpoints)"
+            f"train the changed model, {TRAIN_ANEW}"
         )
 
     def _check_tokens(self, saved: dict, path: str | Path) -> None:
@@ -290,15 +294,14 @@ class ResumeCheck:
         Raises:
             ResumeError: the checkpoint was trained on another token cache (both are named).
         """
-        before, now = _flat(saved).get(TOKEN_FEATURES), _flat(self.config).get(TOKEN_FEATURES)
-        if not before or not now or Path(str(before)).name == Path(str(now)).name:
+        if (changed := _changed_cache(saved, self.config, TOKEN_FEATURES)) is None:
             return
+        before, now = changed
         raise ResumeError(
             f"cannot resume from {path}: it was trained on the tokens in {before}, and this run reads {now}, "
             "written by another tokenizer checkpoint (retrained or continued since), whose codes mean other "
-            "things. Train this stage anew on the new tokens: give it another name (name=...) or start over "
-            "with ckpt_path=null (which overwrites this run's checkpoints); or point upstream.tokenizer back "
-            "at the checkpoint it was trained on"
+            f"things. Train this stage anew on the new tokens: {TRAIN_ANEW}; or point upstream.tokenizer "
+            "back at the checkpoint it was trained on"
         )
 
     def _check_latents(self, saved: dict, path: str | Path) -> None:
@@ -314,19 +317,28 @@ class ResumeCheck:
         Raises:
             ResumeError: the two caches were written by checkpoints of different Flow-VAE runs.
         """
-        before, now = _flat(saved).get(LATENT_FEATURES), _flat(self.config).get(LATENT_FEATURES)
-        if not before or not now or Path(str(before)).name == Path(str(now)).name:
+        if (changed := _changed_cache(saved, self.config, LATENT_FEATURES)) is None:
             return
-        old, new = (_cache_lineage(Path(str(folder))) for folder in (before, now))
+        before, now = changed
+        old, new = (_cache_lineage(Path(folder)) for folder in changed)
         if old is None or new is None or old == new:
             return
         raise ResumeError(
             f"cannot resume from {path}: it was trained on the latents in {before}, written by Flow-VAE run "
             f"{old}, and this run reads {now}, written by another Flow-VAE run, {new} (trained from scratch, "
-            "not continued): its latent space is another. Train this stage anew on the new latents: give it "
-            "another name (name=...) or start over with ckpt_path=null (which overwrites this run's "
-            "checkpoints); or point upstream.flow_vae back at a checkpoint of the run it was trained on"
+            f"not continued): its latent space is another. Train this stage anew on the new latents: "
+            f"{TRAIN_ANEW}; or point upstream.flow_vae back at a checkpoint of the run it was trained on"
         )
+
+
+def _changed_cache(saved: dict, config: dict, key: str) -> tuple[str, str] | None:
+    """``(the cache folder a checkpoint's config read, the one this run's reads)`` under the dotted
+    ``key``, when both are set and their folder names differ (the same cache under another
+    ``paths.cache_dir`` keeps its name); else None."""
+    before, now = _flat(saved).get(key), _flat(config).get(key)
+    if not before or not now or Path(str(before)).name == Path(str(now)).name:
+        return None
+    return str(before), str(now)
 
 
 def _cache_lineage(folder: Path) -> str | None:

@@ -60,7 +60,7 @@ def test_a_longer_trained_tokenizer_gets_ar_and_flow_matching_runs_of_their_own(
         plan, cmds = SCRIPT["Plan"].from_env(env), commands(env)
         for stage in ("ar", "flow_matching"):  # each command trains in the folder the renders read
             assert f"name={plan.ckpt(stage).parents[1].name}" in cmds[stage]
-    assert SCRIPT["Plan"].from_env({"TOKENIZER_STEPS": "3000", "AR_CORPUS": "synthetic_en60"}).ar_run == (
+    assert SCRIPT["Plan"].from_env({"TOKENIZER_STEPS": "3000", "AR_CORPUS": "synthetic_en60"}).run("ar") == (
         "ar_tiny_aligned_synthetic_en60_tok3000"
     )
     for wrong in ("3e3", "0", "-5", ""):

@@ -6,7 +6,7 @@ Legend: b batch, t samples, r reference samples, n text tokens, k cached-feature
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import torch
@@ -101,7 +101,9 @@ class SpeechDataset(torch.utils.data.Dataset):
         """The cached features a reference carries: all but the alignments (only the target's are read)."""
         return [key for key in self.features if key != ALIGNMENTS]
 
-    def _add_features(self, item: dict, cut_id: str, source_id: str, keys, prefix: str = "") -> bool:
+    def _add_features(
+        self, item: dict, cut_id: str, source_id: str, keys: Iterable[str], prefix: str = ""
+    ) -> bool:
         """Adds the cached features named in ``keys`` of cut ``source_id`` to ``item`` under
         ``<prefix><key>``; on a failure drops ``cut_id`` from its batch and returns False."""
         for key in keys:
