@@ -4,10 +4,11 @@ python infer.py ar_ckpt=A.ckpt fm_ckpt=F.ckpt text="Hello there." ref_wav=ref.wa
 python infer.py ar_ckpt=A.ckpt fm_ckpt=F.ckpt text="Hello there." ref_wav=ref.wav out=out.wav stream=true
 python infer.py ar_ckpt=A.ckpt fm_ckpt=F.ckpt meta=seedtts/en/meta.lst out_dir=out/en mode=one_shot
 python infer.py ... emotion_adapters=[logs/ar_emotion_tiny/happy/checkpoints/last.ckpt] voice.emotion=happy
-python infer.py ar_ckpt=A.ckpt fm_ckpt=F.ckpt meta=seedtts/en/meta.lst out_dir=out/oracle mode=oracle_tokens
+python infer.py fm_ckpt=F.ckpt meta=seedtts/en/meta.lst out_dir=out/oracle mode=oracle_tokens
 
 The modes ``resynthesis`` and ``oracle_tokens`` render a meta.lst's ground truth through the stages after the
-AR model (``speech.inference.ceiling``): the ceiling rows of an evaluation.
+AR model (``speech.inference.ceiling``): the ceiling rows of an evaluation. They load no AR model (an
+``ar_ckpt`` is not read); the tokenizer and Flow-VAE are flow matching's upstream unless given.
 
 A user error (a bad argument or request field, missing or mismatched files, unusable audio, an output path
 that cannot be written: ``ValueError`` and ``FileNotFoundError``) prints one line, ``error: <message>``, to
@@ -30,10 +31,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from speech.inference import SynthesisRequest, Synthesizer, audio_output
-from speech.inference.batch_runner import MODES, run_meta
+from speech.inference.batch_runner import MODES, RunSummary, run_meta
 from speech.inference.ceiling import KINDS as CEILINGS
-from speech.inference.ceiling import run_ceiling
+from speech.inference.ceiling import CeilingModels, run_ceiling
 
+NO_AR = "only mode=resynthesis and mode=oracle_tokens (with a meta.lst) render without one"
 USER_ERRORS = (ValueError, FileNotFoundError)  # RequestError, AudioError, MetaListError are ValueErrors
 USAGE_EXIT_STATUS = 2
 
@@ -101,6 +103,8 @@ def check_args(cfg: DictConfig, make: functools.partial) -> None:
             raise ValueError("meta=... needs out_dir=... (where the <utt>.wav files go)")
         if cfg.mode not in MODES + CEILINGS:
             raise ValueError(f"mode must be one of {list(MODES + CEILINGS)}, got {cfg.mode!r}")
+        if cfg.ar_ckpt is None and cfg.mode not in CEILINGS:
+            raise ValueError(f"mode={cfg.mode} needs ar_ckpt=<the AR checkpoint>; {NO_AR}")
         if cfg.stream:
             raise ValueError("stream=true streams one utterance (text=...), not a meta.lst")
         for setting in ("voice", "audio", "sampling"):
@@ -111,6 +115,8 @@ def check_args(cfg: DictConfig, make: functools.partial) -> None:
         raise ValueError(
             "give text=... and ref_wav=... for one utterance, or meta=... out_dir=... for a meta.lst"
         )
+    if cfg.ar_ckpt is None:
+        raise ValueError(f"one utterance needs ar_ckpt=<the AR checkpoint>; {NO_AR}")
     request = single_request(cfg, make)
     request.validate()
     audio_output.check_destination(cfg.out, request.audio.format)
@@ -133,6 +139,13 @@ def infer(cfg: DictConfig) -> dict[str, float]:
     make = request_factory(cfg)
     check_args(cfg, make)
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.meta is not None and cfg.mode in CEILINGS:
+        models = CeilingModels.from_checkpoints(
+            cfg.fm_ckpt, cfg.tokenizer_ckpt, cfg.flow_vae_ckpt, device=device, use_ema=cfg.use_ema
+        )
+        sampling = instantiate(cfg.sampling)
+        return report(run_ceiling(models, cfg.meta, cfg.out_dir, kind=cfg.mode, sampling=sampling,
+                                  batch_size=cfg.batch_size, progress=cfg.progress))  # fmt: skip
     synth = Synthesizer.from_checkpoints(
         cfg.ar_ckpt,
         cfg.fm_ckpt,
@@ -145,12 +158,13 @@ def infer(cfg: DictConfig) -> dict[str, float]:
     )
     if cfg.meta is None:
         return synthesize_one(synth, cfg, make)
-    if cfg.mode in CEILINGS:
-        summary = run_ceiling(synth, cfg.meta, cfg.out_dir, kind=cfg.mode, sampling=instantiate(cfg.sampling),
-                              batch_size=cfg.batch_size, progress=cfg.progress)  # fmt: skip
-    else:
-        summary = run_meta(synth, cfg.meta, cfg.out_dir, mode=cfg.mode, make=make, batch_size=cfg.batch_size,
-                           progress=cfg.progress)  # fmt: skip
+    summary = run_meta(synth, cfg.meta, cfg.out_dir, mode=cfg.mode, make=make, batch_size=cfg.batch_size,
+                       progress=cfg.progress)  # fmt: skip
+    return report(summary)
+
+
+def report(summary: RunSummary) -> dict[str, float]:
+    """Prints a meta.lst run's line and returns its numbers."""
     print(summary.line())
     return {"generated": summary.generated, "skipped": summary.skipped, "rejected": summary.rejected,
             "audio_seconds": summary.audio_seconds, "rtf": summary.rtf}  # fmt: skip

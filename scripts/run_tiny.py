@@ -19,10 +19,10 @@ beside the Flow-VAE; 3000 train it further, docs/main_job.md; another budget get
 of its own, ``Plan.tokens_tag``), ``VAE_STEPS`` (6000 steps of 2 s crops,
 reconstruction and KL only: the GAN phase cost 2.5x per step on CPU and did not lower the resynthesis WER;
 docs/main_job.md), ``AR_STEPS`` (1200), ``FM_STEPS`` (1200); ``TOKENIZER_CODEBOOKS`` (1: residual codes per
-audio token, ``model.quantizer.codebooks``; 2 measured no better, docs/main_job.md; a tokenizer of another
-count does not resume, so give it a new ``paths.log_dir``); within this budget the AR model trains on the
-corpus's English cuts only (754 of 1,439: the test set is English, and a 4M-parameter model has little
-capacity to spare on five more languages; docs/main_job.md);
+audio token, ``model.quantizer.codebooks``; 2 measured no better, docs/main_job.md; another count gets a
+tokenizer, AR and flow-matching runs of its own, ``Plan.tokens_tag``); within this budget the AR model trains
+on the corpus's English cuts only (754 of 1,439: the test set is English, and a 4M-parameter model has
+little capacity to spare on five more languages; docs/main_job.md);
 ``EVAL_ASR`` picks the WER judge (``whisper_ct2``: Whisper tiny.en, see
 docs/evaluation.md). ``CORPUS`` picks another built-in corpus (a ``configs/data`` name, e.g.
 ``synthetic_natural_tiny``; its runs go to ``logs/<corpus>/``) and scores its English test set;
@@ -60,6 +60,10 @@ VAE_STEPS = 6000  # Flow-VAE steps of the main job (2 s crops, Vocos encoder: ab
 # infer.py mode -> row of the table: the ceiling rows first, then the clones
 ROWS = {"resynthesis": "resynthesis", "oracle_tokens": "oracle tokens", "zero_shot": "zero-shot",
         "one_shot": "one-shot"}  # fmt: skip
+# The trained stages whose checkpoints each row's wavs depend on: its folder is keyed by their bytes, and the
+# ceiling rows, which read no AR model, are rendered as soon as flow matching is done
+CLONE = ("tokenizer", "flow_vae", "flow_matching", "ar")
+WHOSE = {"resynthesis": ("flow_vae",), "oracle_tokens": CLONE[:3], "zero_shot": CLONE, "one_shot": CLONE}
 # The issue's goals for the main job (zero-shot, on the English test set, Whisper tiny.en and resemblyzer)
 GOAL_WER_RATIO, GOAL_SIM = 2.0, 0.75
 
@@ -86,6 +90,7 @@ class Plan:
     ar_corpus: str | None = None
     ar_aligned: bool = True
     tokenizer_steps: int = TOKENIZER_STEPS
+    tokenizer_codebooks: int = 1
 
     @classmethod
     def from_env(cls, env: dict) -> Plan:
@@ -95,11 +100,10 @@ class Plan:
         aligned = env.get("AR_ALIGNED", "1")
         if aligned not in ("0", "1"):
             raise ValueError(f"AR_ALIGNED={aligned!r}: 1 (text-aligned hints) or 0 (hints spread evenly)")
-        steps = env.get("TOKENIZER_STEPS", str(TOKENIZER_STEPS))
-        if not steps.isdigit() or int(steps) < 1:
-            raise ValueError(f"TOKENIZER_STEPS={steps!r}: a whole number of training steps, at least 1")
+        steps = whole_number(env, "TOKENIZER_STEPS", TOKENIZER_STEPS, "training steps")
+        codebooks = whole_number(env, "TOKENIZER_CODEBOOKS", 1, "residual codebooks")
         return cls(corpus, test_corpus, test_set, env.get("EVAL_ASR", cls.asr), env.get("AR_CORPUS") or None,
-                   aligned == "1", int(steps))  # fmt: skip
+                   aligned == "1", steps, codebooks)  # fmt: skip
 
     @property
     def crossed(self) -> bool:
@@ -123,21 +127,29 @@ class Plan:
         return "ar_tiny_aligned" if self.ar_aligned else "ar_tiny"
 
     @property
+    def codebooks_tag(self) -> str:
+        """``""`` for one codebook, else ``_cb<count>``: a tokenizer of another count cannot continue the
+        default one's checkpoint, so it trains in a folder of its own."""
+        return "" if self.tokenizer_codebooks == 1 else f"_cb{self.tokenizer_codebooks}"
+
+    @property
     def tokens_tag(self) -> str:
-        """``""`` under the default tokenizer budget, else ``_tok<steps>``: the runs trained on the tokens of
-        a tokenizer trained longer get folders of their own, so that raising ``TOKENIZER_STEPS`` after a
-        main job trains new AR and flow-matching runs beside the old ones (which would refuse to continue on
-        the new tokens: ``speech.checkpoints.ResumeCheck``)."""
-        return "" if self.tokenizer_steps == TOKENIZER_STEPS else f"_tok{self.tokenizer_steps}"
+        """``""`` under the default tokenizer, else ``[_tok<steps>][_cb<count>]``: the runs trained on the
+        tokens of a tokenizer trained longer or with other codebooks get folders of their own, so that
+        raising ``TOKENIZER_STEPS`` after a main job trains new AR and flow-matching runs beside the old ones
+        (which would refuse to continue on the new tokens: ``speech.checkpoints.ResumeCheck``)."""
+        steps = "" if self.tokenizer_steps == TOKENIZER_STEPS else f"_tok{self.tokenizer_steps}"
+        return steps + self.codebooks_tag
 
     def run(self, stage: str) -> str:
         """The run folder of a trained stage (``tokenizer``, ``flow_vae``, ``flow_matching``, ``ar``): the
         AR model's is its experiment's, with its own corpus (``AR_CORPUS``); the AR and flow-matching runs
-        carry the tokenizer budget's ``tokens_tag``."""
+        carry the tokenizer's ``tokens_tag``, the tokenizer its ``codebooks_tag`` (more steps continue it)."""
         if stage == "ar":
             corpus = "" if self.ar_corpus is None else f"_{self.ar_corpus}"
             return f"{self.ar_experiment}{corpus}{self.tokens_tag}"
-        return f"{stage}_tiny{self.tokens_tag if stage == 'flow_matching' else ''}"
+        tag = {"flow_matching": self.tokens_tag, "tokenizer": self.codebooks_tag}.get(stage, "")
+        return f"{stage}_tiny{tag}"
 
     def ckpt(self, stage: str) -> Path:
         return self.logs / f"{self.run(stage)}/checkpoints/last.ckpt"
@@ -146,11 +158,19 @@ class Plan:
         """What every Hydra command of this job is given before the user's overrides."""
         return [] if self.corpus == DEFAULT_CORPUS else [f"paths.log_dir={self.logs}"]
 
+    def row_dir(self, mode: str) -> Path:
+        """Where a row of the table (an ``infer.py`` mode) writes its wavs (``<mode>/``) and scores
+        (``eval/<mode>/``): a folder keyed by the checkpoints its wavs depend on (``WHOSE``), so a rerun after
+        more training of any of them makes new ones instead of mixing them with the old, and one after
+        more training of the AR model alone keeps the ceiling rows."""
+        digest = hashlib.sha256()
+        for stage in WHOSE[mode]:
+            digest.update(self.ckpt(stage).read_bytes())
+        return self.out / digest.hexdigest()[:12]
+
     def generated_dir(self) -> Path:
-        """Where this pair of AR + flow-matching checkpoints writes its wavs and scores: a rerun after more
-        training makes new ones instead of mixing them with the old."""
-        ckpts = self.ckpt("ar").read_bytes() + self.ckpt("flow_matching").read_bytes()
-        return self.out / hashlib.sha256(ckpts).hexdigest()[:12]
+        """The clones' folder, which also holds the job's ``results.md``."""
+        return self.row_dir("zero_shot")
 
     @property
     def truth_dir(self) -> Path:
@@ -160,6 +180,14 @@ class Plan:
     @property
     def truth_summary(self) -> Path:
         return self.truth_dir / self.test_set / "en/summary.json"  # what score_ground_truth.py writes
+
+
+def whole_number(env: dict, name: str, default: int, what: str) -> int:
+    """The environment variable ``name`` as a whole number >= 1 (``default`` when unset)."""
+    value = env.get(name, str(default))
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{name}={value!r}: a whole number of {what}, at least 1")
+    return int(value)
 
 
 def goals(plan: Plan) -> str:
@@ -202,18 +230,21 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
         return f"name={plan.run(stage)}"
 
     vae_steps = env.get("VAE_STEPS", VAE_STEPS)
+    # the stages that read tokens read them of the job's tokenizer (its folder carries its codebooks_tag)
+    tokenizer = f"upstream.tokenizer=${{paths.log_dir}}/{plan.run('tokenizer')}/checkpoints/last.ckpt"
 
     def clone(mode: str):
         def command():
-            out_dir = f"out_dir={plan.generated_dir() / mode}"
-            ckpts = (f"ar_ckpt={plan.ckpt('ar')}", f"fm_ckpt={plan.ckpt('flow_matching')}")
-            return hydra("infer.py", *ckpts, f"meta={plan.meta}", f"mode={mode}", out_dir, "progress=false")
+            out_dir = f"out_dir={plan.row_dir(mode) / mode}"
+            ar = (f"ar_ckpt={plan.ckpt('ar')}",) if "ar" in WHOSE[mode] else ()
+            fm = f"fm_ckpt={plan.ckpt('flow_matching')}"
+            return hydra("infer.py", *ar, fm, f"meta={plan.meta}", f"mode={mode}", out_dir, "progress=false")
 
         return command
 
     def scored(mode: str):
         def command():
-            gen = plan.generated_dir()
+            gen = plan.row_dir(mode)
             dirs = (f"gen_dir={gen / mode}", f"out_dir={gen / 'eval' / mode}")
             return hydra("eval/seedtts_eval.py", f"meta={plan.meta}", "language=en", f"asr={plan.asr}", *dirs,
                          "ground_truth=false", "progress=false")  # fmt: skip
@@ -221,18 +252,23 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
         return command
 
     def table() -> list[str]:
-        gen = plan.generated_dir()
-        runs = "runs={" + ", ".join(f"{label}: {gen / 'eval' / mode}" for mode, label in ROWS.items()) + "}"
+        rows = ", ".join(f"{label}: {plan.row_dir(mode) / 'eval' / mode}" for mode, label in ROWS.items())
         truth_row = f"ground_truth={plan.truth_summary.parent}"
-        return [sys.executable, "eval/compare_runs.py", runs, truth_row, f"out={gen / 'results.md'}"]
+        out = f"out={plan.generated_dir() / 'results.md'}"
+        return [sys.executable, "eval/compare_runs.py", "runs={" + rows + "}", truth_row, out]
 
     # a crossed test set comes from the other corpus, built here too (its test speakers only matter)
     test_data = ("test_corpus",) if plan.crossed else ("corpus",)
     ar_options = (
+        tokenizer,
         "data.datamodule.max_duration=20",
         "data.datamodule.languages=[en]",
         *env.get("AR_ARGS", "").split(),
     )
+
+    def rendered(mode: str) -> Task:  # a ceiling row reads no AR model: it waits for flow matching only
+        ar = ("ar",) if "ar" in WHOSE[mode] else ()
+        return Task(mode, clone(mode), after=(*ar, "flow_matching", *test_data))
 
     def encode(kind: str, *args, corpus: str | None = None) -> list[str]:  # a cache of the tokenizer's
         return on_data("scripts/encode.py", *args, f"kind={kind}", f"ckpt={plan.ckpt('tokenizer')}",
@@ -281,7 +317,8 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
                 "tokenizer_tiny",
                 "TOKENIZER_STEPS",
                 TOKENIZER_STEPS,
-                f"model.quantizer.codebooks={env.get('TOKENIZER_CODEBOOKS', 1)}",
+                f"model.quantizer.codebooks={plan.tokenizer_codebooks}",
+                named("tokenizer"),
             ),
             after=("prepare",),
         ),  # fmt: skip
@@ -300,10 +337,10 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
         *ar_lane,
         Task(
             "flow_matching",
-            train("flow_matching_tiny", "FM_STEPS", 1200, named("flow_matching")),
+            train("flow_matching_tiny", "FM_STEPS", 1200, named("flow_matching"), tokenizer),
             after=("encode_tokens", "encode_latents"),
         ),  # fmt: skip
-        *(Task(mode, clone(mode), after=("ar", "flow_matching", *test_data)) for mode in ROWS),
+        *(rendered(mode) for mode in ROWS),
         *(Task(f"eval_{mode}", scored(mode), after=(mode,)) for mode in ROWS),
         # needs only the test set, but waits for the token cache: from then on it starts only when no task
         # earlier in this list is ready, i.e. in the gap one training lane leaves while the other finishes

@@ -131,7 +131,8 @@ def test_ceiling_modes_render_the_ground_truth_of_a_meta_list(setup, monkeypatch
     meta = setup["root"] / "set" / "meta_gt.lst"
     meta.write_text(f"g1|alpha|{refs[0]}|beta|{refs[2]}\ng2|gamma|{refs[1]}|delta|{refs[1]}\n")
     out = setup["root"] / f"out_{mode}"
-    run(monkeypatch, *setup["common"], f"meta={meta}", f"out_dir={out}", f"mode={mode}")
+    without_ar = [o for o in setup["common"] if not o.startswith("ar_ckpt=")]  # the ceilings read none
+    run(monkeypatch, *without_ar, f"meta={meta}", f"out_dir={out}", f"mode={mode}")
     assert "generated 2 utterances" in capsys.readouterr().out
     g1 = sf.read(out / "g1.wav")[0]
     assert abs(len(g1) - len(sf.read(refs[2])[0])) < 1280  # the length of gt_wav, within two tokens
@@ -162,6 +163,12 @@ def test_a_user_error_is_one_line_on_stderr(setup, monkeypatch, capsys, tmp_path
     with pytest.raises(SystemExit) as end:
         run(monkeypatch, *setup["common"], "meta=missing.lst", f"out_dir={tmp_path}", full_error=False)
     assert end.value.code == 2 and capsys.readouterr().err == "error: meta list not found: missing.lst\n"
+    no_ar = "needs ar_ckpt=<the AR checkpoint>; only mode=resynthesis and mode=oracle_tokens (with a meta"
+    one = ["text=alpha", f"ref_wav={setup['refs'][0]}"]
+    for what in (one, [f"meta={setup['meta']}", f"out_dir={tmp_path}"]):
+        with pytest.raises(SystemExit) as end:
+            run(monkeypatch, "fm_ckpt=missing.ckpt", f"paths.log_dir={tmp_path}", *what, full_error=False)
+        assert end.value.code == 2 and no_ar in capsys.readouterr().err
 
 
 # Issue 17, defects 2 and 7 in a meta.lst: lines that cannot be synthesized are rejected one by one with the

@@ -44,6 +44,30 @@ def test_budgets_and_the_tokenizers_codebooks_come_from_the_environment():
     assert "trainer.max_steps=50" in changed["ar"]
 
 
+def test_another_codebook_count_gets_a_tokenizer_and_runs_of_its_own():
+    """A tokenizer of two codebooks cannot continue the one-codebook checkpoint: it trains in a folder of its
+    own, and the AR and flow-matching runs on its tokens read it there and train in folders of their own."""
+    cases = [
+        ({}, "tokenizer_tiny", ""),
+        ({"TOKENIZER_CODEBOOKS": "2"}, "tokenizer_tiny_cb2", "_cb2"),
+        ({"TOKENIZER_CODEBOOKS": "2", "TOKENIZER_STEPS": "3000"}, "tokenizer_tiny_cb2", "_tok3000_cb2"),
+    ]
+    for env, tokenizer, tag in cases:
+        plan, cmds = SCRIPT["Plan"].from_env(env), commands(env)
+        assert plan.ckpt("tokenizer") == Path(f"logs/{tokenizer}/checkpoints/last.ckpt")
+        assert f"name={tokenizer}" in cmds["tokenizer"]
+        assert (plan.run("ar"), plan.run("flow_matching")) == (
+            f"ar_tiny_aligned{tag}",
+            f"flow_matching_tiny{tag}",
+        )
+        reads = f"upstream.tokenizer=${{paths.log_dir}}/{tokenizer}/checkpoints/last.ckpt"
+        assert reads in cmds["ar"] and reads in cmds["flow_matching"]
+        assert f"ckpt={plan.ckpt('tokenizer')}" in cmds["encode_tokens"]
+    for wrong in ("two", "0", ""):
+        with pytest.raises(ValueError, match=f"TOKENIZER_CODEBOOKS={wrong!r}: a whole number of residual"):
+            SCRIPT["Plan"].from_env({"TOKENIZER_CODEBOOKS": wrong})
+
+
 def test_a_longer_trained_tokenizer_gets_ar_and_flow_matching_runs_of_their_own():
     """Raising TOKENIZER_STEPS after a main job continues the tokenizer in place, and its new tokens go to
     new AR and flow-matching runs: the old ones would refuse to continue on them."""
@@ -164,7 +188,7 @@ def test_the_results_table_runs_compare_runs_with_every_row(tmp_path, monkeypatc
 
     plan_cls = SCRIPT["Plan"]
     plan = plan_cls.from_env({})
-    monkeypatch.setattr(plan_cls, "generated_dir", lambda self: tmp_path / "gen")
+    monkeypatch.setattr(plan_cls, "row_dir", lambda self, mode: tmp_path / "gen")
     monkeypatch.setattr(plan_cls, "truth_dir", property(lambda self: tmp_path / "truth"))
     ci = {"estimate": 0.2, "low": 0.1, "high": 0.3, "level": 0.95}
     row = {"n_scored": 2, "n_expected": 2, "wer": ci, "corpus_wer": ci, "sim": ci}
@@ -191,7 +215,7 @@ def test_data_overrides_reach_only_the_commands_that_have_a_data_config(tmp_path
     """``run_tiny.sh data.bpe.phonemes=espeak-ng`` once stopped the job at the ground truth's scoring
     (``Key 'data' is not in struct``): infer, scoring and ground-truth commands have no data config."""
     plan_cls = SCRIPT["Plan"]
-    monkeypatch.setattr(plan_cls, "generated_dir", lambda self: tmp_path / "gen")
+    monkeypatch.setattr(plan_cls, "row_dir", lambda self, mode: tmp_path / "gen")
     env = {"AR_CORPUS": "synthetic_en60"}
     extra = ["data.bpe.phonemes=espeak-ng", "+data.extra=1", "paths.data_dir=/scratch"]
     built = {t.name: t.command for t in SCRIPT["tasks"](plan_cls.from_env(env), extra, env, 2)}
@@ -238,3 +262,43 @@ def test_aligned_hints_add_the_alignments_before_the_ar_model_and_a_run_folder_o
     assert "encode_alignments" not in even and "experiment=ar_tiny" in even["ar"]
     even_ckpt = SCRIPT["Plan"].from_env({"AR_ALIGNED": "0"}).ckpt("ar")
     assert even_ckpt == Path("logs/ar_tiny/checkpoints/last.ckpt")
+
+
+def test_the_ceiling_rows_wait_for_no_ar_model_and_keep_their_wavs_when_only_it_trains_on(
+    tmp_path, monkeypatch
+):
+    """The ceiling rows read no AR model: they start when flow matching ends (a core idled 14 minutes of
+    the long recipe while they waited for the AR model), and more AR training leaves their folders alone."""
+    plan = SCRIPT["Plan"].from_env({})
+    tasks = {t.name: t for t in SCRIPT["tasks"](plan, [], {}, 2)}
+    for mode in ("resynthesis", "oracle_tokens"):
+        assert "ar" not in tasks[mode].after and "flow_matching" in tasks[mode].after
+    for mode in ("zero_shot", "one_shot"):
+        assert {"ar", "flow_matching"} <= set(tasks[mode].after)
+    monkeypatch.chdir(tmp_path)
+    for stage in ("tokenizer", "flow_vae", "flow_matching", "ar"):
+        plan.ckpt(stage).parent.mkdir(parents=True)
+        plan.ckpt(stage).write_bytes(stage.encode())
+
+    def folders() -> dict[str, Path]:
+        return {mode: plan.row_dir(mode) for mode in SCRIPT["ROWS"]}
+
+    before = folders()
+    assert before["zero_shot"] == before["one_shot"] == plan.generated_dir()
+    assert len({before["resynthesis"], before["oracle_tokens"], before["zero_shot"]}) == 3
+    rendered = {mode: tasks[mode].command() for mode in SCRIPT["ROWS"]}
+    for mode, command in rendered.items():
+        assert f"out_dir={before[mode] / mode}" in command
+        assert any(a.startswith("ar_ckpt=") for a in command) == (mode in ("zero_shot", "one_shot"))
+    plan.ckpt("ar").write_bytes(b"ar, trained on")
+    after_ar = folders()
+    assert [mode for mode in before if after_ar[mode] != before[mode]] == ["zero_shot", "one_shot"]
+    plan.ckpt("flow_matching").write_bytes(b"flow matching, trained on")
+    after_fm = folders()
+    assert [mode for mode in before if after_fm[mode] != after_ar[mode]] == [
+        "oracle_tokens",
+        "zero_shot",
+        "one_shot",
+    ]
+    plan.ckpt("flow_vae").write_bytes(b"Flow-VAE, trained on")
+    assert all(folders()[mode] != after_fm[mode] for mode in before)

@@ -10,13 +10,15 @@ Two renderings of a test set's ground truth, scored like clones, isolate where s
 
 A zero-shot clone scored against these rows shows which stage to train longer: a bad resynthesis row
 points at the Flow-VAE, a good resynthesis but bad oracle row at the tokenizer or flow matching, and good
-ceilings with bad clones at the AR model.
+ceilings with bad clones at the AR model. Neither row reads the AR model, so :class:`CeilingModels` loads
+them without one: a pipeline can score its ceilings while its AR model still trains.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,17 +29,62 @@ from speech.data.meta_list import MetaEntry, read_meta_list
 from speech.data.rejects import RejectLog
 from speech.inference import audio_output
 from speech.inference.batch_runner import RunSummary
+from speech.inference.loading import load_after_ar
 from speech.inference.request import SamplingSetting
-from speech.inference.synthesizer import Synthesizer
-from speech.inference.voice import load_reference
+from speech.inference.voice import VoiceEncoder, load_reference
 from speech.tensors import pad_sequences
 
 KINDS = ("resynthesis", "oracle_tokens")
 
 
+@dataclass
+class CeilingModels:
+    """The stages after the AR model: what the ceiling rows render through.
+
+    Attributes:
+        voice: Reference waveforms -> audio tokens, posterior-mean latents and flow matching's speaker
+            vectors (its AR speaker encoder is not needed).
+        fm: ``FlowMatching``.
+        flow_vae: ``FlowVAE`` (its decoder).
+    """
+
+    voice: VoiceEncoder
+    fm: torch.nn.Module
+    flow_vae: torch.nn.Module
+
+    @property
+    def sample_rate(self) -> int:
+        return self.voice.sample_rate
+
+    @classmethod
+    def from_checkpoints(
+        cls,
+        flow_matching: str | Path,
+        tokenizer: str | Path | None = None,
+        flow_vae: str | Path | None = None,
+        *,
+        device: str | torch.device = "cpu",
+        use_ema: bool = True,
+    ) -> CeilingModels:
+        """Flow matching and its upstream tokenizer and Flow-VAE (``None``: the paths its config stores),
+        without an AR model (``speech.inference.loading.load_after_ar``)."""
+        models = load_after_ar(flow_matching, tokenizer, flow_vae, device=device, use_ema=use_ema)
+        fm = models["flow_matching"]
+        voice = VoiceEncoder(
+            models["mel"],
+            None,
+            fm.speaker_vector,
+            models["audio_tokenizer"],
+            models["flow_vae"],
+            frames_per_token=fm.frames_per_token,
+            max_reference_seconds=(None, models["max_reference_seconds"]),
+        )
+        return cls(voice, fm, models["flow_vae"])
+
+
 @torch.inference_mode()
 def render_ceiling(
-    synth: Synthesizer,
+    models: CeilingModels,
     kind: str,
     truths: Sequence[np.ndarray],
     references: Sequence[np.ndarray],
@@ -46,15 +93,15 @@ def render_ceiling(
     """Renders ground-truth waveforms through the stages after the AR model.
 
     Args:
-        synth: The pipeline (its audio tokenizer, flow matching and Flow-VAE are used; its AR model not).
+        models: The stages after the AR model.
         kind: ``resynthesis`` or ``oracle_tokens`` (see the module docstring).
-        truths: Ground-truth waveforms ``(t,)`` at ``synth.sample_rate``.
+        truths: Ground-truth waveforms ``(t,)`` at ``models.sample_rate``.
         references: One speaker reference ``(t,)`` per truth (``oracle_tokens`` conditions flow matching on
             its speaker vector; ``resynthesis`` ignores it).
         sampling: Flow-matching knobs (steps, solver, guidance, noise, seed); ``None``: the defaults.
 
     Returns:
-        One waveform ``(t_i,)`` per truth, float32 at ``synth.sample_rate``.
+        One waveform ``(t_i,)`` per truth, float32 at ``models.sample_rate``.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
@@ -63,24 +110,24 @@ def render_ceiling(
     if not truths:
         return []
     if kind == "resynthesis":  # posterior means, cut to two frames per token as prompts are
-        latents, latent_lens, _ = pad_sequences([p.latents for p in synth.voice.prompts(list(truths))])
+        latents, latent_lens, _ = pad_sequences([p.latents for p in models.voice.prompts(list(truths))])
     else:
         sampling = sampling or SamplingSetting()
         generator = None
         if sampling.seed is not None:
-            device = next(synth.fm.parameters()).device  # not synth.device: that is the AR model's
+            device = next(models.fm.parameters()).device
             generator = torch.Generator(device=device).manual_seed(sampling.seed)
-        tokens, token_lens, _ = pad_sequences(synth.voice.tokens(list(truths)))
-        _, speaker = synth.voice.speakers([[(ref, 1.0)] for ref in references])
-        latents, latent_lens = synth.fm.sample(
+        tokens, token_lens, _ = pad_sequences(models.voice.tokens(list(truths)))
+        speaker = models.voice.fm_vectors(list(references))
+        latents, latent_lens = models.fm.sample(
             tokens=tokens,
             token_lens=token_lens,
             speaker=speaker,
             **sampling.fm_options(),
             generator=generator,
         )
-    audio = synth.flow_vae.decode(latents, latent_lens)
-    audio_lens = latent_lens * synth.flow_vae.hop_length
+    audio = models.flow_vae.decode(latents, latent_lens)
+    audio_lens = latent_lens * models.flow_vae.hop_length
     return [audio[i, : int(n)].float().cpu().numpy() for i, n in enumerate(audio_lens.tolist())]
 
 
@@ -108,7 +155,7 @@ def ceiling_batches(
 
 
 def run_ceiling(
-    synth: Synthesizer,
+    models: CeilingModels,
     meta: str | Path,
     out_dir: str | Path,
     *,
@@ -121,7 +168,7 @@ def run_ceiling(
     ``batch_runner.run_meta``), so that ``eval/seedtts_eval.py`` scores it like a clone.
 
     Args:
-        synth: The pipeline.
+        models: The stages after the AR model.
         meta: A Seed-TTS-eval ``meta.lst`` whose lines carry ``gt_wav``.
         out_dir: Where the wavs go.
         kind: ``resynthesis`` or ``oracle_tokens``.
@@ -137,12 +184,12 @@ def run_ceiling(
     todo = [e for e in entries if not (out_dir / f"{e.utt}.wav").exists()]
     audio_seconds, start = 0.0, time.perf_counter()
     with tqdm(total=len(todo), disable=not progress, desc=kind, unit="utt") as bar:
-        for chunk, truths, references in ceiling_batches(todo, synth.sample_rate, batch_size):
+        for chunk, truths, references in ceiling_batches(todo, models.sample_rate, batch_size):
             for entry, wav in zip(
-                chunk, render_ceiling(synth, kind, truths, references, sampling), strict=True
+                chunk, render_ceiling(models, kind, truths, references, sampling), strict=True
             ):
-                audio_output.write(out_dir / f"{entry.utt}.wav", wav, synth.sample_rate, "wav")
-                audio_seconds += len(wav) / synth.sample_rate
+                audio_output.write(out_dir / f"{entry.utt}.wav", wav, models.sample_rate, "wav")
+                audio_seconds += len(wav) / models.sample_rate
             bar.update(len(chunk))
     if len(rejects):
         rejects.write(out_dir / "rejects.tsv")

@@ -4,7 +4,8 @@
 - Flow-matching checkpoint: ``FlowMatching`` (with its own speaker encoder); EMA weights when present.
 - Audio tokenizer and Flow-VAE checkpoints: by default ``cfg.upstream.tokenizer`` of the AR checkpoint and
   ``cfg.upstream.flow_vae`` of the flow-matching checkpoint (each falls back to the other's config).
-- The mel front end: ``cfg.data.mel`` of the AR checkpoint; the others must agree with it.
+- The mel front end: ``cfg.data.mel`` of the AR checkpoint (without one, as for the ceiling rows: of the
+  flow-matching checkpoint); the others must agree with it.
 - Emotion adapters: checkpoints of the ``ar_adapter`` stage trained on this very AR checkpoint.
 """
 
@@ -113,58 +114,94 @@ def load_pipeline(
     """
     ar_model, ar_cfg = build_model(ar, use_ema=use_ema)
     bpe = text_bpe_of(load_checkpoint(ar), ar)
+    after = load_after_ar(flow_matching, tokenizer, flow_vae, device=device, use_ema=use_ema, ar_cfg=ar_cfg)
+    _check_ar_sizes(ar_model, after["audio_tokenizer"], bpe)
+    fm_seconds = after.pop("max_reference_seconds")
+    ar_seconds = OmegaConf.select(ar_cfg, "data.datamodule.max_ref_duration")
+    ar_model = ar_model.to(device).eval()
+    return {"ar": ar_model, **after, "bpe": bpe, "max_reference_seconds": (ar_seconds, fm_seconds)}
+
+
+def load_after_ar(
+    flow_matching: str | Path,
+    tokenizer: str | Path | None = None,
+    flow_vae: str | Path | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    use_ema: bool = True,
+    ar_cfg: DictConfig | None = None,
+) -> dict:
+    """The stages after the AR model, from checkpoint files: what the ceiling rows render through
+    (``speech.inference.ceiling``) and ``load_pipeline`` builds on.
+
+    Args:
+        flow_matching: The flow-matching checkpoint.
+        tokenizer, flow_vae: Upstream checkpoints; ``None`` takes them from the stored configs (the AR
+            model's first for the tokenizer, flow matching's first for the Flow-VAE).
+        device: Where the models run.
+        use_ema: Load the EMA weights of a checkpoint when it has them.
+        ar_cfg: The AR checkpoint's config, when there is one: its mel settings are the reference.
+
+    Returns:
+        ``flow_matching``, ``audio_tokenizer``, ``flow_vae``, ``mel`` (modules in eval mode on ``device``)
+        and ``max_reference_seconds`` (flow matching's speaker-reference crop, ``None``: whole).
+
+    Raises:
+        ValueError: the checkpoints do not fit together (codebook size, latent size, mel settings).
+    """
     fm_model, fm_cfg = build_model(flow_matching, use_ema=use_ema)
-    tok_path = upstream_path("tokenizer", tokenizer, ar_cfg, fm_cfg)
-    vae_path = upstream_path("flow_vae", flow_vae, fm_cfg, ar_cfg)
+    ar_cfgs = () if ar_cfg is None else (ar_cfg,)
+    tok_path = upstream_path("tokenizer", tokenizer, *ar_cfgs, fm_cfg)
+    vae_path = upstream_path("flow_vae", flow_vae, fm_cfg, *ar_cfgs)
     tok_model, tok_cfg = build_model(tok_path, use_ema=use_ema)
     vae_model, vae_cfg = build_model(vae_path, use_ema=use_ema)
-    check_same_mel({"AR": ar_cfg, "flow-matching": fm_cfg, "tokenizer": tok_cfg, "Flow-VAE": vae_cfg})
-    _check_sizes(ar_model, fm_model, tok_model, vae_model, bpe)
+    configs = {"AR": ar_cfg} if ar_cfg is not None else {}
+    configs.update({"flow-matching": fm_cfg, "tokenizer": tok_cfg, "Flow-VAE": vae_cfg})
+    check_same_mel(configs)
+    _check_sizes(fm_model, tok_model, vae_model)
     models = {
-        "ar": ar_model,
         "flow_matching": fm_model,
         "audio_tokenizer": tok_model,
         "flow_vae": vae_model,
-        "mel": build_component(ar_cfg, "data.mel"),
+        "mel": build_component(next(iter(configs.values())), "data.mel"),
     }
-    for name, module in models.items():
-        models[name] = module.to(device).eval()
-    max_ref = tuple(OmegaConf.select(cfg, "data.datamodule.max_ref_duration") for cfg in (ar_cfg, fm_cfg))
-    return {**models, "bpe": bpe, "max_reference_seconds": max_ref}
+    models = {name: module.to(device).eval() for name, module in models.items()}
+    return {**models, "max_reference_seconds": OmegaConf.select(fm_cfg, "data.datamodule.max_ref_duration")}
 
 
-def _check_sizes(ar, fm, audio_tokenizer, flow_vae, bpe: TextBPE) -> None:
-    checks = [
-        (
-            "AR audio_vocab_size",
-            ar.audio_vocab_size,
-            "tokenizer codebook_size",
-            audio_tokenizer.codebook_size,
-        ),
-        (
-            "flow-matching token_vocab_size",
-            fm.token_vocab_size,
-            "tokenizer codebook_size",
-            audio_tokenizer.codebook_size,
-        ),
-        ("AR audio codebooks", ar.audio_emb.codebooks, "tokenizer codebooks", audio_tokenizer.codebooks),
-        (
-            "flow-matching token codebooks",
-            fm.upsampler.embed.codebooks,
-            "tokenizer codebooks",
-            audio_tokenizer.codebooks,
-        ),  # fmt: skip
-        ("flow-matching latent_dim", fm.latent_dim, "Flow-VAE latent_dim", flow_vae.latent_dim),
-    ]
+def _check_sizes(fm, audio_tokenizer, flow_vae) -> None:
+    _check_pairs(
+        [
+            ("flow-matching token_vocab_size", fm.token_vocab_size, "tokenizer codebook_size",
+             audio_tokenizer.codebook_size),
+            ("flow-matching token codebooks", fm.upsampler.embed.codebooks, "tokenizer codebooks",
+             audio_tokenizer.codebooks),
+            ("flow-matching latent_dim", fm.latent_dim, "Flow-VAE latent_dim", flow_vae.latent_dim),
+        ]
+    )  # fmt: skip
+
+
+def _check_ar_sizes(ar, audio_tokenizer, bpe: TextBPE) -> None:
+    _check_pairs(
+        [
+            ("AR audio_vocab_size", ar.audio_vocab_size, "tokenizer codebook_size",
+             audio_tokenizer.codebook_size),
+            ("AR audio codebooks", ar.audio_emb.codebooks, "tokenizer codebooks", audio_tokenizer.codebooks),
+        ]
+    )  # fmt: skip
+    if bpe.vocab_size > ar.text_emb.num_embeddings:
+        raise ValueError(
+            f"the text BPE has {bpe.vocab_size} ids but the AR model embeds only {ar.text_emb.num_embeddings}"
+        )
+
+
+def _check_pairs(checks: list[tuple[str, int, str, int]]) -> None:
+    """Each ``(name, value, other, expected)``: ``value`` must equal ``expected``."""
     for name, value, other, expected in checks:
         if int(value) != int(expected):
             raise ValueError(
                 f"checkpoints do not fit together: {name} is {value} but the {other} is {expected}"
             )
-    if bpe.vocab_size > ar.text_emb.num_embeddings:
-        raise ValueError(
-            f"the text BPE has {bpe.vocab_size} ids but the AR model embeds only {ar.text_emb.num_embeddings}"
-        )
 
 
 def load_adapters(paths: Sequence[str | Path], ar: str | Path) -> list[LoRAAdapter]:

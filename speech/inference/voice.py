@@ -13,6 +13,7 @@ A reference is measured when it is loaded (``check_reference``): one that cannot
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,7 +147,8 @@ class VoiceEncoder:
     Args:
         mel: The log-mel front end the models were trained with (``cfg.data.mel``).
         ar_speaker, fm_speaker: ``(mel (b, f, m), mel_lens (b,)) -> (b, c)``: the AR model's and the flow
-            matching model's ``speaker_vector``.
+            matching model's ``speaker_vector``; ``ar_speaker`` may be ``None`` where only flow matching's
+            vectors are asked for (:meth:`fm_vectors`: the ceiling rows, which run no AR model).
         audio_tokenizer: ``AudioTokenizer`` (``encode(mel, mel_lens) -> (tokens, token_lens)``).
         flow_vae: ``FlowVAE`` (``encode(audio, audio_lens) -> (latents, latent_lens)``).
         frames_per_token: Latent frames per audio token (50 Hz / 25 Hz = 2).
@@ -158,8 +160,8 @@ class VoiceEncoder:
     def __init__(
         self,
         mel: nn.Module,
-        ar_speaker,
-        fm_speaker,
+        ar_speaker: Callable | None,
+        fm_speaker: Callable,
         audio_tokenizer: nn.Module,
         flow_vae: nn.Module,
         *,
@@ -198,8 +200,14 @@ class VoiceEncoder:
     @torch.inference_mode()
     def reference_vectors(self, wavs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """The speaker vectors of each reference ``(t,)`` alone: ``(ar (r, c_ar), fm (r, c_fm))``."""
-        ar_seconds, fm_seconds = self.max_reference_seconds
-        return self.ar_speaker(*self._mel(wavs, ar_seconds)), self.fm_speaker(*self._mel(wavs, fm_seconds))
+        if self.ar_speaker is None:
+            raise ValueError("this VoiceEncoder has no AR speaker encoder: it gives flow matching's only")
+        return self.ar_speaker(*self._mel(wavs, self.max_reference_seconds[0])), self.fm_vectors(wavs)
+
+    @torch.inference_mode()
+    def fm_vectors(self, wavs: list[np.ndarray]) -> torch.Tensor:
+        """Flow matching's speaker vectors ``(r, c_fm)`` of each reference ``(t,)`` alone."""
+        return self.fm_speaker(*self._mel(wavs, self.max_reference_seconds[1]))
 
     def _mel(self, wavs: list[np.ndarray], seconds: float | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-mel ``(b, f, m)`` and ``mel_lens (b,)`` of the first ``seconds`` of each waveform."""

@@ -122,7 +122,7 @@ def test_the_text_gain_script_reports_both_splits(trained, capsys, monkeypatch):
     """``scripts/ar_text_gain.py`` rebuilds the run's data from the checkpoint and prints the zero-shot loss
     and text gain on training and validation batches; a checkpoint of another stage is refused."""
     script = ROOT / "scripts" / "ar_text_gain.py"
-    run_script(script, f"ckpt={trained['last']}", "batches=2")
+    run_script(script, f"ckpt={trained['last']}", "batches=2", f"paths.log_dir={trained['log_dir']}")
     rows = {line.split("|")[1].strip(): line.split("|")[2:5] for line in capsys.readouterr().out.splitlines()
             if line.startswith("| training") or line.startswith("| validation")}  # fmt: skip
     assert set(rows) == {"training", "validation"}
@@ -133,7 +133,7 @@ def test_the_text_gain_script_reports_both_splits(trained, capsys, monkeypatch):
     torch.save(other, trained["log_dir"] / "other.ckpt")
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # the error itself, not Hydra's exit
     with pytest.raises(ValueError, match="not an AR checkpoint"):
-        run_script(script, f"ckpt={trained['log_dir'] / 'other.ckpt'}")
+        run_script(script, f"ckpt={trained['log_dir'] / 'other.ckpt'}", f"paths.log_dir={trained['log_dir']}")
 
 
 def test_checkpoint_alone_rebuilds_model_and_text_bpe(trained, shared_prepared):
