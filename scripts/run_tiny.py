@@ -4,12 +4,13 @@
 
 (``run_tiny.sh`` installs the environment, then runs this file.) The graph::
 
-    corpus -> prepare -> tokenizer -> token cache ----> AR + speaker encoder ---\\
-                      \\                       \\                              +-> render test-synth-en:
-                       -> Flow-VAE -> latent cache -> flow matching -----------/   zero-shot, one-shot,
-                                                                                   resynthesis, oracle tokens
-                                                                                   -> WER / SIM of each
-    prepare -> WER / SIM of the ground truth (whenever a core is free)              -> one table
+    corpus -> prepare -> tokenizer -> token cache ----> AR + speaker encoder ----> render test-synth-en:
+                      \\                       \\                             /     zero-shot, one-shot
+                       -> Flow-VAE -> latent cache -> flow matching ----------> render its ground truth:
+                                                                                resynthesis, oracle tokens
+                                                                                (no AR model)
+                                                                                -> WER / SIM of each
+    prepare -> WER / SIM of the ground truth (whenever a core is free)           -> one table
 
 Tasks run on ``SLOTS`` CPU slots (default: every core), one thread each unless noted, as soon as what they
 need is done (``speech.runner``). Everything is safe to run again: trained stages resume at their last
@@ -36,7 +37,9 @@ the AR model trains with text-aligned hints (``experiment=ar_tiny_aligned``, in
 its clones carry words above chance, docs/main_job.md); ``AR_ALIGNED=0`` trains the earlier model with
 hints spread evenly over the audio (``experiment=ar_tiny``, ``logs/ar_tiny/``). Besides the
 clones, two ceiling rows render the test set's ground truth through the stages after the AR model
-(``infer.py mode=resynthesis|oracle_tokens``): the table then shows which stage loses the speech.
+(``infer.py mode=resynthesis|oracle_tokens``, which load no AR model, so they start when flow matching ends):
+the table then shows which stage loses the speech. Each row's wavs and scores go to a folder keyed by the
+checkpoints it reads (``Plan.row_dir``).
 Outputs: ``logs/pipeline_tiny/`` (a log per task, ``timings.md``, ``results.md``).
 """
 
