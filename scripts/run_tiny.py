@@ -65,8 +65,9 @@ ROWS = {"resynthesis": "resynthesis", "oracle_tokens": "oracle tokens", "zero_sh
         "one_shot": "one-shot"}  # fmt: skip
 # The trained stages whose checkpoints each row's wavs depend on: its folder is keyed by their bytes, and the
 # ceiling rows, which read no AR model, are rendered as soon as flow matching is done
-CLONE = ("tokenizer", "flow_vae", "flow_matching", "ar")
-WHOSE = {"resynthesis": ("flow_vae",), "oracle_tokens": CLONE[:3], "zero_shot": CLONE, "one_shot": CLONE}
+AFTER_AR = ("tokenizer", "flow_vae", "flow_matching")
+CLONE = (*AFTER_AR, "ar")
+READS = {"resynthesis": ("flow_vae",), "oracle_tokens": AFTER_AR, "zero_shot": CLONE, "one_shot": CLONE}
 # The issue's goals for the main job (zero-shot, on the English test set, Whisper tiny.en and resemblyzer)
 GOAL_WER_RATIO, GOAL_SIM = 2.0, 0.75
 
@@ -163,11 +164,11 @@ class Plan:
 
     def row_dir(self, mode: str) -> Path:
         """Where a row of the table (an ``infer.py`` mode) writes its wavs (``<mode>/``) and scores
-        (``eval/<mode>/``): a folder keyed by the checkpoints its wavs depend on (``WHOSE``), so a rerun after
+        (``eval/<mode>/``): a folder keyed by the checkpoints its wavs depend on (``READS``), so a rerun after
         more training of any of them makes new ones instead of mixing them with the old, and one after
         more training of the AR model alone keeps the ceiling rows."""
         digest = hashlib.sha256()
-        for stage in WHOSE[mode]:
+        for stage in READS[mode]:
             digest.update(self.ckpt(stage).read_bytes())
         return self.out / digest.hexdigest()[:12]
 
@@ -239,7 +240,7 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
     def clone(mode: str):
         def command():
             out_dir = f"out_dir={plan.row_dir(mode) / mode}"
-            ar = (f"ar_ckpt={plan.ckpt('ar')}",) if "ar" in WHOSE[mode] else ()
+            ar = (f"ar_ckpt={plan.ckpt('ar')}",) if "ar" in READS[mode] else ()
             fm = f"fm_ckpt={plan.ckpt('flow_matching')}"
             return hydra("infer.py", *ar, fm, f"meta={plan.meta}", f"mode={mode}", out_dir, "progress=false")
 
@@ -270,7 +271,7 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
     )
 
     def rendered(mode: str) -> Task:  # a ceiling row reads no AR model: it waits for flow matching only
-        ar = ("ar",) if "ar" in WHOSE[mode] else ()
+        ar = ("ar",) if "ar" in READS[mode] else ()
         return Task(mode, clone(mode), after=(*ar, "flow_matching", *test_data))
 
     def encode(kind: str, *args, corpus: str | None = None) -> list[str]:  # a cache of the tokenizer's

@@ -163,7 +163,7 @@ def load_after_ar(
         "flow_matching": fm_model,
         "audio_tokenizer": tok_model,
         "flow_vae": vae_model,
-        "mel": build_component(next(iter(configs.values())), "data.mel"),
+        "mel": build_component(fm_cfg if ar_cfg is None else ar_cfg, "data.mel"),
     }
     models = {name: module.to(device).eval() for name, module in models.items()}
     return {**models, "max_reference_seconds": OmegaConf.select(fm_cfg, "data.datamodule.max_ref_duration")}
