@@ -14,7 +14,8 @@
 
 Tasks run on ``SLOTS`` CPU slots (default: every core), one thread each unless noted, as soon as what they
 need is done (``speech.runner``). Everything is safe to run again: trained stages resume at their last
-checkpoint and stop at once when done, caches and generated wavs are skipped, a scored ground truth is kept.
+checkpoint and stop at once when done, caches and generated wavs are skipped, and so are the scores of wavs
+that were kept.
 Budgets come from the environment: ``TOKENIZER_STEPS`` (1000: what the tokenizer lane has to spare
 beside the Flow-VAE; 3000 train it further, docs/main_job.md; another budget gets AR and flow-matching runs
 of its own, ``Plan.tokens_tag``), ``VAE_STEPS`` (6000 steps of 2 s crops,
@@ -186,6 +187,23 @@ class Plan:
         return self.truth_dir / self.test_set / "en/summary.json"  # what score_ground_truth.py writes
 
 
+def scored_before(summary: Path, wavs: Path, meta: str, asr: str) -> str | None:
+    """Why ``summary`` (written by ``eval/seedtts_eval.py``) already scores the wavs of the folder ``wavs``
+    against ``meta`` with the judge ``asr``; ``None`` when it does not: no summary, another test set, judge or
+    folder, or a wav written after it (a render that was completed or redone since)."""
+    if not summary.exists():
+        return None
+    said = json.loads(summary.read_text())
+    if (said.get("meta"), said.get("asr")) != (meta, asr):
+        return None
+    if Path(said.get("gen_dir", "")).resolve() != wavs.resolve():
+        return None
+    newest = max((wav.stat().st_mtime for wav in wavs.glob("*.wav")), default=None)
+    if newest is None or newest > summary.stat().st_mtime:
+        return None
+    return f"{summary} scores these wavs"
+
+
 def whole_number(env: dict, name: str, default: int, what: str) -> int:
     """The environment variable ``name`` as a whole number >= 1 (``default`` when unset)."""
     value = env.get(name, str(default))
@@ -254,6 +272,13 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
                          "ground_truth=false", "progress=false")  # fmt: skip
 
         return command
+
+    def scored_already(mode: str):  # a row's wavs kept (its checkpoints did not change): so are its scores
+        def check() -> str | None:
+            gen = plan.row_dir(mode)
+            return scored_before(gen / "eval" / mode / "summary.json", gen / mode, plan.meta, plan.asr)
+
+        return check
 
     def table() -> list[str]:
         rows = ", ".join(f"{label}: {plan.row_dir(mode) / 'eval' / mode}" for mode, label in ROWS.items())
@@ -345,7 +370,7 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
             after=("encode_tokens", "encode_latents"),
         ),  # fmt: skip
         *(rendered(mode) for mode in ROWS),
-        *(Task(f"eval_{mode}", scored(mode), after=(mode,)) for mode in ROWS),
+        *(Task(f"eval_{mode}", scored(mode), after=(mode,), done_if=scored_already(mode)) for mode in ROWS),
         # needs only the test set, but waits for the token cache: from then on it starts only when no task
         # earlier in this list is ready, i.e. in the gap one training lane leaves while the other finishes
         Task(

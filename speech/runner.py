@@ -37,14 +37,21 @@ class Task:
             after earlier tasks ran, such as a checkpoint's hash).
         after: Names of the tasks that must succeed first.
         threads: CPU slots it occupies (its ``OMP_NUM_THREADS``).
-        done_if: The task is skipped when this file already exists.
+        done_if: The task is skipped when this file already exists, or when this callable (asked when the
+            task is ready to start) returns why it is done; ``None`` from it: not done.
     """
 
     name: str
     command: Sequence[str] | Callable[[], Sequence[str]]
     after: tuple[str, ...] = ()
     threads: int = 1
-    done_if: Path | None = None
+    done_if: Path | Callable[[], str | None] | None = None
+
+    def done(self) -> str | None:
+        """Why the task need not run (``None``: it must)."""
+        if callable(self.done_if):
+            return self.done_if()
+        return f"{self.done_if} exists" if self.done_if is not None and self.done_if.exists() else None
 
 
 @dataclass
@@ -130,6 +137,7 @@ def run_tasks(
     start = time.monotonic()
     pending, running, times = list(tasks), {}, []
     done: set[str] = set()
+    asked: set[str] = set()  # ready tasks whose done() said they must run
     failed: str | None = None
     last_report = start
     try:
@@ -138,12 +146,14 @@ def run_tasks(
                 free = slots - sum(task.threads for task, _, _ in running.values())
                 for task in [t for t in pending if set(t.after) <= done]:
                     now = time.monotonic() - start
-                    if task.done_if is not None and task.done_if.exists():
+                    if task.name not in asked and (reason := task.done()) is not None:
                         pending.remove(task)
                         done.add(task.name)
                         times.append(TaskTime(task.name, now, 0.0, "skipped"))
-                        echo(f"[{_clock(now)}] {task.name}: skipped ({task.done_if} exists)")
-                    elif task.threads <= free:
+                        echo(f"[{_clock(now)}] {task.name}: skipped ({reason})")
+                        continue
+                    asked.add(task.name)  # asked once, when ready: what it depends on is done by then
+                    if task.threads <= free:
                         pending.remove(task)
                         running[task.name] = (task, _launch(task, log_dir), time.monotonic())
                         free -= task.threads

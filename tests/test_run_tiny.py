@@ -1,6 +1,7 @@
 """scripts/run_tiny.py: the main job's task graph for the default corpus and for another one."""
 
 import json
+import os
 import runpy
 from pathlib import Path
 
@@ -302,3 +303,29 @@ def test_the_ceiling_rows_wait_for_no_ar_model_and_keep_their_wavs_when_only_it_
     ]
     plan.ckpt("flow_vae").write_bytes(b"Flow-VAE, trained on")
     assert all(folders()[mode] != after_fm[mode] for mode in before)
+
+
+def test_a_row_whose_wavs_were_kept_keeps_its_scores(tmp_path, monkeypatch):
+    """A rerun after more AR training keeps the ceiling rows' wavs; their scoring (2-3 minutes a row) is
+    skipped too, unless the judge, the test set or the wavs changed since."""
+    plan_cls = SCRIPT["Plan"]
+    plan = plan_cls.from_env({})
+    monkeypatch.setattr(plan_cls, "row_dir", lambda self, mode: Path("logs/pipeline_tiny/abc"))
+    (check,) = [t.done_if for t in SCRIPT["tasks"](plan, [], {}, 2) if t.name == "eval_resynthesis"]
+    monkeypatch.chdir(tmp_path)
+    wavs = Path("logs/pipeline_tiny/abc/resynthesis")
+    summary = Path("logs/pipeline_tiny/abc/eval/resynthesis")
+    wavs.mkdir(parents=True)
+    (wavs / "a.wav").write_bytes(b"RIFF")
+    assert check() is None  # never scored
+    summary.mkdir(parents=True)
+    said = {"meta": plan.meta, "asr": plan.asr, "gen_dir": str(wavs)}
+    (summary / "summary.json").write_text(json.dumps(said))
+    assert check() == f"{summary / 'summary.json'} scores these wavs"
+    for key, other in (("asr", "pocketsphinx"), ("meta", "other/meta.lst"), ("gen_dir", "elsewhere")):
+        (summary / "summary.json").write_text(json.dumps({**said, key: other}))
+        assert check() is None, key
+    (summary / "summary.json").write_text(json.dumps(said))
+    later = (summary / "summary.json").stat().st_mtime + 5
+    os.utime(wavs / "a.wav", (later, later))  # a wav rendered after the scores
+    assert check() is None

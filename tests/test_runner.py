@@ -73,6 +73,30 @@ def test_lazy_command_and_done_if(tmp_path):
     assert "| lazy |" in table and "| skip | 0:00 | 0:00 | skipped |" in table
 
 
+def test_a_callable_done_if_is_asked_once_when_the_task_is_ready(tmp_path):
+    """It may be costly (run_tiny hashes checkpoints in it): asked when the task's inputs are done, not
+    at every poll while the task waits for a slot; its reason is what the job prints."""
+    asked: list[str] = []
+
+    def never_done() -> str | None:
+        asked.append("wait")
+        return None
+
+    def done_before() -> str | None:
+        asked.append("skip")
+        return "scored before"
+
+    lines: list[str] = []
+    slow = Task("slow", [sys.executable, "-c", "import time; time.sleep(1.0)"])
+    waits = Task("waits", [sys.executable, "-c", "pass"], done_if=never_done)  # one slot: waits for "slow"
+    fails = [sys.executable, "-c", "raise SystemExit(1)"]
+    skipped = Task("skip", fails, done_if=done_before, after=("slow",))
+    times = run_tasks([slow, waits, skipped], slots=1, log_dir=tmp_path, echo=lines.append, poll=0.05)
+    assert {t.name: t.status for t in times} == {"slow": "ok", "waits": "ok", "skip": "skipped"}
+    assert sorted(asked) == ["skip", "wait"]
+    assert any(line.endswith("skip: skipped (scored before)") for line in lines)
+
+
 @pytest.mark.parametrize(
     ("graph", "message"),
     [
