@@ -8,7 +8,7 @@ model memorized about those utterances; on validation batches (utterances it nev
 over, provided their sentences are new too (``val_texts_in_train`` in the prepared corpus's summary.json is
 0; otherwise recalling a sentence heard from another voice counts as reading). A model with a gain on
 training batches and none on validation ones reads the text to recall the utterance, not to say it: it
-needs more data rather than more steps (docs/main_job.md).
+needs more data rather than more steps (docs/main_job_levers.md).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ so an interrupted run resumes (``configs/entry/resynthesize.yaml``).
 The quantization floor: with ``codebooks=[512]`` (or ``[512,512]``, residual) the latents are replaced,
 ``frames_per_code`` frames at a time, by the nearest sum of k-means codes fitted on a latent cache
 (``fit_on=cache/latents/<checkpoint>-<hash>``) before decoding. The WER of that output is what tokens of that
-size and rate can carry at best with this decoder (docs/main_job.md, "Where the oracle row is lost")::
+size and rate can carry at best with this decoder (docs/main_job_levers.md, "Where the oracle row is lost")::
 
     python scripts/resynthesize.py ckpt=... in_dir=data/synthetic_tiny/test-synth-en/gt-wavs \
         out_dir=exp/floor_512 codebooks=[512] fit_on=cache/latents/last-<hash>

@@ -17,14 +17,14 @@ need is done (``speech.runner``). Everything is safe to run again: trained stage
 checkpoint and stop at once when done, caches and generated wavs are skipped, and so are the scores of wavs
 that were kept.
 Budgets come from the environment: ``TOKENIZER_STEPS`` (1000: what the tokenizer lane has to spare
-beside the Flow-VAE; 3000 train it further, docs/main_job.md; another budget gets AR and flow-matching runs
-of its own, ``Plan.tokens_tag``), ``VAE_STEPS`` (6000 steps of 2 s crops,
+beside the Flow-VAE; the long recipe of docs/main_job.md trains it to 3000; another budget gets AR and
+flow-matching runs of its own, ``Plan.tokens_tag``), ``VAE_STEPS`` (6000 steps of 2 s crops,
 reconstruction and KL only: the GAN phase cost 2.5x per step on CPU and did not lower the resynthesis WER;
-docs/main_job.md), ``AR_STEPS`` (1200), ``FM_STEPS`` (1200); ``TOKENIZER_CODEBOOKS`` (1: residual codes per
-audio token, ``model.quantizer.codebooks``; 2 measured no better, docs/main_job.md; another count gets a
-tokenizer, AR and flow-matching runs of its own, ``Plan.tokens_tag``); within this budget the AR model trains
-on the corpus's English cuts only (754 of 1,439: the test set is English, and a 4M-parameter model has
-little capacity to spare on five more languages; docs/main_job.md);
+docs/main_job_levers.md), ``AR_STEPS`` (1200), ``FM_STEPS`` (1200); ``TOKENIZER_CODEBOOKS`` (1: residual
+codes per audio token, ``model.quantizer.codebooks``; 2 measured no better, docs/main_job_levers.md; another
+count gets a tokenizer, AR and flow-matching runs of its own, ``Plan.tokens_tag``); within this budget the
+AR model trains on the corpus's English cuts only (754 of 1,439: the test set is English, and a 4M-parameter
+model has little capacity to spare on five more languages; docs/main_job_levers.md);
 ``EVAL_ASR`` picks the WER judge (``whisper_ct2``: Whisper tiny.en, see
 docs/evaluation.md). ``CORPUS`` picks another built-in corpus (a ``configs/data`` name, e.g.
 ``synthetic_natural_tiny``; its runs go to ``logs/<corpus>/``) and scores its English test set;
@@ -59,8 +59,8 @@ from speech.runner import Task, run_job
 # (logs/<stage>_tiny/, logs/pipeline_tiny/); another one gets its own tree, logs/<corpus>/..., so runs on two
 # corpora never resume each other's checkpoints
 DEFAULT_CORPUS = "synthetic_tiny"
-TOKENIZER_STEPS = 1000  # the tokenizer's steps in the main job (what its lane has to spare; docs/main_job.md)
-VAE_STEPS = 6000  # Flow-VAE steps of the main job (2 s crops, Vocos encoder: about 12 min; docs/main_job.md)
+TOKENIZER_STEPS = 1000  # the tokenizer's steps in the main job: what its lane spares (docs/main_job*.md)
+VAE_STEPS = 6000  # Flow-VAE steps of the main job: 2 s crops, Vocos encoder, about 12 min (docs/main_job*.md)
 # infer.py mode -> row of the table: the ceiling rows first, then the clones
 ROWS = {"resynthesis": "resynthesis", "oracle_tokens": "oracle tokens", "zero_shot": "zero-shot",
         "one_shot": "one-shot"}  # fmt: skip

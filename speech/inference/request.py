@@ -204,13 +204,13 @@ class SamplingSetting:
     Attributes:
         temperature, top_k, top_p: AR sampling; ``temperature=0`` is greedy decoding. ``top_k=25``,
             ``top_p=0.8`` by default: on the main job's models they cut the zero-shot WER from 181 % to 149 %
-            against plain sampling, and a lower temperature made the clones longer (docs/main_job.md).
+            against plain sampling, and a lower temperature made the clones longer (docs/main_job_levers.md).
         ras_window, ras_threshold: Repetition-aware sampling of the AR model.
         eos_threshold: Stop a segment as soon as EOS is at least this share as likely as the most likely
             token (1.0: when EOS is the most likely), even if the draw picked another; ``None``: only a
             drawn EOS stops it. 1.0 by default: on the main job's models the clones then last as long as
             the recordings (4.03 s against 4.06 s on average; 4.65 s without) and the zero-shot WER fell
-            from 149 % to 136 %; 0.3 cut them to 3.18 s (docs/main_job.md).
+            from 149 % to 136 %; 0.3 cut them to 3.18 s (docs/main_job_levers.md).
         min_tokens_per_text: A segment makes at least this many audio tokens per BPE token of its text
             (EOS is masked before), capped at the model's maximum (``ARTransformer`` ``MAX_TOKENS_PER_TEXT``).
         max_tokens: Upper bound on new audio tokens per text segment (``None``: the model's rule).
