@@ -16,11 +16,11 @@ Tasks run on ``SLOTS`` CPU slots (default: every core), one thread each unless n
 need is done (``speech.runner``). Everything is safe to run again: trained stages resume at their last
 checkpoint and stop at once when done, caches and generated wavs are skipped, and so are the scores of wavs
 that were kept.
-Budgets come from the environment: ``TOKENIZER_STEPS`` (1000: what the tokenizer lane has to spare
-beside the Flow-VAE; the long recipe of docs/main_job.md trains it to 3000; another budget gets AR and
-flow-matching runs of its own, ``Plan.tokens_tag``), ``VAE_STEPS`` (6000 steps of 2 s crops,
-reconstruction and KL only: the GAN phase cost 2.5x per step on CPU and did not lower the resynthesis WER;
-docs/main_job_levers.md), ``AR_STEPS`` (1200), ``FM_STEPS`` (1200); ``TOKENIZER_CODEBOOKS`` (1: residual
+Budgets come from the environment: ``TOKENIZER_STEPS`` (1500; the long recipe of docs/main_job.md trains
+it to 3000; each budget gets AR and flow-matching runs of its own, ``Plan.tokens_tag``), ``VAE_STEPS``
+(7000 steps of 2 s crops, reconstruction and KL only: the GAN phase cost 2.5x per step on CPU and did not
+lower the resynthesis WER; docs/main_job_levers.md), ``AR_STEPS`` (1500), ``FM_STEPS`` (2400); the
+defaults fill about 42 of the job's 45 minutes (the constants below); ``TOKENIZER_CODEBOOKS`` (1: residual
 codes per audio token, ``model.quantizer.codebooks``; 2 measured no better, docs/main_job_levers.md; another
 count gets a tokenizer, AR and flow-matching runs of its own, ``Plan.tokens_tag``); within this budget the
 AR model trains on the corpus's English cuts only (754 of 1,439: the test set is English, and a 4M-parameter
@@ -41,7 +41,8 @@ clones, two ceiling rows render the test set's ground truth through the stages a
 (``infer.py mode=resynthesis|oracle_tokens``, which load no AR model, so they start when flow matching ends):
 the table then shows which stage loses the speech. Each row's wavs and scores go to a folder keyed by the
 checkpoints it reads (``Plan.row_dir``).
-Outputs: ``logs/pipeline_tiny/`` (a log per task, ``timings.md``, ``results.md``).
+Outputs: ``logs/pipeline_tiny/`` (a log per task, ``timings.md``, ``results.md``, and ``checkpoints.json``:
+the trained stages' checkpoints, which the emotion job reads).
 """
 
 from __future__ import annotations
@@ -59,8 +60,11 @@ from speech.runner import Task, run_job
 # (logs/<stage>_tiny/, logs/pipeline_tiny/); another one gets its own tree, logs/<corpus>/..., so runs on two
 # corpora never resume each other's checkpoints
 DEFAULT_CORPUS = "synthetic_tiny"
-TOKENIZER_STEPS = 1000  # the tokenizer's steps in the main job: what its lane spares (docs/main_job*.md)
-VAE_STEPS = 6000  # Flow-VAE steps of the main job: 2 s crops, Vocos encoder, about 12 min (docs/main_job*.md)
+# The main job's training budgets (steps), sized so that the whole job fills about 42 of its 45 minutes on
+# 2 cores, each stage about where its validation curve flattens (docs/main_job.md, "The main job given its 45
+# minutes"): the tokenizer (its lane ends with the AR model's), the Flow-VAE (2 s crops, Vocos encoder,
+# reconstruction and KL only), the AR model and flow matching
+TOKENIZER_STEPS, VAE_STEPS, AR_STEPS, FM_STEPS = 1500, 7000, 1500, 2400
 # infer.py mode -> row of the table: the ceiling rows first, then the clones
 ROWS = {"resynthesis": "resynthesis", "oracle_tokens": "oracle tokens", "zero_shot": "zero-shot",
         "one_shot": "one-shot"}  # fmt: skip
@@ -69,6 +73,9 @@ ROWS = {"resynthesis": "resynthesis", "oracle_tokens": "oracle tokens", "zero_sh
 AFTER_AR = ("tokenizer", "flow_vae", "flow_matching")
 CLONE = (*AFTER_AR, "ar")
 READS = {"resynthesis": ("flow_vae",), "oracle_tokens": AFTER_AR, "zero_shot": CLONE, "one_shot": CLONE}
+# Written into the job's output folder when it ends: its checkpoints, for the jobs that build on it
+# (scripts/jobs/run_emotion_tiny.py), which thereby need not know this job's run folders
+CHECKPOINTS = "checkpoints.json"
 # The issue's goals for the main job (zero-shot, on the English test set, Whisper tiny.en and resemblyzer)
 GOAL_WER_RATIO, GOAL_SIM = 2.0, 0.75
 
@@ -139,12 +146,11 @@ class Plan:
 
     @property
     def tokens_tag(self) -> str:
-        """``""`` under the default tokenizer, else ``[_tok<steps>][_cb<count>]``: the runs trained on the
-        tokens of a tokenizer trained longer or with other codebooks get folders of their own, so that
-        raising ``TOKENIZER_STEPS`` after a main job trains new AR and flow-matching runs beside the old ones
-        (which would refuse to continue on the new tokens: ``speech.checkpoints.ResumeCheck``)."""
-        steps = "" if self.tokenizer_steps == TOKENIZER_STEPS else f"_tok{self.tokenizer_steps}"
-        return steps + self.codebooks_tag
+        """``_tok<steps>[_cb<count>]``: which tokenizer made the tokens the AR and flow-matching runs learn.
+        A tokenizer trained longer (a larger ``TOKENIZER_STEPS``, or a new default) or with other codebooks
+        makes other tokens, on which a run trained on the old ones would refuse to continue
+        (``speech.checkpoints.ResumeCheck``): so its runs train in folders of their own, beside the old."""
+        return f"_tok{self.tokenizer_steps}{self.codebooks_tag}"
 
     def run(self, stage: str) -> str:
         """The run folder of a trained stage (``tokenizer``, ``flow_vae``, ``flow_matching``, ``ar``): the
@@ -158,6 +164,12 @@ class Plan:
 
     def ckpt(self, stage: str) -> Path:
         return self.logs / f"{self.run(stage)}/checkpoints/last.ckpt"
+
+    def checkpoints(self) -> dict:
+        """What the jobs built on this one read (``CHECKPOINTS``): each trained stage's checkpoint, and
+        whether the AR model reads text-aligned hints (its adapters then train on alignments too)."""
+        stages = {stage: str(self.ckpt(stage)) for stage in ("tokenizer", "flow_vae", "flow_matching", "ar")}
+        return {**stages, "ar_aligned": self.ar_aligned}
 
     def overrides(self) -> list[str]:
         """What every Hydra command of this job is given before the user's overrides."""
@@ -306,7 +318,7 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
     # the tokenizer's caches the AR model reads: its tokens, and with AR_ALIGNED their alignments
     kinds = ("tokens", "alignments") if plan.ar_aligned else ("tokens",)
     if plan.ar_corpus is None:
-        ar = train(plan.ar_experiment, "AR_STEPS", 1200, named("ar"), *ar_options)
+        ar = train(plan.ar_experiment, "AR_STEPS", AR_STEPS, named("ar"), *ar_options)
         ar_lane = [
             *(Task(f"encode_{kind}", encode(kind), after=("tokenizer",)) for kind in kinds[1:]),
             Task("ar", ar, after=tuple(f"encode_{kind}" for kind in kinds)),
@@ -314,7 +326,7 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
     else:  # its own corpus, cache folder (cut ids repeat across corpora) and run folder
         cache = f"paths.cache_dir=${{paths.root_dir}}/cache/{plan.ar_corpus}"
         ar = train(
-            plan.ar_experiment, "AR_STEPS", 1200, cache, named("ar"), *ar_options, corpus=plan.ar_corpus
+            plan.ar_experiment, "AR_STEPS", AR_STEPS, cache, named("ar"), *ar_options, corpus=plan.ar_corpus
         )
         ar_lane = [
             # one rendering process: the other core trains the Flow-VAE meanwhile
@@ -366,7 +378,7 @@ def tasks(plan: Plan, extra: list[str], env: dict, slots: int) -> list[Task]:
         *ar_lane,
         Task(
             "flow_matching",
-            train("flow_matching_tiny", "FM_STEPS", 1200, named("flow_matching"), tokenizer),
+            train("flow_matching_tiny", "FM_STEPS", FM_STEPS, named("flow_matching"), tokenizer),
             after=("encode_tokens", "encode_latents"),
         ),  # fmt: skip
         *(rendered(mode) for mode in ROWS),
@@ -398,6 +410,7 @@ def main() -> int:
         return 1
     results = (plan.generated_dir() / "results.md").read_text() + "\n" + goals(plan)
     (plan.out / "results.md").write_text(results)
+    (plan.out / CHECKPOINTS).write_text(json.dumps(plan.checkpoints(), indent=1) + "\n")
     print(f"\n{timing}\n{results}\nwavs and per-utterance scores: {plan.generated_dir()}")
     return 0
 

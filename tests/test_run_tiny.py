@@ -24,7 +24,7 @@ def commands(env: dict) -> dict[str, list[str]]:
 def test_the_default_corpus_keeps_the_plain_layout():
     plan = SCRIPT["Plan"].from_env({})
     assert (plan.corpus, plan.test_set) == ("synthetic_tiny", "test-synth-en")
-    assert plan.ckpt("ar") == Path("logs/ar_tiny_aligned/checkpoints/last.ckpt")
+    assert plan.ckpt("ar") == Path("logs/ar_tiny_aligned_tok1500/checkpoints/last.ckpt")
     assert plan.out == Path("logs/pipeline_tiny")
     tokenizer = commands({})["tokenizer"]
     assert "data=synthetic_tiny" in tokenizer and not any(a.startswith("paths.log_dir") for a in tokenizer)
@@ -34,7 +34,7 @@ def test_the_default_corpus_keeps_the_plain_layout():
 def test_budgets_and_the_tokenizers_codebooks_come_from_the_environment():
     default = commands({})
     assert (
-        "trainer.max_steps=1000" in default["tokenizer"]
+        "trainer.max_steps=1500" in default["tokenizer"]
         and "model.quantizer.codebooks=1" in default["tokenizer"]
     )
     changed = commands({"TOKENIZER_STEPS": "900", "TOKENIZER_CODEBOOKS": "2", "AR_STEPS": "50"})
@@ -49,8 +49,8 @@ def test_another_codebook_count_gets_a_tokenizer_and_runs_of_its_own():
     """A tokenizer of two codebooks cannot continue the one-codebook checkpoint: it trains in a folder of its
     own, and the AR and flow-matching runs on its tokens read it there and train in folders of their own."""
     cases = [
-        ({}, "tokenizer_tiny", ""),
-        ({"TOKENIZER_CODEBOOKS": "2"}, "tokenizer_tiny_cb2", "_cb2"),
+        ({}, "tokenizer_tiny", "_tok1500"),
+        ({"TOKENIZER_CODEBOOKS": "2"}, "tokenizer_tiny_cb2", "_tok1500_cb2"),
         ({"TOKENIZER_CODEBOOKS": "2", "TOKENIZER_STEPS": "3000"}, "tokenizer_tiny_cb2", "_tok3000_cb2"),
     ]
     for env, tokenizer, tag in cases:
@@ -70,8 +70,9 @@ def test_another_codebook_count_gets_a_tokenizer_and_runs_of_its_own():
 
 
 def test_a_longer_trained_tokenizer_gets_ar_and_flow_matching_runs_of_their_own():
-    """Raising TOKENIZER_STEPS after a main job continues the tokenizer in place, and its new tokens go to
-    new AR and flow-matching runs: the old ones would refuse to continue on them."""
+    """Raising TOKENIZER_STEPS after a main job (or a checkout whose default is larger) continues the
+    tokenizer in place, and its new tokens go to new AR and flow-matching runs: the old ones would refuse
+    to continue on them. Every budget is named, so the default's runs are no exception."""
     default, longer = SCRIPT["Plan"].from_env({}), SCRIPT["Plan"].from_env({"TOKENIZER_STEPS": "3000"})
     assert (
         longer.ckpt("tokenizer")
@@ -85,6 +86,9 @@ def test_a_longer_trained_tokenizer_gets_ar_and_flow_matching_runs_of_their_own(
         plan, cmds = SCRIPT["Plan"].from_env(env), commands(env)
         for stage in ("ar", "flow_matching"):  # each command trains in the folder the renders read
             assert f"name={plan.ckpt(stage).parents[1].name}" in cmds[stage]
+    assert default.run("ar") == "ar_tiny_aligned_tok1500"  # not the folder of the old default's runs
+    old_default = SCRIPT["Plan"].from_env({"TOKENIZER_STEPS": "1000"})
+    assert old_default.run("flow_matching") == "flow_matching_tiny_tok1000"
     assert SCRIPT["Plan"].from_env({"TOKENIZER_STEPS": "3000", "AR_CORPUS": "synthetic_en60"}).run("ar") == (
         "ar_tiny_aligned_synthetic_en60_tok3000"
     )
@@ -97,8 +101,8 @@ def test_the_ar_model_can_train_on_a_corpus_of_its_own_with_options_of_its_own()
     env = {"AR_CORPUS": "synthetic_en60", "AR_ARGS": "model.align_weight=1.0 stage.prompt_prob=0.3",
            "AR_ALIGNED": "0"}  # fmt: skip
     plan, cmds = SCRIPT["Plan"].from_env(env), commands(env)
-    assert plan.ckpt("ar") == Path("logs/ar_tiny_synthetic_en60/checkpoints/last.ckpt")
-    assert plan.ckpt("flow_matching") == Path("logs/flow_matching_tiny/checkpoints/last.ckpt")
+    assert plan.ckpt("ar") == Path("logs/ar_tiny_synthetic_en60_tok1500/checkpoints/last.ckpt")
+    assert plan.ckpt("flow_matching") == Path("logs/flow_matching_tiny_tok1500/checkpoints/last.ckpt")
     cache = "paths.cache_dir=${paths.root_dir}/cache/synthetic_en60"
     assert "data=synthetic_en60" in cmds["ar_corpus"] and "num_workers=1" in cmds["ar_corpus"]
     assert "data=synthetic_en60" in cmds["ar_prepare"]
@@ -106,7 +110,8 @@ def test_the_ar_model_can_train_on_a_corpus_of_its_own_with_options_of_its_own()
         cmds["ar_encode_tokens"]
     )
     ar = cmds["ar"]
-    assert {"data=synthetic_en60", cache, "name=ar_tiny_synthetic_en60", "model.align_weight=1.0"} <= set(ar)
+    assert {"data=synthetic_en60", cache, "model.align_weight=1.0"} <= set(ar)
+    assert "name=ar_tiny_synthetic_en60_tok1500" in ar
     assert "stage.prompt_prob=0.3" in ar and ar[-1] == "seed=7"
     # the other stages keep the job's corpus and cache; AR_ARGS reach the AR command only
     for task in ("tokenizer", "flow_matching", "encode_tokens"):
@@ -122,7 +127,7 @@ def test_the_ar_model_can_train_on_a_corpus_of_its_own_with_options_of_its_own()
     assert (
         "ar_corpus" not in plain
         and "data=synthetic_tiny" in plain["ar"]
-        and "name=ar_tiny_aligned" in plain["ar"]
+        and "name=ar_tiny_aligned_tok1500" in plain["ar"]
     )
 
 
@@ -160,7 +165,8 @@ def test_another_corpus_gets_its_own_log_tree_and_test_set():
 def test_a_crossed_test_set_is_built_and_scored_apart_with_the_same_checkpoints():
     env = {"TEST_CORPUS": "synthetic_natural_tiny"}
     plan = SCRIPT["Plan"].from_env(env)
-    assert plan.ckpt("ar") == Path("logs/ar_tiny_aligned/checkpoints/last.ckpt")  # trained on synthetic_tiny
+    # trained on synthetic_tiny
+    assert plan.ckpt("ar") == Path("logs/ar_tiny_aligned_tok1500/checkpoints/last.ckpt")
     assert plan.meta == "data/synthetic_natural_tiny/test-natural-en/meta.lst"
     assert plan.out == Path("logs/pipeline_tiny/on_synthetic_natural_tiny")
     tasks = {t.name: t for t in SCRIPT["tasks"](plan, [], env, 2)}
@@ -238,7 +244,7 @@ def test_data_overrides_reach_only_the_commands_that_have_a_data_config(tmp_path
 def test_aligned_hints_add_the_alignments_before_the_ar_model_and_a_run_folder_of_their_own():
     env = {}  # the default
     plan, cmds = SCRIPT["Plan"].from_env(env), commands(env)
-    assert plan.ckpt("ar") == Path("logs/ar_tiny_aligned/checkpoints/last.ckpt")
+    assert plan.ckpt("ar") == Path("logs/ar_tiny_aligned_tok1500/checkpoints/last.ckpt")
     assert "experiment=ar_tiny_aligned" in cmds["ar"]
     assert {"kind=alignments", "ckpt=logs/tokenizer_tiny/checkpoints/last.ckpt"} <= set(
         cmds["encode_alignments"]
@@ -250,7 +256,7 @@ def test_aligned_hints_add_the_alignments_before_the_ar_model_and_a_run_folder_o
     # on a corpus of its own, both caches of that corpus, in its cache folder
     env = {"AR_ALIGNED": "1", "AR_CORPUS": "synthetic_en60"}
     plan, cmds = SCRIPT["Plan"].from_env(env), commands(env)
-    assert plan.ckpt("ar") == Path("logs/ar_tiny_aligned_synthetic_en60/checkpoints/last.ckpt")
+    assert plan.ckpt("ar") == Path("logs/ar_tiny_aligned_synthetic_en60_tok1500/checkpoints/last.ckpt")
     for kind in ("tokens", "alignments"):
         assert {"data=synthetic_en60", f"kind={kind}"} <= set(cmds[f"ar_encode_{kind}"])
     graph = {t.name: t.after for t in SCRIPT["tasks"](plan, [], env, 2)}
@@ -262,7 +268,7 @@ def test_aligned_hints_add_the_alignments_before_the_ar_model_and_a_run_folder_o
     even = commands({"AR_ALIGNED": "0"})
     assert "encode_alignments" not in even and "experiment=ar_tiny" in even["ar"]
     even_ckpt = SCRIPT["Plan"].from_env({"AR_ALIGNED": "0"}).ckpt("ar")
-    assert even_ckpt == Path("logs/ar_tiny/checkpoints/last.ckpt")
+    assert even_ckpt == Path("logs/ar_tiny_tok1500/checkpoints/last.ckpt")
 
 
 def test_the_ceiling_rows_wait_for_no_ar_model_and_keep_their_wavs_when_only_it_trains_on(
@@ -329,3 +335,15 @@ def test_a_row_whose_wavs_were_kept_keeps_its_scores(tmp_path, monkeypatch):
     later = (summary / "summary.json").stat().st_mtime + 5
     os.utime(wavs / "a.wav", (later, later))  # a wav rendered after the scores
     assert check() is None
+
+
+def test_the_jobs_built_on_this_one_are_told_its_checkpoints():
+    """``checkpoints.json`` names the folders the job's commands train in, whatever the budgets and corpora,
+    so the emotion job finds the AR model the main job made."""
+    for env in ({}, {"AR_ALIGNED": "0"}, {"TOKENIZER_STEPS": "3000", "AR_CORPUS": "synthetic_en60"}):
+        plan, cmds = SCRIPT["Plan"].from_env(env), commands(env)
+        said = json.loads(json.dumps(plan.checkpoints()))
+        assert said["ar_aligned"] is (env.get("AR_ALIGNED") != "0")
+        for stage in ("tokenizer", "flow_matching", "ar"):
+            assert f"name={Path(said[stage]).parents[1].name}" in cmds[stage]
+        assert f"ckpt={said['flow_vae']}" in cmds["encode_latents"]

@@ -103,8 +103,7 @@ def run_meta(
             skipped += 1
             continue
         todo.append((path, request))
-    # Similar lengths together: less padding in each batch.
-    todo.sort(key=lambda item: len(item[1].text))
+    todo.sort(key=lambda item: _length(item[1]))
     audio_seconds, generated, start = 0.0, 0, time.perf_counter()
     with tqdm(total=len(todo), disable=not progress, desc="synthesizing", unit="utt") as bar:
         for i in range(0, len(todo), batch_size):
@@ -127,6 +126,13 @@ def run_meta(
     elif (out_dir / "rejects.tsv").exists():  # from an earlier run of a since corrected meta.lst
         (out_dir / "rejects.tsv").unlink()
     return RunSummary(generated, skipped, len(rejects), audio_seconds, time.perf_counter() - start)
+
+
+def _length(request: SynthesisRequest) -> int:
+    """What sorts a batch's requests so that similar lengths go together (less padding): the text's
+    characters, and a one-shot prompt's, whose tokens and latents flow matching carries in front of the
+    new ones (sorting one-shot rows by their text alone padded each batch to its longest prompt)."""
+    return len(request.text) + len(request.prompt_text or "")
 
 
 def _synthesize(synth: Synthesizer, chunk: list, rejects: RejectLog) -> list:
