@@ -15,12 +15,14 @@ import torch
 import uvicorn
 from omegaconf import DictConfig, OmegaConf
 
+from speech.lit.resolvers import register_resolvers
 from speech.serve.app import create_app
 from speech.serve.server import build_server
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="entry/serve")
 def main(cfg: DictConfig) -> None:
+    register_resolvers()  # the default models: ${main_job:...}
     config = OmegaConf.to_container(cfg, resolve=True)
     threads = config.get("threads")
     if threads is not None:

@@ -42,7 +42,7 @@ clones, two ceiling rows render the test set's ground truth through the stages a
 the table then shows which stage loses the speech. Each row's wavs and scores go to a folder keyed by the
 checkpoints it reads (``Plan.row_dir``).
 Outputs: ``logs/pipeline_tiny/`` (a log per task, ``timings.md``, ``results.md``, and ``checkpoints.json``:
-the trained stages' checkpoints, which the emotion job reads).
+the trained stages' checkpoints, which the emotion job and ``serve.py``'s default models read).
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from speech.lit.resolvers import MAIN_JOB_CHECKPOINTS
 from speech.runner import Task, run_job
 
 # The corpus (a configs/data name) and where its runs go: the default corpus keeps the plain layout
@@ -61,9 +62,9 @@ from speech.runner import Task, run_job
 # corpora never resume each other's checkpoints
 DEFAULT_CORPUS = "synthetic_tiny"
 # The main job's training budgets (steps), sized so that the whole job fills about 42 of its 45 minutes on
-# 2 cores, each stage about where its validation curve flattens (docs/main_job.md, "The main job given its 45
-# minutes"): the tokenizer (its lane ends with the AR model's), the Flow-VAE (2 s crops, Vocos encoder,
-# reconstruction and KL only), the AR model and flow matching
+# 2 cores, each stage about where its validation curve flattens
+# (docs/main_job.md, "The main job given its 45 minutes"): the tokenizer (its lane ends with the AR model's),
+# the Flow-VAE (2 s crops, Vocos encoder, reconstruction and KL only), the AR model and flow matching
 TOKENIZER_STEPS, VAE_STEPS, AR_STEPS, FM_STEPS = 1500, 7000, 1500, 2400
 # infer.py mode -> row of the table: the ceiling rows first, then the clones
 ROWS = {"resynthesis": "resynthesis", "oracle_tokens": "oracle tokens", "zero_shot": "zero-shot",
@@ -73,9 +74,6 @@ ROWS = {"resynthesis": "resynthesis", "oracle_tokens": "oracle tokens", "zero_sh
 AFTER_AR = ("tokenizer", "flow_vae", "flow_matching")
 CLONE = (*AFTER_AR, "ar")
 READS = {"resynthesis": ("flow_vae",), "oracle_tokens": AFTER_AR, "zero_shot": CLONE, "one_shot": CLONE}
-# Written into the job's output folder when it ends: its checkpoints, for the jobs that build on it
-# (scripts/jobs/run_emotion_tiny.py), which thereby need not know this job's run folders
-CHECKPOINTS = "checkpoints.json"
 # The issue's goals for the main job (zero-shot, on the English test set, Whisper tiny.en and resemblyzer)
 GOAL_WER_RATIO, GOAL_SIM = 2.0, 0.75
 
@@ -166,7 +164,7 @@ class Plan:
         return self.logs / f"{self.run(stage)}/checkpoints/last.ckpt"
 
     def checkpoints(self) -> dict:
-        """What the jobs built on this one read (``CHECKPOINTS``): each trained stage's checkpoint, and
+        """What builds on this job reads (``MAIN_JOB_CHECKPOINTS``): each trained stage's checkpoint, and
         whether the AR model reads text-aligned hints (its adapters then train on alignments too)."""
         stages = {stage: str(self.ckpt(stage)) for stage in ("tokenizer", "flow_vae", "flow_matching", "ar")}
         return {**stages, "ar_aligned": self.ar_aligned}
@@ -410,7 +408,8 @@ def main() -> int:
         return 1
     results = (plan.generated_dir() / "results.md").read_text() + "\n" + goals(plan)
     (plan.out / "results.md").write_text(results)
-    (plan.out / CHECKPOINTS).write_text(json.dumps(plan.checkpoints(), indent=1) + "\n")
+    # for what builds on this job (the emotion job, serve.py's default models): which run folders it trained
+    (plan.out / MAIN_JOB_CHECKPOINTS.name).write_text(json.dumps(plan.checkpoints(), indent=1) + "\n")
     print(f"\n{timing}\n{results}\nwavs and per-utterance scores: {plan.generated_dir()}")
     return 0
 

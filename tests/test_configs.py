@@ -40,7 +40,7 @@ DERIVED_SIZES = {"text_vocab_size": 300, "audio_vocab_size": 64, "token_vocab_si
 
 
 # Experiments with a required choice of their own.
-EXPERIMENT_CHOICES = {"ar_emotion_tiny": ["emotion=happy"]}
+EXPERIMENT_CHOICES = {"ar_emotion_tiny": ["emotion=happy"], "ar_emotion_tiny_aligned": ["emotion=happy"]}
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

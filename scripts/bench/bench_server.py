@@ -4,8 +4,8 @@ table: p50/p95 latency, time to the first streamed chunk, requests/s and failure
 
     python scripts/bench/bench_server.py --clients 8 --requests 32
     python scripts/bench/bench_server.py --clients 1 8 32 --threads 2
-    python scripts/bench/bench_server.py --ar logs/ar_tiny/checkpoints/last.ckpt \\
-        --fm logs/flow_matching_tiny/checkpoints/last.ckpt
+    python scripts/bench/bench_server.py --ar logs/ar_tiny_aligned_tok1500/checkpoints/last.ckpt \\
+        --fm logs/flow_matching_tiny_tok1500/checkpoints/last.ckpt    # the main job's, default budgets
 
 Without ``--ar``/``--fm`` the server runs tiny random checkpoints made in a temporary folder
 (tests/inference/tiny_pipeline.py) with ``--max-tokens`` capping each segment, as on the 2-core CI box.

@@ -3,8 +3,8 @@
 same run, on trained checkpoints. Prints a markdown table (docs/inference.md).
 
     python scripts/bench/bench_streaming.py --threads 2
-    python scripts/bench/bench_streaming.py --ar logs/ar_tiny/checkpoints/last.ckpt \\
-        --fm logs/flow_matching_tiny/checkpoints/last.ckpt --chunk-tokens 10 25 50 --device cuda
+    python scripts/bench/bench_streaming.py --ar logs/ar_tiny_aligned_tok1500/checkpoints/last.ckpt \\
+        --fm logs/flow_matching_tiny_tok1500/checkpoints/last.ckpt --chunk-tokens 10 25 50 --device cuda
 
 Defaults: the main job's checkpoints (``bash scripts/run_tiny.sh``) and the first ``--references``
 reference wavs of its test-synth-en meta.lst, zero-shot, sampling seeded. Each text is a few sentences (one
@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from speech.inference import SamplingSetting, SynthesisRequest, Synthesizer
+from speech.lit.resolvers import main_job
 
 ROOT = Path(__file__).resolve().parents[2]
 TEXT = (
@@ -50,8 +51,8 @@ def measure(synth: Synthesizer, request: SynthesisRequest, chunk_tokens: int) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ar", default=str(ROOT / "logs/ar_tiny/checkpoints/last.ckpt"))
-    parser.add_argument("--fm", default=str(ROOT / "logs/flow_matching_tiny/checkpoints/last.ckpt"))
+    parser.add_argument("--ar", help="default: the main job's (logs/pipeline_tiny/checkpoints.json)")
+    parser.add_argument("--fm", help="default: the main job's")
     parser.add_argument("--meta", default=str(ROOT / "data/synthetic_tiny/test-synth-en/meta.lst"))
     parser.add_argument("--references", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
@@ -61,6 +62,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        args.ar = args.ar or main_job("ar", str(ROOT))
+        args.fm = args.fm or main_job("flow_matching", str(ROOT))
+    except FileNotFoundError as err:
+        raise SystemExit(f"{err} (or pass --ar/--fm)") from err
     for path in (args.ar, args.fm, args.meta):
         if not Path(path).is_file():
             raise SystemExit(

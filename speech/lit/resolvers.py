@@ -7,12 +7,14 @@ wrote (so configs never hard-code a vocabulary size or a cache folder's hash):
 - ``${latent_dim:<flow-vae checkpoint>}``: latent channels of a trained Flow-VAE.
 - ``${feature_cache:<kind>,<checkpoint>,<cache_dir>}``: the cache folder that checkpoint's encode run filled.
 - ``${mixed_precision:<accelerator>}``: the precision of the GPU trainers (``configs/trainer/gpu.yaml``).
+- ``${main_job:<stage>,<root_dir>}``: the checkpoint of a stage the main job trained (``entry/serve.yaml``).
 
 The config stored in a checkpoint is resolved, so these run once, when training starts.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from hydra.utils import instantiate
@@ -80,10 +82,39 @@ def mixed_precision(accelerator: str) -> str:
     return "32-true" if accelerator == "cpu" else "bf16-mixed"
 
 
+# What scripts/run_tiny.py writes when it ends, under the repository root it runs in: each trained stage's
+# checkpoint (paths relative to that root), and whether its AR model reads text-aligned hints
+MAIN_JOB_CHECKPOINTS = Path("logs/pipeline_tiny/checkpoints.json")
+
+
+def main_job(stage: str, root_dir: str) -> str:
+    """The checkpoint of ``stage`` (``tokenizer``, ``flow_vae``, ``flow_matching`` or ``ar``) that the main
+    job run in ``root_dir`` trained: its run folders depend on its budgets and options, so they are read
+    from the list it wrote, not assumed.
+
+    Raises:
+        FileNotFoundError: the main job has not ended there, or the checkpoint it names is gone.
+        KeyError: ``stage`` is not one it lists.
+    """
+    listed = Path(root_dir) / MAIN_JOB_CHECKPOINTS
+    if not listed.is_file():
+        raise FileNotFoundError(
+            f"{listed} not found: run the main job (bash scripts/run_tiny.sh), or give the checkpoints' paths"
+        )
+    said = json.loads(listed.read_text())
+    if stage not in said or stage == "ar_aligned":
+        stages = [k for k in said if k != "ar_aligned"]
+        raise KeyError(f"the main job lists no stage {stage!r}; it lists {stages}")
+    ckpt = Path(root_dir) / said[stage]
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"{ckpt}, listed in {listed}, not found: run the main job again")
+    return str(ckpt)
+
+
 def register_resolvers() -> None:
     """Registers the resolvers above (idempotent); entry points call it before reading configs."""
     for name, fn in {"text_vocab_size": text_vocab_size, "codebook_size": codebook_size,
                      "codebooks": codebooks, "latent_dim": latent_dim, "feature_cache": feature_cache,
-                     "mixed_precision": mixed_precision}.items():  # fmt: skip
+                     "mixed_precision": mixed_precision, "main_job": main_job}.items():  # fmt: skip
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn, use_cache=True)

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 from script_runs import run_script
-from test_ar_stage import TINY, fake_token_cache
+from test_ar_stage import TINY, fake_alignment_cache, fake_token_cache
 
 from speech.checkpoints import ADAPTER_KEY, file_sha256, load_adapter
 from speech.data.manifest import CutRules, cut_emotion
@@ -144,3 +144,29 @@ def test_data_with_another_bpe_is_refused(base, tmp_path, monkeypatch):
 def test_missing_bpe_to_reuse_names_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"bpe.reuse: .*nope.json not found; prepare the corpus"):
         emotion_corpus(tmp_path, bpe_reuse=tmp_path / "nope.json")
+
+
+def test_an_aligned_base_model_gets_adapters_trained_on_alignments(
+    shared_prepared, emotion_prepared, tmp_path, monkeypatch
+):
+    """The main job's AR model reads text-aligned hints: its adapters need the emotive cuts' alignments
+    (``experiment=ar_emotion_tiny_aligned``, which the emotion job picks for it); the plain adapter
+    experiment on it names the missing feature."""
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    tokens = fake_token_cache(shared_prepared, tmp_path / "base_tokens")
+    alignments = fake_alignment_cache(shared_prepared, tmp_path / "base_alignments")
+    run_script(TRAIN, "experiment=ar_tiny_aligned", f"data.prepared_dir={shared_prepared}",
+               f"paths.log_dir={tmp_path}", f"data.datamodule.features.tokens={tokens}",
+               f"data.datamodule.features.alignments={alignments}", "data.datamodule.num_workers=0",
+               "data.datamodule.max_duration=4", *TINY, "trainer.max_steps=1", "+trainer.limit_val_batches=0",
+               "trainer.enable_progress_bar=false")  # fmt: skip
+    base = tmp_path / "ar_tiny_aligned" / "checkpoints" / "last.ckpt"
+    args = adapter_args(base, emotion_prepared, tmp_path)
+    with pytest.raises(ValueError, match="a hint_pointer model trains on text_starts"):
+        run_script(TRAIN, *args, "trainer.max_steps=1")
+    emotive = fake_alignment_cache(emotion_prepared, tmp_path / "alignments")
+    aligned = [a.replace("experiment=ar_emotion_tiny", "experiment=ar_emotion_tiny_aligned") for a in args]
+    run_script(TRAIN, *aligned, f"data.datamodule.features.alignments={emotive}", "trainer.max_steps=1",
+               "name=aligned/happy")  # fmt: skip
+    adapter = torch.load(tmp_path / "aligned/happy/checkpoints/last.ckpt", weights_only=False)
+    assert adapter["global_step"] == 1 and adapter[ADAPTER_KEY]["base_sha256"] == file_sha256(base)

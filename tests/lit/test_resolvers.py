@@ -1,9 +1,22 @@
-"""speech/lit/resolvers.py: sizes read from an upstream checkpoint's stored config, without its model."""
+"""speech/lit/resolvers.py: sizes read from an upstream checkpoint's stored config, without its model, and the
+main job's checkpoints read from the list it writes."""
+
+import json
+from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
-from speech.lit.resolvers import codebook_size, codebooks, latent_dim
+from speech.lit.resolvers import (
+    MAIN_JOB_CHECKPOINTS,
+    codebook_size,
+    codebooks,
+    latent_dim,
+    main_job,
+    register_resolvers,
+)
 
 # A model target that fails if anything builds it: the resolvers must read the config, not the model.
 UNBUILDABLE = "speech.no_such_module.Model"
@@ -55,3 +68,37 @@ def test_reading_the_codebooks_leaves_the_global_random_generator_alone(tmp_path
     after = torch.rand(3)
     torch.manual_seed(0)
     assert torch.equal(after, torch.rand(3))
+
+
+def test_serve_defaults_to_the_checkpoints_the_main_job_listed(tmp_path, monkeypatch):
+    """serve.py's default models are the main job's, whatever folders its budgets gave them; before the main
+    job has run, or after its checkpoints are gone, the error says what to do."""
+    register_resolvers()
+    configs = str(Path(__file__).resolve().parents[2] / "configs")
+
+    def served() -> dict:
+        with initialize_config_dir(configs, version_base="1.3"):
+            cfg = compose("entry/serve", overrides=[f"paths.root_dir={tmp_path}"])
+        return OmegaConf.to_container(cfg, resolve=True)["models"]["speech-02-hd"]
+
+    with pytest.raises(Exception, match=r"checkpoints.json not found: run the main job"):
+        served()
+    ckpts = {"ar": "logs/ar_tiny_aligned_tok1500/checkpoints/last.ckpt",
+             "flow_matching": "logs/flow_matching_tiny_tok1500/checkpoints/last.ckpt"}  # fmt: skip
+    for path in ckpts.values():
+        (tmp_path / path).parent.mkdir(parents=True)
+        (tmp_path / path).write_bytes(b"weights")
+    (tmp_path / MAIN_JOB_CHECKPOINTS).parent.mkdir(parents=True)
+    (tmp_path / MAIN_JOB_CHECKPOINTS).write_text(json.dumps({**ckpts, "ar_aligned": True}))
+    model = served()
+    assert (model["ar_ckpt"], model["fm_ckpt"]) == (
+        str(tmp_path / ckpts["ar"]),
+        str(tmp_path / ckpts["flow_matching"]),
+    )
+    with pytest.raises(KeyError, match=r"no stage 'ar_aligned'; it lists \['ar', 'flow_matching'\]"):
+        main_job("ar_aligned", str(tmp_path))
+    (tmp_path / ckpts["ar"]).unlink()
+    with pytest.raises(
+        FileNotFoundError, match=r"ar_tiny_aligned_tok1500.*not found: run the main job again"
+    ):
+        main_job("ar", str(tmp_path))
