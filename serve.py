@@ -14,6 +14,7 @@ import hydra
 import torch
 import uvicorn
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from speech.lit.resolvers import register_resolvers
 from speech.serve.app import create_app
@@ -22,13 +23,16 @@ from speech.serve.server import build_server
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="entry/serve")
 def main(cfg: DictConfig) -> None:
-    register_resolvers()  # the default models: ${main_job:...}
-    config = OmegaConf.to_container(cfg, resolve=True)
-    threads = config.get("threads")
+    threads = cfg.get("threads")  # checked first: it needs nothing resolved
     if threads is not None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise SystemExit(f"threads: must be an integer >= 1 or null (torch's default), got {threads!r}")
         torch.set_num_threads(threads)
+    register_resolvers()  # the default models: ${main_job:...}
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True)
+    except InterpolationResolutionError as err:  # e.g. no main job yet: say what, without a traceback
+        raise SystemExit(f"serve.py: {err}") from None
     if config["device"] == "auto":
         config["device"] = "cuda" if torch.cuda.is_available() else "cpu"
     server = build_server(config)

@@ -122,3 +122,14 @@ def test_serve_refuses_a_bad_thread_count_before_loading_anything(threads, tmp_p
     )  # fmt: skip
     assert done.returncode != 0
     assert "threads: must be an integer >= 1 or null (torch's default), got" in done.stderr
+
+
+def test_serve_without_the_main_jobs_checkpoints_says_to_run_it(tmp_path):
+    """The default models are the ones the main job lists; where it has not run, the server stops at once
+    with what to do, not a traceback."""
+    done = subprocess.run(
+        [sys.executable, str(CONFIGS.parent / "serve.py"), f"store={tmp_path}", "auth=false"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "checkpoints.json not found: run the main job (bash scripts/run_tiny.sh)" in done.stderr
