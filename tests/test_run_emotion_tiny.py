@@ -40,7 +40,7 @@ def main_job_tree(tmp_path, monkeypatch):
 def commands(base) -> dict[str, list[str]]:
     graph = SCRIPT["tasks"](base, [], {"EMOTIONS": "happy,sad"}, 2)
     # a clone's command is built when it starts (its folder is keyed by its adapter's bytes): the base's only
-    return {t.name: t.command() if t.name == "clone_base" else t.command for t in graph}
+    return {t.name: t.command() if t.name in ("clone_base", "eval_base") else t.command for t in graph}
 
 
 def test_the_adapters_build_on_the_main_jobs_aligned_ar_model(main_job_tree):
@@ -60,6 +60,7 @@ def test_the_adapters_build_on_the_main_jobs_aligned_ar_model(main_job_tree):
     graph = {t.name: t.after for t in SCRIPT["tasks"](base, [], {"EMOTIONS": "happy"}, 2)}
     assert graph["adapter_happy"] == ("encode_tokens", "encode_alignments")
     assert {f"ar_ckpt={said['ar']}", f"fm_ckpt={said['flow_matching']}"} <= set(cmds["clone_base"])
+    assert "asr=whisper_ct2" in cmds["eval_base"]  # the main job's English judge
 
 
 def test_an_even_hint_base_gets_plain_adapters_and_a_retrained_base_new_ones(main_job_tree):

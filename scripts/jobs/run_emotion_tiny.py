@@ -16,7 +16,8 @@ zero-shot with the same seed and batches with and without each adapter, so an ad
 difference. ``eval/emotion_eval.py`` sets the prosody shift of each emotion (F0, duration and loudness
 against the base model's output) beside the shift in its training renditions; ``eval/seedtts_eval.py``
 scores WER/SIM of every run. Budgets from the environment: ``ADAPTER_STEPS`` (300), ``EMOTIONS`` (the eight
-of the corpus, comma-separated), ``EVAL_ASR`` (``pocketsphinx_fast``). Everything is safe to run again.
+of the corpus, comma-separated), ``EVAL_ASR`` (``whisper_ct2``: Whisper tiny.en, the main job's judge).
+Everything is safe to run again.
 Outputs: ``logs/pipeline_emotion_tiny/`` (a log per task, ``timings.md``, ``results.md``, ``prosody.png``);
 the adapters in ``logs/ar_emotion_tiny/<base AR model's sha256[:12]>/<emotion>/``.
 """
@@ -109,7 +110,7 @@ def tasks(base: Base, extra: list[str], env: dict, slots: int) -> list[Task]:
     command."""
     emotions = [e.strip() for e in env.get("EMOTIONS", ",".join(EMOTIONS)).split(",") if e.strip()]
     steps = env.get("ADAPTER_STEPS", 300)
-    asr = env.get("EVAL_ASR", "pocketsphinx_fast")
+    asr = env.get("EVAL_ASR", "whisper_ct2")
     meta = subset_meta(int(env.get("EVAL_PER_SPEAKER", 3)))
     data = "data=synthetic_emotion_tiny"
 
