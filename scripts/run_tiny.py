@@ -20,8 +20,8 @@ Budgets come from the environment: ``TOKENIZER_STEPS`` (1500; the long recipe of
 it to 3000; each budget gets AR and flow-matching runs of its own, ``Plan.tokens_tag``), ``VAE_STEPS``
 (7000 steps of 2 s crops, reconstruction and KL only: the GAN phase cost 2.5x per step on CPU and did not
 lower the resynthesis WER; docs/main_job_levers.md), ``AR_STEPS`` (1500), ``FM_STEPS`` (2400); the
-defaults fill about 42 of the job's 45 minutes (the constants below); ``TOKENIZER_CODEBOOKS`` (1: residual
-codes per audio token, ``model.quantizer.codebooks``; 2 measured no better, docs/main_job_levers.md; another
+defaults fill the job's 45 minutes (39-45 by the box's speed; the constants below);
+``TOKENIZER_CODEBOOKS`` (1: residual codes per audio token, ``model.quantizer.codebooks``; 2 measured no better, docs/main_job_levers.md; another
 count gets a tokenizer, AR and flow-matching runs of its own, ``Plan.tokens_tag``); within this budget the
 AR model trains on the corpus's English cuts only (754 of 1,439: the test set is English, and a 4M-parameter
 model has little capacity to spare on five more languages; docs/main_job_levers.md);
@@ -61,8 +61,9 @@ from speech.runner import Task, run_job
 # (logs/<stage>_tiny/, logs/pipeline_tiny/); another one gets its own tree, logs/<corpus>/..., so runs on two
 # corpora never resume each other's checkpoints
 DEFAULT_CORPUS = "synthetic_tiny"
-# The main job's training budgets (steps), sized so that the whole job fills about 42 of its 45 minutes on
-# 2 cores, each stage about where its validation curve flattens
+# The main job's training budgets (steps), sized so that the whole job fills its 45 minutes on 2 cores (39:23
+# measured on a fast day, about 45 at the slowest box speed measured), each stage about where its validation
+# curve flattens
 # (docs/main_job.md, "The main job given its 45 minutes"): the tokenizer (its lane ends with the AR model's),
 # the Flow-VAE (2 s crops, Vocos encoder, reconstruction and KL only), the AR model and flow matching
 TOKENIZER_STEPS, VAE_STEPS, AR_STEPS, FM_STEPS = 1500, 7000, 1500, 2400
