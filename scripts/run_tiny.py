@@ -21,10 +21,11 @@ it to 3000; each budget gets AR and flow-matching runs of its own, ``Plan.tokens
 (7000 steps of 2 s crops, reconstruction and KL only: the GAN phase cost 2.5x per step on CPU and did not
 lower the resynthesis WER; docs/main_job_levers.md), ``AR_STEPS`` (1500), ``FM_STEPS`` (2400); the
 defaults fill the job's 45 minutes (39-45 by the box's speed; the constants below);
-``TOKENIZER_CODEBOOKS`` (1: residual codes per audio token, ``model.quantizer.codebooks``; 2 measured no better, docs/main_job_levers.md; another
-count gets a tokenizer, AR and flow-matching runs of its own, ``Plan.tokens_tag``); within this budget the
-AR model trains on the corpus's English cuts only (754 of 1,439: the test set is English, and a 4M-parameter
-model has little capacity to spare on five more languages; docs/main_job_levers.md);
+``TOKENIZER_CODEBOOKS`` (1: residual codes per audio token, ``model.quantizer.codebooks``; 2 measured no
+better, docs/main_job_levers.md; another count gets a tokenizer, AR and flow-matching runs of its own,
+``Plan.tokens_tag``); within this budget the AR model trains on the corpus's English cuts only (754 of
+1,439: the test set is English, and a 4M-parameter model has little capacity to spare on five more
+languages; docs/main_job_levers.md);
 ``EVAL_ASR`` picks the WER judge (``whisper_ct2``: Whisper tiny.en, see
 docs/evaluation.md). ``CORPUS`` picks another built-in corpus (a ``configs/data`` name, e.g.
 ``synthetic_natural_tiny``; its runs go to ``logs/<corpus>/``) and scores its English test set;
