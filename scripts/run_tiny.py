@@ -52,9 +52,10 @@ import hashlib
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from speech.checkpoints import load_checkpoint
 from speech.lit.resolvers import MAIN_JOB_CHECKPOINTS
 from speech.runner import Task, run_job
 
@@ -93,7 +94,8 @@ def test_set_prefix(corpus: str) -> str:
 class Plan:
     """Where one main job reads and writes: the training corpus, the corpus whose English test set is
     rendered (the same one unless ``TEST_CORPUS`` crosses them), that test set, the WER judge and the log
-    tree."""
+    tree. ``tokenizer_steps`` is what the job's tokenizer will have trained: its budget, or more where its
+    checkpoint already has more (it never trains back)."""
 
     corpus: str = DEFAULT_CORPUS
     test_corpus: str = DEFAULT_CORPUS
@@ -114,8 +116,12 @@ class Plan:
             raise ValueError(f"AR_ALIGNED={aligned!r}: 1 (text-aligned hints) or 0 (hints spread evenly)")
         steps = whole_number(env, "TOKENIZER_STEPS", TOKENIZER_STEPS, "training steps")
         codebooks = whole_number(env, "TOKENIZER_CODEBOOKS", 1, "residual codebooks")
-        return cls(corpus, test_corpus, test_set, env.get("EVAL_ASR", cls.asr), env.get("AR_CORPUS") or None,
+        plan = cls(corpus, test_corpus, test_set, env.get("EVAL_ASR", cls.asr), env.get("AR_CORPUS") or None,
                    aligned == "1", steps, codebooks)  # fmt: skip
+        # a tokenizer trained further already (the long recipe's 3000 steps) stays so, and its tokens are
+        # what the AR and flow-matching runs learn: their folders name its steps, not the budget
+        trained = trained_steps(plan.ckpt("tokenizer"))
+        return replace(plan, tokenizer_steps=trained) if trained > steps else plan
 
     @property
     def crossed(self) -> bool:
@@ -146,10 +152,11 @@ class Plan:
 
     @property
     def tokens_tag(self) -> str:
-        """``_tok<steps>[_cb<count>]``: which tokenizer made the tokens the AR and flow-matching runs learn.
-        A tokenizer trained longer (a larger ``TOKENIZER_STEPS``, or a new default) or with other codebooks
-        makes other tokens, on which a run trained on the old ones would refuse to continue
-        (``speech.checkpoints.ResumeCheck``): so its runs train in folders of their own, beside the old."""
+        """``_tok<steps>[_cb<count>]``: which tokenizer made the tokens the AR and flow-matching runs learn
+        (its steps after the job). A tokenizer trained longer (a larger ``TOKENIZER_STEPS``, or a new
+        default) or with other codebooks makes other tokens, on which a run trained on the old ones would
+        refuse to continue (``speech.checkpoints.ResumeCheck``): so its runs train in folders of their own,
+        beside the old."""
         return f"_tok{self.tokenizer_steps}{self.codebooks_tag}"
 
     def run(self, stage: str) -> str:
@@ -214,6 +221,11 @@ def scored_before(summary: Path, wavs: Path, meta: str, asr: str) -> str | None:
     if newest is None or newest > summary.stat().st_mtime:
         return None
     return f"{summary} scores these wavs"
+
+
+def trained_steps(ckpt: Path) -> int:
+    """The training steps a stage's checkpoint holds; 0 where it has none yet."""
+    return int(load_checkpoint(ckpt).get("global_step", 0)) if ckpt.is_file() else 0
 
 
 def whole_number(env: dict, name: str, default: int, what: str) -> int:

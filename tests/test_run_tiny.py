@@ -347,3 +347,24 @@ def test_the_jobs_built_on_this_one_are_told_its_checkpoints():
         for stage in ("tokenizer", "flow_matching", "ar"):
             assert f"name={Path(said[stage]).parents[1].name}" in cmds[stage]
         assert f"ckpt={said['flow_vae']}" in cmds["encode_latents"]
+
+
+def test_runs_on_a_tokenizer_trained_further_are_named_by_its_steps(tmp_path, monkeypatch):
+    """After the long recipe's 3,000 tokenizer steps, the default budget (1,500) leaves the tokenizer as it
+    is: the AR and flow-matching runs learn its 3,000-step tokens and are named so (the long recipe's own
+    runs), not ``_tok1500``; a budget above what it has is what the tag says."""
+    import torch
+
+    ckpt = tmp_path / "last.ckpt"
+    torch.save({"config": {}, "global_step": 3000}, ckpt)
+    assert SCRIPT["trained_steps"](ckpt) == 3000 and SCRIPT["trained_steps"](tmp_path / "none.ckpt") == 0
+    # the tokenizer's checkpoint, as the plan reads it (the script's own globals: SCRIPT is a copy of them)
+    monkeypatch.setitem(SCRIPT["Plan"].from_env.__func__.__globals__, "trained_steps", lambda path: 3000)
+    assert SCRIPT["Plan"].from_env({}).run("ar") == "ar_tiny_aligned_tok3000"
+    assert (
+        SCRIPT["Plan"].from_env({"TOKENIZER_STEPS": "4000"}).run("flow_matching")
+        == "flow_matching_tiny_tok4000"
+    )
+    cmds = commands({})
+    assert "trainer.max_steps=1500" in cmds["tokenizer"]  # asked for as before; it stops at once
+    assert "name=ar_tiny_aligned_tok3000" in cmds["ar"]
