@@ -175,8 +175,11 @@ class Plan:
     def checkpoints(self) -> dict:
         """What builds on this job reads (``MAIN_JOB_CHECKPOINTS``): each trained stage's checkpoint, and
         whether the AR model reads text-aligned hints (its adapters then train on alignments too)."""
-        stages = {stage: str(self.ckpt(stage)) for stage in ("tokenizer", "flow_vae", "flow_matching", "ar")}
-        return {**stages, "ar_aligned": self.ar_aligned}
+        stages = ("tokenizer", "flow_vae", "flow_matching", "ar")
+        return {
+            "checkpoints": {stage: str(self.ckpt(stage)) for stage in stages},
+            "ar_aligned": self.ar_aligned,
+        }
 
     def overrides(self) -> list[str]:
         """What every Hydra command of this job is given before the user's overrides."""

@@ -25,13 +25,14 @@ def main_job_tree(tmp_path, monkeypatch):
 
     def ended(env: dict) -> dict:
         with contextlib.chdir(ROOT):  # the plan reads the configs
-            said = MAIN_JOB["Plan"].from_env(env).checkpoints()
+            listed = MAIN_JOB["Plan"].from_env(env).checkpoints()
+        said = listed["checkpoints"]
         for stage in ("tokenizer", "flow_vae", "flow_matching", "ar"):
             Path(said[stage]).parent.mkdir(parents=True, exist_ok=True)
             Path(said[stage]).write_bytes(stage.encode())
         out = MAIN_JOB_CHECKPOINTS
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(said))
+        out.write_text(json.dumps(listed))
         return said
 
     return ended
@@ -72,9 +73,10 @@ def test_an_even_hint_base_gets_plain_adapters_and_a_retrained_base_new_ones(mai
         "experiment=ar_emotion_tiny" in cmds["adapter_sad"]
         and f"upstream.ar={said['ar']}" in cmds["adapter_sad"]
     )
-    before = base.adapters
+    before = base.adapters, base.clones
     Path(said["ar"]).write_bytes(b"trained further")  # an adapter cannot continue on another base
-    assert SCRIPT["Base"].read().adapters != before
+    retrained = SCRIPT["Base"].read()
+    assert retrained.adapters != before[0] and retrained.clones != before[1]
 
 
 def test_without_the_main_jobs_checkpoints_it_says_to_run_the_main_job(main_job_tree):

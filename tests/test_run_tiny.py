@@ -342,8 +342,9 @@ def test_the_jobs_built_on_this_one_are_told_its_checkpoints():
     so the emotion job finds the AR model the main job made."""
     for env in ({}, {"AR_ALIGNED": "0"}, {"TOKENIZER_STEPS": "3000", "AR_CORPUS": "synthetic_en60"}):
         plan, cmds = SCRIPT["Plan"].from_env(env), commands(env)
-        said = json.loads(json.dumps(plan.checkpoints()))
-        assert said["ar_aligned"] is (env.get("AR_ALIGNED") != "0")
+        listed = json.loads(json.dumps(plan.checkpoints()))
+        assert listed["ar_aligned"] is (env.get("AR_ALIGNED") != "0")
+        said = listed["checkpoints"]
         for stage in ("tokenizer", "flow_matching", "ar"):
             assert f"name={Path(said[stage]).parents[1].name}" in cmds[stage]
         assert f"ckpt={said['flow_vae']}" in cmds["encode_latents"]

@@ -79,19 +79,20 @@ class Base:
     def adapter_ckpt(self, emotion: str) -> Path:
         return Path(f"logs/{self.adapters}/{emotion}/checkpoints/last.ckpt")
 
-
-def generated_dir(base: Base) -> Path:
-    """Where this AR + flow-matching pair writes its clones: a rerun after more training makes new ones."""
-    digest = hashlib.sha256(base.ar.read_bytes() + base.flow_matching.read_bytes()).hexdigest()[:12]
-    return OUT / digest
+    @functools.cached_property
+    def clones(self) -> Path:
+        """Where this AR + flow-matching pair writes its clones: a rerun after more training makes new ones
+        (hashed once per job, not at every command that names the folder)."""
+        digest = hashlib.sha256(self.ar.read_bytes() + self.flow_matching.read_bytes()).hexdigest()[:12]
+        return OUT / digest
 
 
 def run_dir(base: Base, emotion: str) -> Path:
     """The clones of one emotion (or ``BASE``), keyed by its adapter's bytes as well."""
     if emotion == BASE:
-        return generated_dir(base) / BASE
+        return base.clones / BASE
     digest = hashlib.sha256(base.adapter_ckpt(emotion).read_bytes()).hexdigest()[:8]
-    return generated_dir(base) / f"{emotion}-{digest}"
+    return base.clones / f"{emotion}-{digest}"
 
 
 def subset_meta(per_speaker: int) -> Path:
@@ -145,7 +146,7 @@ def tasks(base: Base, extra: list[str], env: dict, slots: int) -> list[Task]:
     def prosody() -> list[str]:
         runs = "emotions={" + ", ".join(f"{e}: {run_dir(base, e)}" for e in emotions) + "}"
         return [sys.executable, "eval/emotion_eval.py", runs, f"base={run_dir(base, BASE)}",
-                f"corpus={CORPUS}", f"out={generated_dir(base) / 'prosody'}", "progress=false"]  # fmt: skip
+                f"corpus={CORPUS}", f"out={base.clones / 'prosody'}", "progress=false"]  # fmt: skip
 
     def table() -> list[str]:
         runs = ", ".join(f"{label}: {run_dir(base, label).parent / 'eval' / run_dir(base, label).name}"
@@ -154,7 +155,7 @@ def tasks(base: Base, extra: list[str], env: dict, slots: int) -> list[Task]:
             sys.executable,
             "eval/compare_runs.py",
             f"runs={{{runs}}}",
-            f"out={generated_dir(base) / 'wer_sim.md'}",
+            f"out={base.clones / 'wer_sim.md'}",
         ]
 
     graph = [
@@ -190,7 +191,7 @@ def main() -> int:
     timing = run_job(tasks(base, sys.argv[1:], dict(os.environ), slots), slots=slots, log_dir=OUT)
     if timing is None:
         return 1
-    gen = generated_dir(base)
+    gen = base.clones
     results = (gen / "prosody" / "prosody.md").read_text() + "\n" + (gen / "wer_sim.md").read_text()
     (OUT / "results.md").write_text(results)
     (OUT / "prosody.png").write_bytes((gen / "prosody" / "prosody.png").read_bytes())

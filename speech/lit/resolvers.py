@@ -82,8 +82,9 @@ def mixed_precision(accelerator: str) -> str:
     return "32-true" if accelerator == "cpu" else "bf16-mixed"
 
 
-# What scripts/run_tiny.py writes when it ends, under the repository root it runs in: each trained stage's
-# checkpoint (paths relative to that root), and whether its AR model reads text-aligned hints
+# What scripts/run_tiny.py writes when it ends, under the repository root it runs in: {"checkpoints": each
+# trained stage's checkpoint (paths relative to that root), "ar_aligned": whether its AR model reads
+# text-aligned hints}
 MAIN_JOB_CHECKPOINTS = Path("logs/pipeline_tiny/checkpoints.json")
 
 
@@ -101,10 +102,9 @@ def main_job(stage: str, root_dir: str) -> str:
         raise FileNotFoundError(
             f"{listed} not found: run the main job (bash scripts/run_tiny.sh), or give the checkpoints' paths"
         )
-    said = json.loads(listed.read_text())
-    if stage not in said or stage == "ar_aligned":
-        stages = [k for k in said if k != "ar_aligned"]
-        raise KeyError(f"the main job lists no stage {stage!r}; it lists {stages}")
+    said = json.loads(listed.read_text())["checkpoints"]
+    if stage not in said:
+        raise KeyError(f"the main job lists no stage {stage!r}; it lists {list(said)}")
     ckpt = Path(root_dir) / said[stage]
     if not ckpt.is_file():
         raise FileNotFoundError(f"{ckpt}, listed in {listed}, not found: run the main job again")

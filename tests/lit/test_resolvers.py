@@ -89,7 +89,7 @@ def test_serve_defaults_to_the_checkpoints_the_main_job_listed(tmp_path, monkeyp
         (tmp_path / path).parent.mkdir(parents=True)
         (tmp_path / path).write_bytes(b"weights")
     (tmp_path / MAIN_JOB_CHECKPOINTS).parent.mkdir(parents=True)
-    (tmp_path / MAIN_JOB_CHECKPOINTS).write_text(json.dumps({**ckpts, "ar_aligned": True}))
+    (tmp_path / MAIN_JOB_CHECKPOINTS).write_text(json.dumps({"checkpoints": ckpts, "ar_aligned": True}))
     model = served()
     assert (model["ar_ckpt"], model["fm_ckpt"]) == (
         str(tmp_path / ckpts["ar"]),
